@@ -1,0 +1,52 @@
+# apicount — PGXS build.  Targets: all, install, test, demo, bench.
+# The test/demo/bench targets install missing Debian packages, build and install the
+# extension, and run a throwaway server as the unprivileged 'postgres' user.
+
+MODULE_big = apicount
+OBJS = \
+	src/apicount.o \
+	src/guc.o \
+	src/normalize.o \
+	src/strtab.o \
+	src/counters.o \
+	src/pending.o \
+	src/ingest.o \
+	src/readlock.o \
+	src/flush.o \
+	src/worker.o \
+	src/live.o
+
+EXTENSION = apicount
+DATA = sql/apicount--0.1.sql
+PGFILEDESC = "apicount - real-time API request counters"
+
+# pg_regress suites (sql/<name>.sql, expected/<name>.out); run by test/run_tests.sh
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/apicount--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-config=$(srcdir)/test/apicount.conf
+
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare -Wno-clobbered
+
+PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifeq ($(PGXS),)
+# PGXS is missing on a fresh machine: 'make test' / 'make demo' install it first.
+all install:
+	bash test/ensure_deps.sh && $(MAKE) $@
+else
+include $(PGXS)
+endif
+
+.PHONY: test demo bench demo-stop
+test:
+	bash test/run_tests.sh
+
+demo:
+	bash test/demo.sh
+
+demo-stop:
+	bash test/demo.sh stop
+
+bench:
+	bash bench/run.sh

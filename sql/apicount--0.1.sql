@@ -1,0 +1,434 @@
+-- apicount 0.1: schema, ingest surface, rollup tables, query functions.
+-- C owns ingest, shared memory and the worker; SQL owns the tables and the
+-- queries that combine flushed rollups with unflushed live counts.
+
+\echo Use "CREATE EXTENSION apicount" to load this file. \quit
+
+-- Refuse to install where it cannot work.
+DO $check$
+BEGIN
+	IF pg_catalog.current_setting('apicount.database', true) IS NULL THEN
+		RAISE EXCEPTION 'apicount must be loaded via shared_preload_libraries'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      HINT = 'Add apicount to shared_preload_libraries in postgresql.conf, set apicount.database, and restart the server.';
+	END IF;
+	IF pg_catalog.current_database() OPERATOR(pg_catalog.<>) pg_catalog.current_setting('apicount.database') THEN
+		RAISE EXCEPTION 'apicount can only be created in database "%"', pg_catalog.current_setting('apicount.database')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      DETAIL = pg_catalog.format('The apicount background worker flushes into the database named by apicount.database, not into "%s".', pg_catalog.current_database()),
+			      HINT = 'Create the extension in that database, or set apicount.database and restart the server.';
+	END IF;
+END
+$check$;
+
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'apicount_writer') THEN
+		CREATE ROLE apicount_writer NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'apicount_reader') THEN
+		CREATE ROLE apicount_reader NOLOGIN;
+	END IF;
+END
+$roles$;
+
+REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;
+GRANT USAGE ON SCHEMA @extschema@ TO apicount_writer, apicount_reader;
+
+---------------------------------------------------------------------------
+-- Rollup tables (written by the worker)
+---------------------------------------------------------------------------
+CREATE TABLE @extschema@.api_minute (
+	bucket          timestamptz NOT NULL,
+	method          text NOT NULL,
+	path            text NOT NULL,
+	calls           bigint NOT NULL DEFAULT 0,
+	ok              bigint NOT NULL DEFAULT 0,
+	client_errors   bigint NOT NULL DEFAULT 0,
+	server_errors   bigint NOT NULL DEFAULT 0,
+	latency_sum_ms  double precision NOT NULL DEFAULT 0,
+	latency_max_ms  double precision,
+	latency_count   bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (bucket, method, path)
+);
+CREATE INDEX api_minute_path_bucket ON @extschema@.api_minute (path, bucket);
+
+CREATE TABLE @extschema@.caller_minute (
+	bucket          timestamptz NOT NULL,
+	method          text NOT NULL,
+	path            text NOT NULL,
+	client_ip       inet,
+	user_id         text,
+	calls           bigint NOT NULL DEFAULT 0,
+	ok              bigint NOT NULL DEFAULT 0,
+	client_errors   bigint NOT NULL DEFAULT 0,
+	server_errors   bigint NOT NULL DEFAULT 0,
+	CONSTRAINT caller_minute_key UNIQUE NULLS NOT DISTINCT (bucket, method, path, client_ip, user_id)
+);
+CREATE INDEX caller_minute_path_bucket ON @extschema@.caller_minute (path, bucket);
+
+-- rollups are data: keep them in pg_dump output
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_minute', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.caller_minute', '');
+
+---------------------------------------------------------------------------
+-- Ingest
+---------------------------------------------------------------------------
+CREATE VIEW @extschema@.requests AS
+SELECT NULL::timestamptz AS ts,
+       NULL::text AS method,
+       NULL::text AS path,
+       NULL::inet AS client_ip,
+       NULL::text AS user_id,
+       NULL::integer AS status,
+       NULL::double precision AS latency_ms
+WHERE false;
+
+ALTER VIEW @extschema@.requests ALTER COLUMN ts SET DEFAULT pg_catalog.statement_timestamp();
+ALTER VIEW @extschema@.requests ALTER COLUMN method SET DEFAULT 'GET';
+
+CREATE FUNCTION @extschema@._requests_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'apicount_requests_insert'
+LANGUAGE C;
+
+CREATE TRIGGER requests_insert
+	INSTEAD OF INSERT ON @extschema@.requests
+	FOR EACH ROW EXECUTE FUNCTION @extschema@._requests_insert();
+
+CREATE FUNCTION @extschema@.hit(
+	path text,
+	method text DEFAULT 'GET',
+	client_ip inet DEFAULT NULL,
+	user_id text DEFAULT NULL,
+	status integer DEFAULT NULL,
+	latency_ms double precision DEFAULT NULL,
+	ts timestamptz DEFAULT pg_catalog.statement_timestamp())
+RETURNS void
+AS 'MODULE_PATHNAME', 'apicount_hit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.normalize_path(path text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'apicount_normalize_path_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+---------------------------------------------------------------------------
+-- Shared memory, worker, statistics
+---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._live_entries(
+	OUT bucket timestamptz, OUT method text, OUT path text,
+	OUT client_ip inet, OUT user_id text, OUT tracked boolean,
+	OUT calls bigint, OUT unflushed bigint, OUT unflushed_ok bigint,
+	OUT unflushed_client_errors bigint, OUT unflushed_server_errors bigint,
+	OUT unflushed_latency_count bigint, OUT unflushed_latency_sum_ms double precision,
+	OUT unflushed_latency_max_ms double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_entries'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@._live_window(since interval,
+	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
+	OUT tracked boolean, OUT calls bigint, OUT ok bigint, OUT errors bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_window'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@._read_begin() RETURNS void
+AS 'MODULE_PATHNAME', 'apicount_read_begin' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@._read_end() RETURNS void
+AS 'MODULE_PATHNAME', 'apicount_read_end' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@._stats(
+	OUT capacity bigint, OUT entries bigint, OUT hits bigint,
+	OUT overflow_hits bigint, OUT truncated bigint, OUT flushes bigint,
+	OUT flush_failures bigint, OUT last_flush_at timestamptz,
+	OUT last_flush_ms double precision, OUT worker_pid integer,
+	OUT shared_memory_bytes bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'apicount_stats'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW @extschema@.stats AS SELECT * FROM @extschema@._stats();
+
+CREATE VIEW @extschema@.live AS
+SELECT bucket, method, path, client_ip, user_id, calls, unflushed
+FROM @extschema@._live_entries();
+
+CREATE FUNCTION @extschema@.flush()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'apicount_flush'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+---------------------------------------------------------------------------
+-- Query functions.  Each brackets its read with _read_begin/_read_end so
+-- that a flush is seen either in the rollups or in shared memory, never
+-- both and never neither (see src/readlock.h).
+---------------------------------------------------------------------------
+
+-- API-level minute rows, flushed + unflushed, over [from_bucket, to_ts)
+CREATE FUNCTION @extschema@._api_minutes(from_bucket timestamptz, to_ts timestamptz,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT calls bigint,
+	OUT ok bigint, OUT errors bigint, OUT latency_sum_ms double precision,
+	OUT latency_count bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT a.bucket, a.method, a.path, a.calls, a.ok,
+	       a.client_errors + a.server_errors, a.latency_sum_ms, a.latency_count
+	FROM @extschema@.api_minute a
+	WHERE a.bucket >= from_bucket AND a.bucket < to_ts
+	UNION ALL
+	SELECT l.bucket, l.method, l.path, l.unflushed, l.unflushed_ok,
+	       l.unflushed_client_errors + l.unflushed_server_errors,
+	       l.unflushed_latency_sum_ms, l.unflushed_latency_count
+	FROM @extschema@._live_entries() l
+	WHERE l.bucket >= from_bucket AND l.bucket < to_ts AND l.unflushed > 0
+$$;
+
+-- caller-level minute rows, flushed + unflushed (tracked hits only)
+CREATE FUNCTION @extschema@._caller_minutes(from_bucket timestamptz, to_ts timestamptz,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
+	OUT user_id text, OUT calls bigint, OUT errors bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,
+	       c.client_errors + c.server_errors
+	FROM @extschema@.caller_minute c
+	WHERE c.bucket >= from_bucket AND c.bucket < to_ts
+	UNION ALL
+	SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.unflushed,
+	       l.unflushed_client_errors + l.unflushed_server_errors
+	FROM @extschema@._live_entries() l
+	WHERE l.bucket >= from_bucket AND l.bucket < to_ts AND l.unflushed > 0
+	  AND l.tracked
+$$;
+
+CREATE FUNCTION @extschema@._check_n(n integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF n IS NULL OR n < 0 THEN
+		RAISE EXCEPTION 'n must be a non-negative number of rows'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@._check_since(since interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF since IS NULL OR since <= interval '0' THEN
+		RAISE EXCEPTION 'since must be a positive interval'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.top_apis(n integer, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (method text, path text, calls bigint, errors bigint,
+               error_ratio double precision, avg_latency_ms double precision)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_n(n);
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT m.method, m.path, sum(m.calls)::bigint, sum(m.errors)::bigint,
+	       CASE WHEN sum(m.calls) > 0 THEN (sum(m.errors) / sum(m.calls))::float8 END,
+	       CASE WHEN sum(m.latency_count) > 0 THEN sum(m.latency_sum_ms) / sum(m.latency_count) END
+	FROM @extschema@._api_minutes(date_trunc('minute', from_ts), to_ts) m
+	GROUP BY m.method, m.path
+	HAVING sum(m.calls) > 0
+	ORDER BY 3 DESC, 1, 2
+	LIMIT n;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE FUNCTION @extschema@.top_apis(n integer DEFAULT 10, since interval DEFAULT '1 minute')
+RETURNS TABLE (method text, path text, calls bigint, errors bigint,
+               error_ratio double precision, avg_latency_ms double precision)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_n(n);
+	PERFORM @extschema@._check_since(since);
+	IF since > interval '2 minutes' THEN
+		RETURN QUERY SELECT * FROM @extschema@.top_apis(n, now() - since, now() + interval '1 microsecond');
+		RETURN;
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	WITH w AS (
+		SELECT lw.method, lw.path, sum(lw.calls) AS calls, sum(lw.errors) AS errors
+		FROM @extschema@._live_window(since) lw
+		GROUP BY lw.method, lw.path
+	), lat AS (
+		SELECT m.method, m.path, sum(m.latency_sum_ms) AS s, sum(m.latency_count) AS c
+		FROM @extschema@._api_minutes(date_trunc('minute', now() - since), now() + interval '1 microsecond') m
+		GROUP BY m.method, m.path
+	)
+	SELECT w.method, w.path, w.calls::bigint, w.errors::bigint,
+	       (w.errors::float8 / w.calls::float8),
+	       CASE WHEN lat.c > 0 THEN lat.s / lat.c END
+	FROM w LEFT JOIN lat ON lat.method = w.method AND lat.path = w.path
+	ORDER BY 3 DESC, 1, 2
+	LIMIT n;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE FUNCTION @extschema@._check_by(by text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF by IS NULL OR by NOT IN ('ip', 'user', 'ip_user') THEN
+		RAISE EXCEPTION 'invalid value for by: %', coalesce(quote_literal(by), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use ''ip'', ''user'' or ''ip_user''.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.top_callers(n integer DEFAULT 10, since interval DEFAULT '1 minute',
+	path text DEFAULT NULL, by text DEFAULT 'ip')
+RETURNS TABLE (client_ip inet, user_id text, calls bigint, errors bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	want_ip boolean := by IN ('ip', 'ip_user');
+	want_user boolean := by IN ('user', 'ip_user');
+	p text := path;
+BEGIN
+	PERFORM @extschema@._check_n(n);
+	PERFORM @extschema@._check_since(since);
+	PERFORM @extschema@._check_by(by);
+	PERFORM @extschema@._read_begin();
+	IF since <= interval '2 minutes' THEN
+		RETURN QUERY
+		SELECT CASE WHEN want_ip THEN lw.client_ip END AS ip,
+		       CASE WHEN want_user THEN lw.user_id END AS uid,
+		       sum(lw.calls)::bigint, sum(lw.errors)::bigint
+		FROM @extschema@._live_window(since) lw
+		WHERE lw.tracked AND (p IS NULL OR lw.path = p)
+		GROUP BY 1, 2
+		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
+		LIMIT n;
+	ELSE
+		RETURN QUERY
+		SELECT CASE WHEN want_ip THEN c.client_ip END AS ip,
+		       CASE WHEN want_user THEN c.user_id END AS uid,
+		       sum(c.calls)::bigint, sum(c.errors)::bigint
+		FROM @extschema@._caller_minutes(date_trunc('minute', now() - since), now() + interval '1 microsecond') c
+		WHERE p IS NULL OR c.path = p
+		GROUP BY 1, 2
+		HAVING sum(c.calls) > 0
+		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
+		LIMIT n;
+	END IF;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE FUNCTION @extschema@._series(p text, from_ts timestamptz, to_ts timestamptz, step interval)
+RETURNS TABLE (t timestamptz, m text, pth text, calls bigint,
+               errors bigint, avg_latency_ms double precision)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF step IS NULL OR step <= interval '0' THEN
+		RAISE EXCEPTION 'step must be a positive interval'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT date_bin(step, a.bucket, timestamptz '2000-01-01 00:00:00+00'),
+	       CASE WHEN p IS NOT NULL THEN a.method END,
+	       CASE WHEN p IS NOT NULL THEN a.path END,
+	       sum(a.calls)::bigint, sum(a.errors)::bigint,
+	       CASE WHEN sum(a.latency_count) > 0 THEN sum(a.latency_sum_ms) / sum(a.latency_count) END
+	FROM @extschema@._api_minutes(date_trunc('minute', from_ts), to_ts) a
+	WHERE p IS NULL OR a.path = p
+	GROUP BY 1, 2, 3
+	HAVING sum(a.calls) > 0
+	ORDER BY 1, 2, 3;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+-- public signature (its OUT column "path" shares the parameter's name,
+-- which PL/pgSQL does not allow, hence the SQL wrapper)
+CREATE FUNCTION @extschema@.series(path text DEFAULT NULL,
+	from_ts timestamptz DEFAULT now() - interval '1 hour',
+	to_ts timestamptz DEFAULT now(),
+	step interval DEFAULT '1 minute')
+RETURNS TABLE ("time" timestamptz, method text, path text, calls bigint,
+               errors bigint, avg_latency_ms double precision)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._series($1, $2, $3, $4) $$;
+
+CREATE FUNCTION @extschema@.callers(path text, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz,
+               last_seen timestamptz, calls bigint, errors bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p text := path;
+BEGIN
+	IF p IS NULL THEN
+		RAISE EXCEPTION 'path must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT c.client_ip, c.user_id, min(c.bucket), max(c.bucket),
+	       sum(c.calls)::bigint, sum(c.errors)::bigint
+	FROM @extschema@._caller_minutes(date_trunc('minute', from_ts), to_ts) c
+	WHERE c.path = p AND c.calls > 0
+	GROUP BY c.client_ip, c.user_id
+	ORDER BY 5 DESC, 1 NULLS LAST, 2 NULLS LAST;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; writer ingests, reader reads.
+---------------------------------------------------------------------------
+REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+
+GRANT INSERT ON @extschema@.requests TO apicount_writer;
+GRANT EXECUTE ON FUNCTION @extschema@._requests_insert() TO apicount_writer;
+GRANT EXECUTE ON FUNCTION @extschema@.hit(text, text, inet, text, integer, double precision, timestamptz) TO apicount_writer;
+GRANT EXECUTE ON FUNCTION @extschema@.normalize_path(text) TO apicount_writer, apicount_reader;
+
+GRANT SELECT ON @extschema@.api_minute, @extschema@.caller_minute,
+	@extschema@.stats, @extschema@.live TO apicount_reader;
+GRANT EXECUTE ON FUNCTION
+	@extschema@._live_entries(), @extschema@._live_window(interval),
+	@extschema@._read_begin(), @extschema@._read_end(), @extschema@._stats(),
+	@extschema@._api_minutes(timestamptz, timestamptz),
+	@extschema@._caller_minutes(timestamptz, timestamptz),
+	@extschema@._check_n(integer), @extschema@._check_since(interval),
+	@extschema@._check_by(text),
+	@extschema@.top_apis(integer, interval),
+	@extschema@.top_apis(integer, timestamptz, timestamptz),
+	@extschema@.top_callers(integer, interval, text, text),
+	@extschema@.series(text, timestamptz, timestamptz, interval),
+	@extschema@._series(text, timestamptz, timestamptz, interval),
+	@extschema@.callers(text, timestamptz, timestamptz)
+	TO apicount_reader;

@@ -1,0 +1,479 @@
+/*-------------------------------------------------------------------------
+ * counters.c
+ *		The shared-memory counter table: layout, lookup, add, removal.
+ *
+ * Owns the ApicountShared header and the partitioned hash of counter
+ * entries.  Hits reach this file only at commit (pending.c); nothing here
+ * flushes, scans or evicts on that path: an existing key is updated under
+ * a shared partition lock with atomic adds, and only a new key takes the
+ * partition lock exclusively.  A full table sends hits to the per-minute
+ * overflow entry, and if even that has no room, to the spill counters in
+ * the header, which the worker writes under the current minute.
+ *
+ * Locking rules: see counters.h.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+
+#include "counters.h"
+#include "guc.h"
+#include "strtab.h"
+
+ApicountShared *apicount_shared = NULL;
+HTAB	   *apicount_counters = NULL;
+
+static uint64 overflow_method_h;
+static uint64 overflow_path_h;
+
+uint64
+apicount_hash_string(const char *s, size_t len)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) s, (int) len,
+										UINT64CONST(0x61706963));
+
+	return h == 0 ? 1 : h;
+}
+
+Size
+counters_entry_size(void)
+{
+	return offsetof(CounterEntry, slots) +
+		sizeof(CounterSlot) * (60 / apicount_slot_seconds);
+}
+
+static int64
+total_capacity(void)
+{
+	return (int64) apicount_max_entries + OVERFLOW_RESERVE;
+}
+
+int
+counters_lwlock_count(void)
+{
+	return COUNTER_PARTITIONS + STRTAB_PARTITIONS;
+}
+
+Size
+counters_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(ApicountShared));
+
+	size = add_size(size, hash_estimate_size(total_capacity(),
+											 counters_entry_size()));
+	size = add_size(size, strtab_shmem_size(total_capacity()));
+	return size;
+}
+
+bool
+counters_ready(void)
+{
+	return apicount_shared != NULL && apicount_counters != NULL;
+}
+
+void
+counters_shmem_init(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	apicount_shared = ShmemInitStruct("apicount", sizeof(ApicountShared),
+									  &found);
+	if (!found)
+	{
+		memset(apicount_shared, 0, sizeof(ApicountShared));
+		apicount_shared->locks = GetNamedLWLockTranche("apicount");
+		apicount_shared->slot_seconds = apicount_slot_seconds;
+		apicount_shared->nslots = 60 / apicount_slot_seconds;
+		apicount_shared->capacity = apicount_max_entries;
+		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);
+		pg_atomic_init_u32(&apicount_shared->overflow_entries, 0);
+		pg_atomic_init_u64(&apicount_shared->hits, 0);
+		pg_atomic_init_u64(&apicount_shared->overflow_hits, 0);
+		pg_atomic_init_u64(&apicount_shared->truncated, 0);
+		pg_atomic_init_u64(&apicount_shared->flushes, 0);
+		pg_atomic_init_u64(&apicount_shared->flush_failures, 0);
+		pg_atomic_init_u64(&apicount_shared->last_flush_at, 0);
+		pg_atomic_init_u64(&apicount_shared->last_flush_us, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_calls, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_ok, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_client_errors, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_server_errors, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_lat_count, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_lat_sum_ns, 0);
+		pg_atomic_init_u64(&apicount_shared->spill_lat_max_ns, 0);
+		SpinLockInit(&apicount_shared->mutex);
+		ConditionVariableInit(&apicount_shared->flush_cv);
+		apicount_shared->shmem_bytes = counters_shmem_size();
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(CounterKey);
+	info.entrysize = counters_entry_size();
+	info.num_partitions = COUNTER_PARTITIONS;
+	apicount_counters = ShmemInitHash("apicount counters",
+									  total_capacity(), total_capacity(),
+									  &info,
+									  HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
+									  HASH_FIXED_SIZE);
+
+	strtab_shmem_init(total_capacity(),
+					  apicount_shared->locks + COUNTER_PARTITIONS);
+
+	overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
+											 strlen(OVERFLOW_METHOD));
+	overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
+										   strlen(OVERFLOW_PATH));
+	if (!found)
+	{
+		/* the overflow strings stay for the life of the server */
+		strtab_ref(overflow_method_h, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD));
+		strtab_ref(overflow_path_h, OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+	}
+}
+
+int32
+apicount_minute_of(TimestampTz ts)
+{
+	int64		m = ts / USECS_PER_MINUTE;
+
+	if (ts < 0 && ts % USECS_PER_MINUTE != 0)
+		m--;
+	return (int32) m;
+}
+
+int
+apicount_slot_of(TimestampTz ts)
+{
+	int64		m = apicount_minute_of(ts);
+	int64		sec = (ts - m * USECS_PER_MINUTE) / USECS_PER_SEC;
+
+	return (int) (sec / apicount_slot_seconds);
+}
+
+static inline LWLock *
+partition_lock(uint32 hashcode)
+{
+	return &apicount_shared->locks[hashcode % COUNTER_PARTITIONS].lock;
+}
+
+static void
+atomic_max_u64(pg_atomic_uint64 *ptr, uint64 val)
+{
+	uint64		cur = pg_atomic_read_u64(ptr);
+
+	while (val > cur)
+	{
+		if (pg_atomic_compare_exchange_u64(ptr, &cur, val))
+			break;
+	}
+}
+
+static void
+apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
+{
+	int			i;
+
+	pg_atomic_fetch_add_u64(&e->calls, d->calls);
+	if (d->ok)
+		pg_atomic_fetch_add_u64(&e->ok, d->ok);
+	if (d->client_errors)
+		pg_atomic_fetch_add_u64(&e->client_errors, d->client_errors);
+	if (d->server_errors)
+		pg_atomic_fetch_add_u64(&e->server_errors, d->server_errors);
+	if (d->lat_count)
+	{
+		pg_atomic_fetch_add_u64(&e->lat_count, d->lat_count);
+		pg_atomic_fetch_add_u64(&e->lat_sum_ns, d->lat_sum_ns);
+		atomic_max_u64(&e->lat_max_ns, d->lat_max_ns);
+	}
+	for (i = 0; i < apicount_shared->nslots; i++)
+	{
+		if (slots[i].calls == 0)
+			continue;
+		pg_atomic_fetch_add_u32(&e->slots[i].calls, slots[i].calls);
+		if (slots[i].ok)
+			pg_atomic_fetch_add_u32(&e->slots[i].ok, slots[i].ok);
+		if (slots[i].errors)
+			pg_atomic_fetch_add_u32(&e->slots[i].errors, slots[i].errors);
+	}
+}
+
+static void
+init_entry(CounterEntry *e)
+{
+	int			i;
+
+	pg_atomic_init_u64(&e->calls, 0);
+	pg_atomic_init_u64(&e->ok, 0);
+	pg_atomic_init_u64(&e->client_errors, 0);
+	pg_atomic_init_u64(&e->server_errors, 0);
+	pg_atomic_init_u64(&e->lat_count, 0);
+	pg_atomic_init_u64(&e->lat_sum_ns, 0);
+	pg_atomic_init_u64(&e->lat_max_ns, 0);
+	for (i = 0; i < apicount_shared->nslots; i++)
+	{
+		pg_atomic_init_u32(&e->slots[i].calls, 0);
+		pg_atomic_init_u32(&e->slots[i].ok, 0);
+		pg_atomic_init_u32(&e->slots[i].errors, 0);
+	}
+}
+
+/* update an existing entry under the shared partition lock */
+static bool
+add_existing(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
+			 const LocalSlot *slots)
+{
+	LWLock	   *lock = partition_lock(hashcode);
+	CounterEntry *e;
+
+	LWLockAcquire(lock, LW_SHARED);
+	e = hash_search_with_hash_value(apicount_counters, key, hashcode,
+									HASH_FIND, NULL);
+	if (e != NULL)
+		apply_delta(e, d, slots);
+	LWLockRelease(lock);
+	return e != NULL;
+}
+
+static bool
+reserve_slot(pg_atomic_uint32 *counter, int64 limit)
+{
+	if ((int64) pg_atomic_fetch_add_u32(counter, 1) >= limit)
+	{
+		pg_atomic_fetch_sub_u32(counter, 1);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Create the entry (the caller holds string references for it) and add.
+ * Returns false if there is no room; the caller then drops its references.
+ * *created tells whether the new entry kept the references.
+ */
+static bool
+create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
+			   const LocalSlot *slots, bool *created)
+{
+	LWLock	   *lock = partition_lock(hashcode);
+	bool		overflow = (key->flags & KEY_OVERFLOW) != 0;
+	pg_atomic_uint32 *count = overflow ? &apicount_shared->overflow_entries
+		: &apicount_shared->normal_entries;
+	int64		limit = overflow ? OVERFLOW_RESERVE : apicount_shared->capacity;
+	CounterEntry *e;
+	bool		found;
+
+	*created = false;
+	if (!reserve_slot(count, limit))
+	{
+		/* full, but the key may have appeared meanwhile */
+		return add_existing(key, hashcode, d, slots);
+	}
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	e = hash_search_with_hash_value(apicount_counters, key, hashcode,
+									HASH_ENTER_NULL, &found);
+	if (e != NULL)
+	{
+		if (!found)
+		{
+			init_entry(e);
+			*created = true;
+		}
+		apply_delta(e, d, slots);
+	}
+	LWLockRelease(lock);
+
+	if (!*created)
+		pg_atomic_fetch_sub_u32(count, 1);
+	return e != NULL;
+}
+
+static void
+add_spill(const CounterDelta *d)
+{
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_calls, d->calls);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_ok, d->ok);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_client_errors,
+							d->client_errors);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_server_errors,
+							d->server_errors);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_count, d->lat_count);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_sum_ns, d->lat_sum_ns);
+	atomic_max_u64(&apicount_shared->spill_lat_max_ns, d->lat_max_ns);
+}
+
+static void
+add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
+{
+	CounterKey	key;
+	uint32		hashcode;
+	bool		created;
+	bool		added;
+
+	memset(&key, 0, sizeof(key));
+	key.minute = minute;
+	key.method_h = overflow_method_h;
+	key.path_h = overflow_path_h;
+	key.flags = KEY_OVERFLOW | KEY_TRACKED;
+	hashcode = get_hash_value(apicount_counters, &key);
+
+	pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, d->calls);
+	if (add_existing(&key, hashcode, d, slots))
+		return;
+	/* overflow strings are permanent; the entry takes references anyway */
+	strtab_ref(overflow_method_h, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD));
+	strtab_ref(overflow_path_h, OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+	added = create_and_add(&key, hashcode, d, slots, &created);
+	if (!created)
+	{
+		strtab_unref(overflow_method_h);
+		strtab_unref(overflow_path_h);
+	}
+	if (!added)
+		add_spill(d);
+}
+
+void
+counters_add(const CounterKey *key,
+			 const char *method, int method_len,
+			 const char *path, int path_len,
+			 const char *user, int user_len,
+			 const CounterDelta *delta,
+			 const LocalSlot *slots)
+{
+	uint32		hashcode = get_hash_value(apicount_counters, key);
+	bool		created = false;
+	bool		added = false;
+
+	pg_atomic_fetch_add_u64(&apicount_shared->hits, delta->calls);
+	if (key->flags & KEY_OVERFLOW)
+		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+
+	if (add_existing(key, hashcode, delta, slots))
+		return;
+
+	/* new key: take string references first, never under a partition lock */
+	if (strtab_ref(key->method_h, method, method_len))
+	{
+		if (strtab_ref(key->path_h, path, path_len))
+		{
+			if (strtab_ref(key->user_h, user, user_len))
+			{
+				added = create_and_add(key, hashcode, delta, slots, &created);
+				if (!created)
+					strtab_unref(key->user_h);
+			}
+			if (!created)
+				strtab_unref(key->path_h);
+		}
+		if (!created)
+			strtab_unref(key->method_h);
+	}
+	if (!added)
+		add_overflow(key->minute, delta, slots);
+}
+
+void
+counters_lock_all(LWLockMode mode)
+{
+	int			i;
+
+	for (i = 0; i < COUNTER_PARTITIONS; i++)
+		LWLockAcquire(&apicount_shared->locks[i].lock, mode);
+}
+
+void
+counters_unlock_all(void)
+{
+	int			i;
+
+	for (i = COUNTER_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&apicount_shared->locks[i].lock);
+}
+
+void
+counters_read_delta(CounterEntry *e, CounterDelta *d)
+{
+	d->calls = pg_atomic_read_u64(&e->calls);
+	d->ok = pg_atomic_read_u64(&e->ok);
+	d->client_errors = pg_atomic_read_u64(&e->client_errors);
+	d->server_errors = pg_atomic_read_u64(&e->server_errors);
+	d->lat_count = pg_atomic_read_u64(&e->lat_count);
+	d->lat_sum_ns = pg_atomic_read_u64(&e->lat_sum_ns);
+	d->lat_max_ns = pg_atomic_read_u64(&e->lat_max_ns);
+}
+
+void
+counters_subtract(CounterEntry *e, const CounterDelta *d)
+{
+	uint64		expected = d->lat_max_ns;
+
+	pg_atomic_fetch_sub_u64(&e->calls, d->calls);
+	pg_atomic_fetch_sub_u64(&e->ok, d->ok);
+	pg_atomic_fetch_sub_u64(&e->client_errors, d->client_errors);
+	pg_atomic_fetch_sub_u64(&e->server_errors, d->server_errors);
+	pg_atomic_fetch_sub_u64(&e->lat_count, d->lat_count);
+	pg_atomic_fetch_sub_u64(&e->lat_sum_ns, d->lat_sum_ns);
+
+	/*
+	 * The flushed maximum is in the rollup now; clear it unless a larger
+	 * one arrived meanwhile.  A smaller one that arrived meanwhile cannot
+	 * change the minute's maximum.
+	 */
+	pg_atomic_compare_exchange_u64(&e->lat_max_ns, &expected, 0);
+}
+
+bool
+counters_remove_if_idle(CounterEntry *e)
+{
+	CounterKey	key = e->key;
+	uint32		hashcode = get_hash_value(apicount_counters, &key);
+	LWLock	   *lock = partition_lock(hashcode);
+	bool		removed = false;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (pg_atomic_read_u64(&e->calls) == 0 &&
+		pg_atomic_read_u64(&e->lat_count) == 0)
+	{
+		hash_search_with_hash_value(apicount_counters, &key, hashcode,
+									HASH_REMOVE, NULL);
+		removed = true;
+	}
+	LWLockRelease(lock);
+
+	if (removed)
+	{
+		pg_atomic_fetch_sub_u32((key.flags & KEY_OVERFLOW) ?
+								&apicount_shared->overflow_entries :
+								&apicount_shared->normal_entries, 1);
+		strtab_unref(key.method_h);
+		strtab_unref(key.path_h);
+		strtab_unref(key.user_h);
+	}
+	return removed;
+}
+
+void
+counters_take_spill(CounterDelta *d)
+{
+	ApicountShared *s = apicount_shared;
+
+	d->calls = pg_atomic_exchange_u64(&s->spill_calls, 0);
+	d->ok = pg_atomic_exchange_u64(&s->spill_ok, 0);
+	d->client_errors = pg_atomic_exchange_u64(&s->spill_client_errors, 0);
+	d->server_errors = pg_atomic_exchange_u64(&s->spill_server_errors, 0);
+	d->lat_count = pg_atomic_exchange_u64(&s->spill_lat_count, 0);
+	d->lat_sum_ns = pg_atomic_exchange_u64(&s->spill_lat_sum_ns, 0);
+	d->lat_max_ns = pg_atomic_exchange_u64(&s->spill_lat_max_ns, 0);
+}
+
+void
+counters_return_spill(const CounterDelta *d)
+{
+	add_spill(d);
+}

@@ -1,0 +1,182 @@
+/*-------------------------------------------------------------------------
+ * counters.h
+ *		The shared-memory counter table.
+ *
+ * One entry per (minute, method, path, client_ip, user_id): unflushed
+ * minute totals (deltas the worker has not written yet) plus per-slot
+ * counts for the exact sliding windows.  Strings live in the string table
+ * (strtab.h); keys hold their 64-bit hashes.
+ *
+ * Locking rules:
+ *	- The table is split into COUNTER_PARTITIONS partitions, each with its
+ *	  own LWLock.  Updating an existing entry takes the partition lock in
+ *	  shared mode and adds with atomics; creating or removing an entry
+ *	  takes it exclusively.
+ *	- Only the worker removes entries, so the worker may keep pointers to
+ *	  entries between its snapshot and its subtraction.
+ *	- Full scans take every partition lock in shared mode, in order.
+ *	- Never hold a partition lock while taking a string-table lock.
+ *-------------------------------------------------------------------------
+ */
+#ifndef APICOUNT_COUNTERS_H
+#define APICOUNT_COUNTERS_H
+
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#define COUNTER_PARTITIONS		16
+#define OVERFLOW_RESERVE		1024	/* entries kept for overflow keys */
+#define LIVE_HORIZON_SECS		120 /* exact sliding windows up to this */
+#define MAX_SLOTS				60
+
+#define KEY_TRACKED		0x01		/* caller fields were recorded */
+#define KEY_OVERFLOW	0x02		/* the per-minute overflow entry */
+
+#define OVERFLOW_METHOD "*"
+#define OVERFLOW_PATH	"(overflow)"
+
+typedef struct CounterKey
+{
+	uint64		method_h;
+	uint64		path_h;
+	uint64		user_h;			/* 0: NULL user id */
+	int32		minute;			/* minutes since the PostgreSQL epoch */
+	uint8		flags;
+	uint8		ip_family;		/* 0: NULL client_ip */
+	uint8		ip_bits;
+	uint8		pad;
+	uint8		ip_addr[16];
+} CounterKey;
+
+/* additive counts of one key; used for pending, deltas and snapshots */
+typedef struct CounterDelta
+{
+	uint64		calls;
+	uint64		ok;
+	uint64		client_errors;
+	uint64		server_errors;
+	uint64		lat_count;
+	uint64		lat_sum_ns;
+	uint64		lat_max_ns;
+} CounterDelta;
+
+typedef struct CounterSlot
+{
+	pg_atomic_uint32 calls;
+	pg_atomic_uint32 ok;
+	pg_atomic_uint32 errors;	/* 4xx + 5xx */
+} CounterSlot;
+
+typedef struct LocalSlot
+{
+	uint32		calls;
+	uint32		ok;
+	uint32		errors;
+} LocalSlot;
+
+typedef struct CounterEntry
+{
+	CounterKey	key;
+	/* unflushed deltas */
+	pg_atomic_uint64 calls;
+	pg_atomic_uint64 ok;
+	pg_atomic_uint64 client_errors;
+	pg_atomic_uint64 server_errors;
+	pg_atomic_uint64 lat_count;
+	pg_atomic_uint64 lat_sum_ns;
+	pg_atomic_uint64 lat_max_ns;
+	/* all hits of the minute, per slot of apicount.slot_seconds */
+	CounterSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} CounterEntry;
+
+/* global state in shared memory */
+typedef struct ApicountShared
+{
+	LWLockPadded *locks;		/* COUNTER_PARTITIONS + STRTAB_PARTITIONS */
+	int			nslots;			/* slots per minute */
+	int			slot_seconds;
+	int64		capacity;		/* apicount.max_entries */
+	pg_atomic_uint32 normal_entries;
+	pg_atomic_uint32 overflow_entries;
+
+	/* statistics */
+	pg_atomic_uint64 hits;
+	pg_atomic_uint64 overflow_hits;
+	pg_atomic_uint64 truncated;
+	pg_atomic_uint64 flushes;
+	pg_atomic_uint64 flush_failures;
+	pg_atomic_uint64 last_flush_at; /* TimestampTz */
+	pg_atomic_uint64 last_flush_us;
+	Size		shmem_bytes;
+
+	/* hits that found neither an entry nor an overflow entry */
+	pg_atomic_uint64 spill_calls;
+	pg_atomic_uint64 spill_ok;
+	pg_atomic_uint64 spill_client_errors;
+	pg_atomic_uint64 spill_server_errors;
+	pg_atomic_uint64 spill_lat_count;
+	pg_atomic_uint64 spill_lat_sum_ns;
+	pg_atomic_uint64 spill_lat_max_ns;
+
+	/* worker handshake (mutex protects the fields below it) */
+	slock_t		mutex;
+	int			worker_pid;
+	Latch	   *worker_latch;
+	uint64		flush_requested;	/* request sequence */
+	uint64		flush_done;		/* last request served */
+	bool		last_flush_ok;
+	int64		last_flush_entries;
+	char		last_error[256];
+	ConditionVariable flush_cv;
+} ApicountShared;
+
+extern ApicountShared *apicount_shared;
+extern HTAB *apicount_counters;
+
+extern Size counters_shmem_size(void);
+extern int	counters_lwlock_count(void);
+extern void counters_shmem_init(void);
+extern bool counters_ready(void);
+extern Size counters_entry_size(void);
+
+/* stable hash of a string, never 0 */
+extern uint64 apicount_hash_string(const char *s, size_t len);
+
+/*
+ * Add a committed delta for key (strings given for interning).  Never
+ * throws: hits that find no room go to the overflow entry.
+ */
+extern void counters_add(const CounterKey *key,
+						 const char *method, int method_len,
+						 const char *path, int path_len,
+						 const char *user, int user_len,
+						 const CounterDelta *delta,
+						 const LocalSlot *slots);
+
+/* scans: take every partition lock in the given mode, in order */
+extern void counters_lock_all(LWLockMode mode);
+extern void counters_unlock_all(void);
+
+/* worker only: remove an entry (caller holds no locks); false if it changed */
+extern bool counters_remove_if_idle(CounterEntry *entry);
+
+/* read an entry's unflushed deltas (atomically per field) */
+extern void counters_read_delta(CounterEntry *entry, CounterDelta *d);
+
+/* subtract a flushed snapshot from an entry's deltas */
+extern void counters_subtract(CounterEntry *entry, const CounterDelta *d);
+
+/* take and clear the spill counters */
+extern void counters_take_spill(CounterDelta *d);
+extern void counters_return_spill(const CounterDelta *d);
+
+/* minute and slot arithmetic */
+extern int32 apicount_minute_of(TimestampTz ts);
+extern int	apicount_slot_of(TimestampTz ts);
+
+#endif

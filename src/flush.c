@@ -1,0 +1,519 @@
+/*-------------------------------------------------------------------------
+ * flush.c
+ *		Snapshot -> parameterized upserts -> subtract flushed deltas.
+ *
+ * Owns the worker's writes.  A flush copies every entry's unflushed
+ * deltas (under shared partition locks, so ingest never waits), writes
+ * them with one upsert per rollup table (arrays bound as parameters,
+ * never interpolated), and after the commit subtracts exactly what it
+ * wrote, so hits that arrived meanwhile stay.  A failed flush subtracts
+ * nothing and is retried by the next cycle.
+ *
+ * Lock rules: the read lock (readlock.h) is taken exclusively around the
+ * commit and the subtraction; entry pointers kept between the snapshot and
+ * the subtraction stay valid because only this worker removes entries.
+ * Memory: the snapshot lives in FlushContext, reset every cycle.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include <sys/socket.h>
+
+#include "utils/inet.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "counters.h"
+#include "flush.h"
+#include "guc.h"
+#include "normalize.h"
+#include "readlock.h"
+#include "strtab.h"
+
+typedef struct FlushItem
+{
+	CounterEntry *entry;		/* NULL for the spill counters */
+	CounterKey	key;
+	CounterDelta d;
+} FlushItem;
+
+typedef struct ApiRowKey
+{
+	int32		minute;
+	uint64		method_h;
+	uint64		path_h;
+} ApiRowKey;
+
+typedef struct ApiRow
+{
+	ApiRowKey	key;
+	int			item;			/* an item with these strings */
+	CounterDelta d;
+} ApiRow;
+
+static MemoryContext FlushContext = NULL;
+
+static const char *api_upsert_sql =
+"INSERT INTO apicount.api_minute AS t "
+"(bucket, method, path, calls, ok, client_errors, server_errors, "
+" latency_sum_ms, latency_max_ms, latency_count) "
+"SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
+" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
+" pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
+" pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
+" pg_catalog.unnest($8::pg_catalog.float8[]), pg_catalog.unnest($9::pg_catalog.float8[]), "
+" pg_catalog.unnest($10::pg_catalog.int8[])) "
+"ON CONFLICT (bucket, method, path) DO UPDATE SET "
+" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
+" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
+" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors, "
+" latency_sum_ms = t.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
+" latency_max_ms = GREATEST(t.latency_max_ms, excluded.latency_max_ms), "
+" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count";
+
+static const char *caller_upsert_sql =
+"INSERT INTO apicount.caller_minute AS t "
+"(bucket, method, path, client_ip, user_id, calls, ok, client_errors, "
+" server_errors) "
+"SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
+" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
+" pg_catalog.unnest($4::pg_catalog.inet[]), pg_catalog.unnest($5::pg_catalog.text[]), "
+" pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
+" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])) "
+"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
+" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
+" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
+" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors";
+
+static void
+ensure_context(void)
+{
+	if (FlushContext == NULL)
+		FlushContext = AllocSetContextCreate(TopMemoryContext,
+											 "apicount flush",
+											 ALLOCSET_DEFAULT_SIZES);
+}
+
+static bool
+delta_is_zero(const CounterDelta *d)
+{
+	return d->calls == 0 && d->lat_count == 0;
+}
+
+/* copy the unflushed deltas of every entry (shared locks only) */
+static FlushItem *
+take_snapshot(int *nitems)
+{
+	int			cap = 1024;
+	int			n = 0;
+	FlushItem  *items = MemoryContextAllocHuge(FlushContext,
+											   cap * sizeof(FlushItem));
+	HASH_SEQ_STATUS seq;
+	CounterEntry *e;
+	CounterDelta spill;
+
+	counters_lock_all(LW_SHARED);
+	hash_seq_init(&seq, apicount_counters);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		CounterDelta d;
+
+		counters_read_delta(e, &d);
+		if (delta_is_zero(&d))
+			continue;
+		if (n == cap)
+		{
+			cap *= 2;
+			items = repalloc_huge(items, cap * sizeof(FlushItem));
+		}
+		items[n].entry = e;
+		items[n].key = e->key;
+		items[n].d = d;
+		n++;
+	}
+	counters_unlock_all();
+
+	/* hits that found no room at all are written as overflow, now */
+	counters_take_spill(&spill);
+	if (!delta_is_zero(&spill))
+	{
+		if (n == cap)
+			items = repalloc_huge(items, (cap + 1) * sizeof(FlushItem));
+		memset(&items[n], 0, sizeof(FlushItem));
+		items[n].entry = NULL;
+		items[n].key.minute = apicount_minute_of(GetCurrentTimestamp());
+		items[n].key.method_h = apicount_hash_string(OVERFLOW_METHOD,
+													 strlen(OVERFLOW_METHOD));
+		items[n].key.path_h = apicount_hash_string(OVERFLOW_PATH,
+												   strlen(OVERFLOW_PATH));
+		items[n].key.flags = KEY_OVERFLOW | KEY_TRACKED;
+		items[n].d = spill;
+		n++;
+	}
+	*nitems = n;
+	return items;
+}
+
+static Datum
+string_datum(uint64 h)
+{
+	char		buf[APICOUNT_MAX_PATH + 1];
+	int			len = strtab_get(h, buf, sizeof(buf));
+
+	if (len < 0)
+		elog(ERROR, "apicount: string %016llx missing from the string table",
+			 (unsigned long long) h);
+	return PointerGetDatum(cstring_to_text_with_len(buf, len));
+}
+
+static Datum
+inet_datum(const CounterKey *key)
+{
+	inet	   *ip = palloc0(sizeof(inet));
+
+	ip_family(ip) = key->ip_family;
+	ip_bits(ip) = key->ip_bits;
+	memcpy(ip_addr(ip), key->ip_addr, ip_addrsize(ip));
+	SET_INET_VARSIZE(ip);
+	return InetPGetDatum(ip);
+}
+
+static Datum
+make_array(Datum *values, bool *nulls, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  type, typlen, typbyval,
+											  typalign));
+}
+
+static inline Datum
+ms_datum(uint64 ns)
+{
+	return Float8GetDatum((double) ns / 1000000.0);
+}
+
+static void
+upsert_api_rows(FlushItem *items, int nitems)
+{
+	HASHCTL		ctl;
+	HTAB	   *rows;
+	HASH_SEQ_STATUS seq;
+	ApiRow	   *row;
+	int			n,
+				i;
+	Datum	   *cols[10];
+	bool	   *maxnulls;
+	Oid			types[10] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT8OID,
+		INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, INT8OID};
+	Datum		args[10];
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(ApiRowKey);
+	ctl.entrysize = sizeof(ApiRow);
+	ctl.hcxt = CurrentMemoryContext;
+	rows = hash_create("apicount api rows", Max(nitems, 16), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (i = 0; i < nitems; i++)
+	{
+		ApiRowKey	k;
+		bool		found;
+
+		memset(&k, 0, sizeof(k));
+		k.minute = items[i].key.minute;
+		k.method_h = items[i].key.method_h;
+		k.path_h = items[i].key.path_h;
+		row = hash_search(rows, &k, HASH_ENTER, &found);
+		if (!found)
+		{
+			memset(&row->d, 0, sizeof(CounterDelta));
+			row->item = i;
+		}
+		row->d.calls += items[i].d.calls;
+		row->d.ok += items[i].d.ok;
+		row->d.client_errors += items[i].d.client_errors;
+		row->d.server_errors += items[i].d.server_errors;
+		row->d.lat_count += items[i].d.lat_count;
+		row->d.lat_sum_ns += items[i].d.lat_sum_ns;
+		row->d.lat_max_ns = Max(row->d.lat_max_ns, items[i].d.lat_max_ns);
+	}
+
+	n = hash_get_num_entries(rows);
+	for (i = 0; i < 10; i++)
+		cols[i] = palloc(sizeof(Datum) * n);
+	maxnulls = palloc0(sizeof(bool) * n);
+	i = 0;
+	hash_seq_init(&seq, rows);
+	while ((row = hash_seq_search(&seq)) != NULL)
+	{
+		cols[0][i] = TimestampTzGetDatum((TimestampTz) row->key.minute * USECS_PER_MINUTE);
+		cols[1][i] = string_datum(row->key.method_h);
+		cols[2][i] = string_datum(row->key.path_h);
+		cols[3][i] = Int64GetDatum(row->d.calls);
+		cols[4][i] = Int64GetDatum(row->d.ok);
+		cols[5][i] = Int64GetDatum(row->d.client_errors);
+		cols[6][i] = Int64GetDatum(row->d.server_errors);
+		cols[7][i] = ms_datum(row->d.lat_sum_ns);
+		cols[8][i] = ms_datum(row->d.lat_max_ns);
+		maxnulls[i] = row->d.lat_count == 0;
+		cols[9][i] = Int64GetDatum(row->d.lat_count);
+		i++;
+	}
+	for (i = 0; i < 10; i++)
+	{
+		Oid			elemtype = types[i];
+
+		args[i] = make_array(cols[i], i == 8 ? maxnulls : NULL, n, elemtype);
+		types[i] = get_array_type(elemtype);
+	}
+	if (SPI_execute_with_args(api_upsert_sql, 10, types, args, NULL, false,
+							  0) != SPI_OK_INSERT)
+		elog(ERROR, "apicount: upsert into api_minute failed");
+}
+
+static void
+upsert_caller_rows(FlushItem *items, int nitems)
+{
+	int			n = 0,
+				i,
+				c;
+	Datum	   *cols[9];
+	bool	   *ipnulls;
+	bool	   *usernulls;
+	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
+		INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		args[9];
+
+	for (c = 0; c < 9; c++)
+		cols[c] = palloc(sizeof(Datum) * Max(nitems, 1));
+	ipnulls = palloc0(sizeof(bool) * Max(nitems, 1));
+	usernulls = palloc0(sizeof(bool) * Max(nitems, 1));
+
+	for (i = 0; i < nitems; i++)
+	{
+		FlushItem  *it = &items[i];
+
+		if (!(it->key.flags & KEY_TRACKED) || it->d.calls == 0)
+			continue;
+		cols[0][n] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
+		cols[1][n] = string_datum(it->key.method_h);
+		cols[2][n] = string_datum(it->key.path_h);
+		ipnulls[n] = it->key.ip_family == 0;
+		cols[3][n] = ipnulls[n] ? (Datum) 0 : inet_datum(&it->key);
+		usernulls[n] = it->key.user_h == 0;
+		cols[4][n] = usernulls[n] ? (Datum) 0 : string_datum(it->key.user_h);
+		cols[5][n] = Int64GetDatum(it->d.calls);
+		cols[6][n] = Int64GetDatum(it->d.ok);
+		cols[7][n] = Int64GetDatum(it->d.client_errors);
+		cols[8][n] = Int64GetDatum(it->d.server_errors);
+		n++;
+	}
+	if (n == 0)
+		return;
+	for (c = 0; c < 9; c++)
+	{
+		Oid			elemtype = types[c];
+
+		args[c] = make_array(cols[c], c == 3 ? ipnulls : c == 4 ? usernulls : NULL,
+							 n, elemtype);
+		types[c] = get_array_type(elemtype);
+	}
+	if (SPI_execute_with_args(caller_upsert_sql, 9, types, args, NULL, false,
+							  0) != SPI_OK_INSERT)
+		elog(ERROR, "apicount: upsert into caller_minute failed");
+}
+
+bool
+flush_counters(int64 *written, char *errbuf, int errlen)
+{
+	FlushItem  *items;
+	int			nitems;
+	MemoryContext oldcxt;
+	volatile bool committed = false;
+	volatile bool ok = true;
+
+	ensure_context();
+	MemoryContextReset(FlushContext);
+	oldcxt = MemoryContextSwitchTo(FlushContext);
+	items = take_snapshot(&nitems);
+	MemoryContextSwitchTo(oldcxt);
+	*written = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!OidIsValid(get_extension_oid("apicount", true)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension apicount does not exist in database \"%s\"",
+							apicount_database)));
+		if (nitems > 0)
+		{
+			upsert_api_rows(items, nitems);
+			upsert_caller_rows(items, nitems);
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+
+		readlock_acquire_exclusive();
+		CommitTransactionCommand();
+		committed = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(FlushContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		readlock_release_exclusive();
+		strlcpy(errbuf, edata->message ? edata->message : "unknown error",
+				errlen);
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (committed)
+	{
+		int			i;
+
+		for (i = 0; i < nitems; i++)
+			if (items[i].entry != NULL)
+				counters_subtract(items[i].entry, &items[i].d);
+		readlock_release_exclusive();
+		*written = nitems;
+	}
+	else
+	{
+		/* give the spill back: the next flush writes it */
+		if (nitems > 0 && items[nitems - 1].entry == NULL)
+			counters_return_spill(&items[nitems - 1].d);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return ok;
+}
+
+void
+flush_free_idle(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int32		cutoff;
+	int			cap = 1024,
+				n = 0,
+				i;
+	CounterEntry **cand;
+	HASH_SEQ_STATUS seq;
+	CounterEntry *e;
+
+	ensure_context();
+	/* entries whose minute ended before the horizon (plus one slot) */
+	cutoff = apicount_minute_of(now - (LIVE_HORIZON_SECS +
+									   apicount_slot_seconds) * USECS_PER_SEC) - 1;
+	cand = MemoryContextAllocHuge(FlushContext, cap * sizeof(CounterEntry *));
+
+	counters_lock_all(LW_SHARED);
+	hash_seq_init(&seq, apicount_counters);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->key.minute > cutoff ||
+			pg_atomic_read_u64(&e->calls) != 0 ||
+			pg_atomic_read_u64(&e->lat_count) != 0)
+			continue;
+		if (n == cap)
+		{
+			cap *= 2;
+			cand = repalloc_huge(cand, cap * sizeof(CounterEntry *));
+		}
+		cand[n++] = e;
+	}
+	counters_unlock_all();
+
+	for (i = 0; i < n; i++)
+		counters_remove_if_idle(cand[i]);
+	pfree(cand);
+}
+
+#define RETENTION_BATCH		10000
+#define RETENTION_MAX_BATCHES 20
+
+static int64
+delete_batch(const char *table, TimestampTz cutoff)
+{
+	char		sql[512];
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		args[1] = {TimestampTzGetDatum(cutoff)};
+
+	snprintf(sql, sizeof(sql),
+			 "DELETE FROM apicount.%s WHERE ctid OPERATOR(pg_catalog.=) ANY "
+			 "(ARRAY(SELECT ctid FROM apicount.%s "
+			 "WHERE bucket OPERATOR(pg_catalog.<) $1 LIMIT %d))",
+			 table, table, RETENTION_BATCH);
+	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0)
+		!= SPI_OK_DELETE)
+		elog(ERROR, "apicount: retention delete on %s failed", table);
+	return (int64) SPI_processed;
+}
+
+void
+flush_apply_retention(void)
+{
+	static const char *tables[] = {"api_minute", "caller_minute"};
+	TimestampTz cutoff = GetCurrentTimestamp() -
+		apicount_retention_secs * USECS_PER_SEC;
+	int			t,
+				b;
+
+	for (t = 0; t < lengthof(tables); t++)
+	{
+		for (b = 0; b < RETENTION_MAX_BATCHES; b++)
+		{
+			int64		deleted = 0;
+			MemoryContext oldcxt = CurrentMemoryContext;
+
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PG_TRY();
+			{
+				SPI_connect();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				if (OidIsValid(get_extension_oid("apicount", true)))
+					deleted = delete_batch(tables[t], cutoff);
+				SPI_finish();
+				PopActiveSnapshot();
+				CommitTransactionCommand();
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(oldcxt);
+				EmitErrorReport();
+				FlushErrorState();
+				AbortCurrentTransaction();
+				deleted = 0;
+			}
+			PG_END_TRY();
+			MemoryContextSwitchTo(oldcxt);
+			if (deleted < RETENTION_BATCH)
+				break;
+		}
+	}
+}

@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ * flush.h
+ *		Writing counters to the rollup tables (worker only).
+ *-------------------------------------------------------------------------
+ */
+#ifndef APICOUNT_FLUSH_H
+#define APICOUNT_FLUSH_H
+
+/*
+ * One flush: snapshot unflushed deltas, upsert them, subtract them.
+ * Runs its own transaction; returns false (with errbuf filled) if the
+ * flush failed, in which case every delta stays in shared memory.
+ */
+extern bool flush_counters(int64 *written, char *errbuf, int errlen);
+
+/* free entries that are flushed and older than the live horizon */
+extern void flush_free_idle(void);
+
+/* delete rollup rows older than apicount.retention, in bounded batches */
+extern void flush_apply_retention(void);
+
+#endif

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ * guc.h
+ *		apicount's configuration settings.
+ *-------------------------------------------------------------------------
+ */
+#ifndef APICOUNT_GUC_H
+#define APICOUNT_GUC_H
+
+extern char *apicount_database;
+extern int	apicount_max_entries;
+extern int	apicount_slot_seconds;
+extern int	apicount_flush_interval_ms;
+extern char *apicount_retention_text;
+extern bool apicount_normalize_paths;
+extern bool apicount_track_callers;
+
+/* retention in seconds, parsed from apicount.retention */
+extern int64 apicount_retention_secs;
+
+extern void apicount_define_gucs(void);
+
+/* parse "30 days", "12h", "1 week 2 days"... into seconds; false if invalid */
+extern bool apicount_parse_duration(const char *s, int64 *secs);
+
+#endif

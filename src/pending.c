@@ -1,0 +1,333 @@
+/*-------------------------------------------------------------------------
+ * pending.c
+ *		Per-transaction local counts and their merge at commit.
+ *
+ * Owns the stack of savepoint levels.  Each level is a small hash of
+ * key -> counts in its own memory context; a released savepoint merges its
+ * level into its parent, a rolled-back one deletes it, and the top-level
+ * commit merges everything into shared memory (counters_add), one call per
+ * distinct key, so a COPY of a million rows costs one merge per key.
+ *
+ * Memory and error rules: the merge runs in the XACT_EVENT_COMMIT callback,
+ * after the commit record, where an ERROR is not allowed: counters_add
+ * never throws and nothing here allocates during the merge.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "utils/memutils.h"
+
+#include "counters.h"
+#include "pending.h"
+
+typedef struct PendingEntry
+{
+	CounterKey	key;
+	char	   *method;
+	char	   *path;
+	char	   *user;
+	int16		method_len;
+	int16		path_len;
+	int16		user_len;
+	CounterDelta d;
+	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} PendingEntry;
+
+typedef struct PendingLevel
+{
+	int			nest_level;
+	MemoryContext cxt;
+	HTAB	   *tab;
+	struct PendingLevel *next;	/* the enclosing level */
+} PendingLevel;
+
+static PendingLevel *top_level = NULL;
+
+static Size
+pending_entry_size(void)
+{
+	return offsetof(PendingEntry, slots) +
+		sizeof(LocalSlot) * apicount_shared->nslots;
+}
+
+static PendingLevel *
+push_level(int nest_level)
+{
+	MemoryContext cxt;
+	PendingLevel *lvl;
+	HASHCTL		ctl;
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "apicount pending",
+								ALLOCSET_SMALL_SIZES);
+	lvl = MemoryContextAllocZero(cxt, sizeof(PendingLevel));
+	lvl->nest_level = nest_level;
+	lvl->cxt = cxt;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(CounterKey);
+	ctl.entrysize = pending_entry_size();
+	ctl.hcxt = cxt;
+	lvl->tab = hash_create("apicount pending hits", 64, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	lvl->next = top_level;
+	top_level = lvl;
+	return lvl;
+}
+
+static void
+pop_level(void)
+{
+	PendingLevel *lvl = top_level;
+
+	top_level = lvl->next;
+	MemoryContextDelete(lvl->cxt);
+}
+
+static char *
+copy_string(MemoryContext cxt, const char *s, int len)
+{
+	char	   *p;
+
+	if (s == NULL)
+		return NULL;
+	p = MemoryContextAlloc(cxt, len + 1);
+	memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+static bool
+same_strings(PendingEntry *e, const char *method, int method_len,
+			 const char *path, int path_len, const char *user, int user_len)
+{
+	return e->method_len == method_len && e->path_len == path_len &&
+		e->user_len == user_len &&
+		memcmp(e->method, method, method_len) == 0 &&
+		memcmp(e->path, path, path_len) == 0 &&
+		(user_len == 0 || memcmp(e->user, user, user_len) == 0);
+}
+
+static void
+add_counts(PendingEntry *e, const CounterDelta *d, const LocalSlot *slots)
+{
+	int			i;
+
+	e->d.calls += d->calls;
+	e->d.ok += d->ok;
+	e->d.client_errors += d->client_errors;
+	e->d.server_errors += d->server_errors;
+	e->d.lat_count += d->lat_count;
+	e->d.lat_sum_ns += d->lat_sum_ns;
+	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
+	for (i = 0; i < apicount_shared->nslots; i++)
+	{
+		e->slots[i].calls += slots[i].calls;
+		e->slots[i].ok += slots[i].ok;
+		e->slots[i].errors += slots[i].errors;
+	}
+}
+
+/*
+ * Add counts for a key to a level.  A different string with the same hash
+ * (a 64-bit collision) is routed to the overflow key rather than merged.
+ */
+static void
+level_add(PendingLevel *lvl, const CounterKey *key,
+		  const char *method, int method_len,
+		  const char *path, int path_len,
+		  const char *user, int user_len,
+		  const CounterDelta *d, const LocalSlot *slots)
+{
+	PendingEntry *e;
+	bool		found;
+
+	e = hash_search(lvl->tab, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(((char *) e) + sizeof(CounterKey), 0,
+			   pending_entry_size() - sizeof(CounterKey));
+		e->method = copy_string(lvl->cxt, method, method_len);
+		e->method_len = method_len;
+		e->path = copy_string(lvl->cxt, path, path_len);
+		e->path_len = path_len;
+		e->user = copy_string(lvl->cxt, user, user_len);
+		e->user_len = user_len;
+	}
+	else if (!same_strings(e, method, method_len, path, path_len,
+						   user, user_len))
+	{
+		CounterKey	okey;
+
+		memset(&okey, 0, sizeof(okey));
+		okey.minute = key->minute;
+		okey.method_h = apicount_hash_string(OVERFLOW_METHOD,
+											 strlen(OVERFLOW_METHOD));
+		okey.path_h = apicount_hash_string(OVERFLOW_PATH,
+										   strlen(OVERFLOW_PATH));
+		okey.flags = KEY_OVERFLOW | KEY_TRACKED;
+		level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
+				  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots);
+		return;
+	}
+	add_counts(e, d, slots);
+}
+
+void
+pending_add(const PendingHit *hit)
+{
+	int			nest = GetCurrentTransactionNestLevel();
+	CounterDelta d;
+	LocalSlot	slots[MAX_SLOTS];
+	bool		ok = false;
+	bool		client_error = false;
+	bool		server_error = false;
+
+	if (top_level == NULL || top_level->nest_level < nest)
+		push_level(nest);
+
+	memset(&d, 0, sizeof(d));
+	d.calls = 1;
+	if (hit->status >= 100 && hit->status < 400)
+		ok = true;
+	else if (hit->status >= 400 && hit->status < 500)
+		client_error = true;
+	else if (hit->status >= 500)
+		server_error = true;
+	d.ok = ok;
+	d.client_errors = client_error;
+	d.server_errors = server_error;
+	if (hit->has_latency)
+	{
+		d.lat_count = 1;
+		d.lat_sum_ns = hit->latency_ns;
+		d.lat_max_ns = hit->latency_ns;
+	}
+	memset(slots, 0, sizeof(LocalSlot) * apicount_shared->nslots);
+	slots[hit->slot].calls = 1;
+	slots[hit->slot].ok = ok;
+	slots[hit->slot].errors = client_error || server_error;
+
+	level_add(top_level, &hit->key, hit->method, hit->method_len,
+			  hit->path, hit->path_len, hit->user, hit->user_len,
+			  &d, slots);
+}
+
+bool
+pending_is_empty(void)
+{
+	PendingLevel *lvl;
+
+	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
+		if (hash_get_num_entries(lvl->tab) > 0)
+			return false;
+	return true;
+}
+
+static void
+merge_level_into_parent(void)
+{
+	PendingLevel *child = top_level;
+	PendingLevel *parent = child->next;
+	HASH_SEQ_STATUS seq;
+	PendingEntry *e;
+
+	hash_seq_init(&seq, child->tab);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		level_add(parent, &e->key, e->method, e->method_len,
+				  e->path, e->path_len, e->user, e->user_len,
+				  &e->d, e->slots);
+	pop_level();
+}
+
+static void
+discard_all(void)
+{
+	while (top_level != NULL)
+		pop_level();
+}
+
+/* runs after the commit record: must not throw */
+static void
+merge_into_shared(void)
+{
+	PendingLevel *lvl;
+
+	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
+	{
+		HASH_SEQ_STATUS seq;
+		PendingEntry *e;
+
+		hash_seq_init(&seq, lvl->tab);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			counters_add(&e->key, e->method, e->method_len,
+						 e->path, e->path_len, e->user, e->user_len,
+						 &e->d, e->slots);
+	}
+}
+
+static void
+pending_xact_callback(XactEvent event, void *arg)
+{
+	if (top_level == NULL)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			merge_into_shared();
+			discard_all();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			discard_all();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (!pending_is_empty())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has recorded apicount hits"),
+						 errdetail("Hits are merged into shared memory at commit, which a prepared transaction would defer past a restart."),
+						 errhint("Record hits in a transaction that commits directly.")));
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	int			nest;
+
+	if (top_level == NULL)
+		return;
+	nest = GetCurrentTransactionNestLevel();
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_COMMIT_SUB:
+			if (top_level->nest_level >= nest)
+			{
+				if (top_level->next != NULL &&
+					top_level->next->nest_level == nest - 1)
+					merge_level_into_parent();
+				else
+					top_level->nest_level = nest - 1;
+			}
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			while (top_level != NULL && top_level->nest_level >= nest)
+				pop_level();
+			break;
+		default:
+			break;
+	}
+}
+
+void
+pending_register_callbacks(void)
+{
+	RegisterXactCallback(pending_xact_callback, NULL);
+	RegisterSubXactCallback(pending_subxact_callback, NULL);
+}

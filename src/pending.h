@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ * pending.h
+ *		Backend-local hits of the current transaction, per savepoint level.
+ *
+ * Hits are aggregated per key in backend memory and reach shared memory
+ * only when the top transaction commits; a rolled-back savepoint drops its
+ * level.  Memory rule: everything lives in per-level contexts under
+ * TopMemoryContext and is freed at transaction end.
+ *-------------------------------------------------------------------------
+ */
+#ifndef APICOUNT_PENDING_H
+#define APICOUNT_PENDING_H
+
+#include "counters.h"
+
+typedef struct PendingHit
+{
+	CounterKey	key;
+	const char *method;
+	int			method_len;
+	const char *path;
+	int			path_len;
+	const char *user;			/* NULL when user_h == 0 */
+	int			user_len;
+	int			status;			/* 0: NULL */
+	bool		has_latency;
+	uint64		latency_ns;
+	int			slot;
+} PendingHit;
+
+extern void pending_add(const PendingHit *hit);
+extern void pending_register_callbacks(void);
+extern bool pending_is_empty(void);
+
+#endif

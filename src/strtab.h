@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ * strtab.h
+ *		Shared string table: methods, paths and user ids of live entries.
+ *
+ * Each distinct string is stored once, keyed by its 64-bit hash, with a
+ * reference count (one per counter entry that uses it).  A hash shared by
+ * two different strings is refused (the hit goes to the overflow entry),
+ * so a collision can never merge two keys.
+ *
+ * Locking rules: STRTAB_PARTITIONS LWLocks.  Lookup and reference taking
+ * run under the partition lock in shared mode; inserting and removing a
+ * string take it exclusively.  The byte arena has its own spinlock, taken
+ * only while holding an exclusive partition lock.
+ *-------------------------------------------------------------------------
+ */
+#ifndef APICOUNT_STRTAB_H
+#define APICOUNT_STRTAB_H
+
+#define STRTAB_PARTITIONS	16
+
+extern Size strtab_shmem_size(int64 capacity);
+extern void strtab_shmem_init(int64 capacity, LWLockPadded *locks);
+
+/*
+ * Take a reference to string s (hash h), inserting it if needed.  Returns
+ * false when the table or arena is full or h belongs to another string.
+ * h == 0 (NULL string) always succeeds and takes nothing.
+ */
+extern bool strtab_ref(uint64 h, const char *s, int len);
+extern void strtab_unref(uint64 h);
+
+/*
+ * Copy the string for h into buf (size bufsize, NUL-terminated); returns
+ * its length, or -1 if h is not present.  Callers hold a reference.
+ */
+extern int	strtab_get(uint64 h, char *buf, int bufsize);
+
+extern int64 strtab_count(void);
+
+#endif

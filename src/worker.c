@@ -1,0 +1,342 @@
+/*-------------------------------------------------------------------------
+ * worker.c
+ *		The apicount background worker: loop, signals, scheduling.
+ *
+ * Owns when things happen: a flush every apicount.flush_interval or when
+ * apicount.flush() asks, freeing of idle entries after each flush, the
+ * retention delete once a minute, and the last flushes at shutdown.
+ * SIGTERM only sets a flag, so that the worker can keep flushing while
+ * client backends finish their last commits, then exit.  Nothing runs
+ * until the extension exists in apicount.database.
+ *
+ * Lock rule: ApicountShared.mutex (a spinlock) guards the handshake fields
+ * and is never held across anything but plain assignments.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "counters.h"
+#include "flush.h"
+#include "guc.h"
+#include "worker.h"
+
+#define FLUSH_WAIT_SECS			30
+#define RETENTION_EVERY_SECS	60
+#define SHUTDOWN_WAIT_SECS		10
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+apicount_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "apicount");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "apicount_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "apicount worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "apicount worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+worker_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&apicount_shared->mutex);
+	apicount_shared->worker_pid = 0;
+	apicount_shared->worker_latch = NULL;
+	SpinLockRelease(&apicount_shared->mutex);
+	ConditionVariableBroadcast(&apicount_shared->flush_cv);
+}
+
+static bool
+extension_exists(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid("apicount", true));
+	CommitTransactionCommand();
+	return exists;
+}
+
+/* one flush cycle; serves the flush requests made before it started */
+static void
+run_flush(void)
+{
+	uint64		serving;
+	int64		written = 0;
+	bool		ok;
+	char		errbuf[256];
+	TimestampTz start;
+	TimestampTz end;
+
+	SpinLockAcquire(&apicount_shared->mutex);
+	serving = apicount_shared->flush_requested;
+	SpinLockRelease(&apicount_shared->mutex);
+
+	errbuf[0] = '\0';
+	start = GetCurrentTimestamp();
+	if (extension_exists())
+	{
+		pgstat_report_activity(STATE_RUNNING, "apicount flush");
+		ok = flush_counters(&written, errbuf, sizeof(errbuf));
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	else
+	{
+		ok = false;
+		snprintf(errbuf, sizeof(errbuf),
+				 "extension apicount does not exist in database \"%s\"",
+				 apicount_database);
+	}
+	end = GetCurrentTimestamp();
+
+	if (ok)
+	{
+		pg_atomic_fetch_add_u64(&apicount_shared->flushes, 1);
+		pg_atomic_write_u64(&apicount_shared->last_flush_at, (uint64) end);
+		pg_atomic_write_u64(&apicount_shared->last_flush_us,
+							(uint64) (end - start));
+		flush_free_idle();
+	}
+	else if (extension_exists())
+	{
+		pg_atomic_fetch_add_u64(&apicount_shared->flush_failures, 1);
+		ereport(LOG,
+				(errmsg("apicount: flush failed, counts stay in memory and will be retried: %s",
+						errbuf)));
+	}
+
+	SpinLockAcquire(&apicount_shared->mutex);
+	apicount_shared->flush_done = serving;
+	apicount_shared->last_flush_ok = ok;
+	apicount_shared->last_flush_entries = written;
+	strlcpy(apicount_shared->last_error, errbuf,
+			sizeof(apicount_shared->last_error));
+	SpinLockRelease(&apicount_shared->mutex);
+	ConditionVariableBroadcast(&apicount_shared->flush_cv);
+}
+
+static bool
+flush_requested(void)
+{
+	bool		pending;
+
+	SpinLockAcquire(&apicount_shared->mutex);
+	pending = apicount_shared->flush_requested > apicount_shared->flush_done;
+	SpinLockRelease(&apicount_shared->mutex);
+	return pending;
+}
+
+static void
+run_retention(void)
+{
+	if (!extension_exists())
+		return;
+	pgstat_report_activity(STATE_RUNNING, "apicount retention");
+	flush_apply_retention();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Shutdown: client backends get SIGTERM with us and may still be
+ * committing hits.  Flush until they are gone (bounded), then once more.
+ */
+static void
+shutdown_flushes(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   SHUTDOWN_WAIT_SECS * 1000);
+
+	for (;;)
+	{
+		int			clients = CountDBConnections(InvalidOid);
+
+		run_flush();
+		if (clients <= 1 || GetCurrentTimestamp() > deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	run_flush();
+}
+
+void
+apicount_worker_main(Datum main_arg)
+{
+	TimestampTz next_flush;
+	TimestampTz next_retention;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(apicount_database, NULL, 0);
+	pgstat_report_appname("apicount worker");
+
+	/* the worker's statements are fully qualified; pin the path anyway */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
+					PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "60s", PGC_SUSET, PGC_S_OVERRIDE);
+
+	SpinLockAcquire(&apicount_shared->mutex);
+	apicount_shared->worker_pid = MyProcPid;
+	apicount_shared->worker_latch = MyLatch;
+	SpinLockRelease(&apicount_shared->mutex);
+	before_shmem_exit(worker_detach, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("apicount worker started in database \"%s\"",
+					apicount_database)));
+
+	next_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											 apicount_flush_interval_ms);
+	next_retention = GetCurrentTimestamp();
+
+	while (!got_sigterm)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		wait_ms;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (now >= next_flush || flush_requested())
+		{
+			run_flush();
+			now = GetCurrentTimestamp();
+			next_flush = TimestampTzPlusMilliseconds(now,
+													 apicount_flush_interval_ms);
+		}
+		if (now >= next_retention)
+		{
+			run_retention();
+			next_retention = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 RETENTION_EVERY_SECS * 1000);
+		}
+
+		wait_ms = (long) ((next_flush - GetCurrentTimestamp()) / 1000);
+		if (wait_ms < 0)
+			wait_ms = 0;
+		if (!flush_requested() && !got_sigterm)
+		{
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	shutdown_flushes();
+	ereport(LOG, (errmsg("apicount worker stopped after its last flush")));
+	proc_exit(0);
+}
+
+int64
+worker_request_flush(void)
+{
+	ApicountShared *s = apicount_shared;
+	uint64		mine;
+	TimestampTz deadline;
+	bool		ok;
+	int64		entries;
+	char		error[256];
+
+	SpinLockAcquire(&s->mutex);
+	if (s->worker_pid == 0)
+	{
+		SpinLockRelease(&s->mutex);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("apicount worker is not running"),
+				 errhint("The postmaster restarts it within seconds; check the server log if it does not come back.")));
+	}
+	mine = ++s->flush_requested;
+	if (s->worker_latch)
+		SetLatch(s->worker_latch);
+	SpinLockRelease(&s->mutex);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   FLUSH_WAIT_SECS * 1000);
+	ConditionVariablePrepareToSleep(&s->flush_cv);
+	for (;;)
+	{
+		uint64		done;
+		int			pid;
+
+		SpinLockAcquire(&s->mutex);
+		done = s->flush_done;
+		pid = s->worker_pid;
+		ok = s->last_flush_ok;
+		entries = s->last_flush_entries;
+		strlcpy(error, s->last_error, sizeof(error));
+		SpinLockRelease(&s->mutex);
+
+		if (done >= mine)
+			break;
+		if (pid == 0)
+		{
+			ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("apicount worker stopped before flushing"),
+					 errhint("Counts stay in shared memory; the restarted worker flushes them.")));
+		}
+		if (GetCurrentTimestamp() > deadline)
+		{
+			ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("apicount flush did not finish within %d seconds",
+							FLUSH_WAIT_SECS),
+					 errhint("The worker may be blocked by a lock on the rollup tables; counts stay in memory.")));
+		}
+		ConditionVariableTimedSleep(&s->flush_cv, 1000, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("apicount flush failed"),
+				 errdetail("%s", error),
+				 errhint("Counts stay in shared memory and the worker retries.")));
+	return entries;
+}
