@@ -14,6 +14,7 @@ OBJS = \
 	src/readlock.o \
 	src/flush.o \
 	src/worker.o \
+	src/worker_txn.o \
 	src/live.o
 
 EXTENSION = apicount

@@ -190,18 +190,18 @@ $$;
 -- caller-level minute rows, flushed + unflushed (tracked hits only)
 CREATE FUNCTION @extschema@._caller_minutes(from_bucket timestamptz, to_ts timestamptz,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
-	OUT user_id text, OUT calls bigint, OUT errors bigint)
+	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint)
 RETURNS SETOF record
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,
+	SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls, c.ok,
 	       c.client_errors + c.server_errors
 	FROM @extschema@.caller_minute c
 	WHERE c.bucket >= from_bucket AND c.bucket < to_ts
 	UNION ALL
 	SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.unflushed,
-	       l.unflushed_client_errors + l.unflushed_server_errors
+	       l.unflushed_ok, l.unflushed_client_errors + l.unflushed_server_errors
 	FROM @extschema@._live_entries() l
 	WHERE l.bucket >= from_bucket AND l.bucket < to_ts AND l.unflushed > 0
 	  AND l.tracked
@@ -406,6 +406,256 @@ END
 $$;
 
 ---------------------------------------------------------------------------
+-- Detection: hot callers, login anomalies, rules and alerts
+---------------------------------------------------------------------------
+
+-- caller-level rows of a window: the exact sliding window up to the live
+-- horizon (2 minutes), minute resolution beyond it
+CREATE FUNCTION @extschema@._caller_window(since interval,
+	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
+	OUT calls bigint, OUT ok bigint, OUT errors bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF since <= interval '2 minutes' THEN
+		RETURN QUERY
+		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors
+		FROM @extschema@._live_window(since) lw
+		WHERE lw.tracked;
+	ELSE
+		RETURN QUERY
+		SELECT cm.method, cm.path, cm.client_ip, cm.user_id,
+		       sum(cm.calls)::bigint, sum(cm.ok)::bigint, sum(cm.errors)::bigint
+		FROM @extschema@._caller_minutes(date_trunc('minute', now() - since),
+		                                 now() + interval '1 microsecond') cm
+		GROUP BY 1, 2, 3, 4;
+	END IF;
+END
+$$;
+
+-- API-level rows of a window (all hits, tracked or not)
+CREATE FUNCTION @extschema@._api_window(since interval,
+	OUT method text, OUT path text, OUT calls bigint, OUT ok bigint, OUT errors bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF since <= interval '2 minutes' THEN
+		RETURN QUERY
+		SELECT lw.method, lw.path, sum(lw.calls)::bigint, sum(lw.ok)::bigint, sum(lw.errors)::bigint
+		FROM @extschema@._live_window(since) lw
+		GROUP BY 1, 2;
+	ELSE
+		RETURN QUERY
+		SELECT am.method, am.path, sum(am.calls)::bigint, sum(am.ok)::bigint, sum(am.errors)::bigint
+		FROM @extschema@._api_minutes(date_trunc('minute', now() - since),
+		                              now() + interval '1 microsecond') am
+		GROUP BY 1, 2;
+	END IF;
+END
+$$;
+
+-- callers grouped by 'ip', 'user', 'ip_user' or 'api' over a window;
+-- a caller whose grouping field is NULL is no caller and is left out
+CREATE FUNCTION @extschema@._window_by(since interval, by text,
+	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
+	OUT calls bigint, OUT ok bigint, OUT errors bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF by = 'api' THEN
+		RETURN QUERY
+		SELECT a.method, a.path, NULL::inet, NULL::text, a.calls, a.ok, a.errors
+		FROM @extschema@._api_window(since) a
+		WHERE a.method <> '*';
+		RETURN;
+	END IF;
+	RETURN QUERY
+	SELECT g.method, g.path, g.ip, g.uid,
+	       sum(g.calls)::bigint, sum(g.ok)::bigint, sum(g.errors)::bigint
+	FROM (SELECT w.method, w.path,
+	             CASE WHEN by IN ('ip', 'ip_user') THEN w.client_ip END AS ip,
+	             CASE WHEN by IN ('user', 'ip_user') THEN w.user_id END AS uid,
+	             w.calls, w.ok, w.errors
+	      FROM @extschema@._caller_window(since) w
+	      WHERE w.method <> '*'
+	        AND (by NOT IN ('ip', 'ip_user') OR w.client_ip IS NOT NULL)
+	        AND (by NOT IN ('user', 'ip_user') OR w.user_id IS NOT NULL)) g
+	GROUP BY 1, 2, 3, 4;
+END
+$$;
+
+CREATE FUNCTION @extschema@._hot_callers(threshold bigint, since interval, p text, by text)
+RETURNS TABLE (m text, pth text, ip inet, uid text, calls bigint, errors bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_since(since);
+	PERFORM @extschema@._check_by(by);
+	IF threshold IS NULL OR threshold < 1 THEN
+		RAISE EXCEPTION 'threshold must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT w.method, w.path, w.client_ip, w.user_id, w.calls, w.errors
+	FROM @extschema@._window_by(since, by) w
+	WHERE (p IS NULL OR w.path = p) AND w.calls >= threshold
+	ORDER BY 5 DESC, 1, 2, 3 NULLS LAST, 4 NULLS LAST;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE FUNCTION @extschema@.hot_callers(threshold bigint DEFAULT 1000,
+	since interval DEFAULT '1 minute', path text DEFAULT NULL, by text DEFAULT 'ip')
+RETURNS TABLE (method text, path text, client_ip inet, user_id text,
+               calls bigint, errors bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._hot_callers($1, $2, $3, $4) $$;
+
+CREATE FUNCTION @extschema@.login_anomalies(path_pattern text DEFAULT '%login%',
+	since interval DEFAULT '1 minute', baseline interval DEFAULT '30 minutes',
+	min_calls bigint DEFAULT 100, spike_factor double precision DEFAULT 3,
+	max_success_ratio double precision DEFAULT 0.5)
+RETURNS TABLE (method text, path text, calls bigint, ok bigint,
+               success_ratio double precision, baseline_calls double precision,
+               factor double precision)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	win_start timestamptz;
+	windows double precision;
+BEGIN
+	PERFORM @extschema@._check_since(since);
+	IF baseline IS NULL OR baseline <= interval '0' THEN
+		RAISE EXCEPTION 'baseline must be a positive interval'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	windows := extract(epoch FROM baseline) / extract(epoch FROM since);
+	-- the baseline is the whole minutes before the window's first minute
+	win_start := date_trunc('minute', now() - since);
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	WITH w AS (
+		SELECT a.method, a.path, a.calls, a.ok
+		FROM @extschema@._api_window(since) a
+		WHERE a.path LIKE path_pattern AND a.method <> '*'
+	), b AS (
+		SELECT am.method, am.path, sum(am.calls)::float8 / windows AS per_window
+		FROM @extschema@._api_minutes(win_start - baseline, win_start) am
+		WHERE am.path LIKE path_pattern
+		GROUP BY 1, 2
+	)
+	SELECT w.method, w.path, w.calls, w.ok,
+	       w.ok::float8 / w.calls::float8,
+	       coalesce(b.per_window, 0),
+	       CASE WHEN coalesce(b.per_window, 0) > 0 THEN w.calls / b.per_window
+	            ELSE 'Infinity'::float8 END
+	FROM w LEFT JOIN b ON b.method = w.method AND b.path = w.path
+	WHERE w.calls >= min_calls
+	  AND w.calls >= spike_factor * coalesce(b.per_window, 0)
+	  AND w.ok::float8 / w.calls::float8 <= max_success_ratio
+	ORDER BY 3 DESC, 1, 2;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE TABLE @extschema@.rules (
+	name             text PRIMARY KEY,
+	path_pattern     text NOT NULL,
+	method           text,
+	per              text NOT NULL CHECK (per IN ('ip', 'user', 'ip_user', 'api')),
+	threshold        bigint NOT NULL CHECK (threshold > 0),
+	"window"         interval NOT NULL DEFAULT '1 minute' CHECK ("window" > interval '0'),
+	min_error_ratio  double precision CHECK (min_error_ratio BETWEEN 0 AND 1),
+	cooldown         interval NOT NULL DEFAULT '5 minutes' CHECK (cooldown >= interval '0'),
+	enabled          boolean NOT NULL DEFAULT true
+);
+
+CREATE TABLE @extschema@.alerts (
+	id            bigserial PRIMARY KEY,
+	fired_at      timestamptz NOT NULL DEFAULT now(),
+	rule          text NOT NULL,
+	method        text,
+	path          text,
+	client_ip     inet,
+	user_id       text,
+	calls         bigint NOT NULL,
+	errors        bigint NOT NULL,
+	window_start  timestamptz NOT NULL,
+	window_end    timestamptz NOT NULL
+);
+CREATE INDEX alerts_cooldown ON @extschema@.alerts (rule, fired_at);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.rules', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.alerts_id_seq', '');
+
+-- Evaluate every enabled rule once; insert and NOTIFY new alerts.  Called
+-- by the worker at least once per slot; callable by hand.  Returns the
+-- number of alerts fired.
+CREATE FUNCTION @extschema@.evaluate_rules()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	fired integer := 0;
+	a @extschema@.alerts;
+	wstart timestamptz;
+	slot_s double precision := extract(epoch FROM
+	                           pg_catalog.current_setting('apicount.slot_seconds')::interval);
+BEGIN
+	PERFORM @extschema@._read_begin();
+	FOR r IN SELECT * FROM @extschema@.rules WHERE enabled ORDER BY name LOOP
+		IF r."window" <= interval '2 minutes' THEN
+			-- first second of the oldest slot in the window
+			wstart := to_timestamp((floor(extract(epoch FROM now()) / slot_s)
+			          - ceil(extract(epoch FROM r."window") / slot_s) + 1) * slot_s);
+		ELSE
+			wstart := date_trunc('minute', now() - r."window");
+		END IF;
+		FOR a IN
+			INSERT INTO @extschema@.alerts (fired_at, rule, method, path, client_ip,
+			                                user_id, calls, errors, window_start, window_end)
+			SELECT now(), r.name, w.method, w.path, w.client_ip, w.user_id,
+			       w.calls, w.errors, wstart, now()
+			FROM @extschema@._window_by(r."window", r.per) w
+			WHERE w.path LIKE r.path_pattern
+			  AND (r.method IS NULL OR w.method = upper(r.method))
+			  AND w.calls >= r.threshold
+			  AND (r.min_error_ratio IS NULL
+			       OR w.errors::float8 / w.calls::float8 >= r.min_error_ratio)
+			  AND NOT EXISTS (
+				SELECT 1 FROM @extschema@.alerts p
+				WHERE p.rule = r.name
+				  AND p.fired_at > now() - r.cooldown
+				  AND p.method IS NOT DISTINCT FROM w.method
+				  AND p.path IS NOT DISTINCT FROM w.path
+				  AND p.client_ip IS NOT DISTINCT FROM w.client_ip
+				  AND p.user_id IS NOT DISTINCT FROM w.user_id)
+			ORDER BY w.calls DESC
+			RETURNING *
+		LOOP
+			PERFORM pg_notify('apicount_alert', row_to_json(a)::text);
+			fired := fired + 1;
+		END LOOP;
+	END LOOP;
+	PERFORM @extschema@._read_end();
+	RETURN fired;
+END
+$$;
+
+---------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC; writer ingests, reader reads.
 ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
@@ -430,5 +680,12 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.top_callers(integer, interval, text, text),
 	@extschema@.series(text, timestamptz, timestamptz, interval),
 	@extschema@._series(text, timestamptz, timestamptz, interval),
-	@extschema@.callers(text, timestamptz, timestamptz)
+	@extschema@.callers(text, timestamptz, timestamptz),
+	@extschema@._caller_window(interval), @extschema@._api_window(interval),
+	@extschema@._window_by(interval, text),
+	@extschema@._hot_callers(bigint, interval, text, text),
+	@extschema@.hot_callers(bigint, interval, text, text),
+	@extschema@.login_anomalies(text, interval, interval, bigint, double precision, double precision)
 	TO apicount_reader;
+GRANT SELECT ON @extschema@.rules, @extschema@.alerts TO apicount_reader;
+

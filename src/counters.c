@@ -357,6 +357,15 @@ counters_add(const CounterKey *key,
 	if (add_existing(key, hashcode, delta, slots))
 		return;
 
+	/* a full table sends new keys to overflow without touching strings */
+	if (!(key->flags & KEY_OVERFLOW) &&
+		(int64) pg_atomic_read_u32(&apicount_shared->normal_entries) >=
+		apicount_shared->capacity)
+	{
+		add_overflow(key->minute, delta, slots);
+		return;
+	}
+
 	/* new key: take string references first, never under a partition lock */
 	if (strtab_ref(key->method_h, method, method_len))
 	{
@@ -429,7 +438,7 @@ counters_subtract(CounterEntry *e, const CounterDelta *d)
 }
 
 bool
-counters_remove_if_idle(CounterEntry *e)
+counters_remove(CounterEntry *e, bool only_if_idle)
 {
 	CounterKey	key = e->key;
 	uint32		hashcode = get_hash_value(apicount_counters, &key);
@@ -437,8 +446,9 @@ counters_remove_if_idle(CounterEntry *e)
 	bool		removed = false;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	if (pg_atomic_read_u64(&e->calls) == 0 &&
-		pg_atomic_read_u64(&e->lat_count) == 0)
+	if (!only_if_idle ||
+		(pg_atomic_read_u64(&e->calls) == 0 &&
+		 pg_atomic_read_u64(&e->lat_count) == 0))
 	{
 		hash_search_with_hash_value(apicount_counters, &key, hashcode,
 									HASH_REMOVE, NULL);

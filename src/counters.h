@@ -162,8 +162,11 @@ extern void counters_add(const CounterKey *key,
 extern void counters_lock_all(LWLockMode mode);
 extern void counters_unlock_all(void);
 
-/* worker only: remove an entry (caller holds no locks); false if it changed */
-extern bool counters_remove_if_idle(CounterEntry *entry);
+/*
+ * Worker only: remove an entry (caller holds no locks).  With only_if_idle
+ * it is kept (and false returned) if it has unflushed hits.
+ */
+extern bool counters_remove(CounterEntry *entry, bool only_if_idle);
 
 /* read an entry's unflushed deltas (atomically per field) */
 extern void counters_read_delta(CounterEntry *entry, CounterDelta *d);

@@ -37,6 +37,7 @@
 #include "normalize.h"
 #include "readlock.h"
 #include "strtab.h"
+#include "worker_txn.h"
 
 typedef struct FlushItem
 {
@@ -414,7 +415,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 }
 
 void
-flush_free_idle(void)
+flush_free_entries(bool discard)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int32		cutoff;
@@ -435,9 +436,10 @@ flush_free_idle(void)
 	hash_seq_init(&seq, apicount_counters);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
-		if (e->key.minute > cutoff ||
-			pg_atomic_read_u64(&e->calls) != 0 ||
-			pg_atomic_read_u64(&e->lat_count) != 0)
+		if (!discard &&
+			(e->key.minute > cutoff ||
+			 pg_atomic_read_u64(&e->calls) != 0 ||
+			 pg_atomic_read_u64(&e->lat_count) != 0))
 			continue;
 		if (n == cap)
 		{
@@ -449,29 +451,37 @@ flush_free_idle(void)
 	counters_unlock_all();
 
 	for (i = 0; i < n; i++)
-		counters_remove_if_idle(cand[i]);
+		counters_remove(cand[i], !discard);
 	pfree(cand);
 }
 
 #define RETENTION_BATCH		10000
 #define RETENTION_MAX_BATCHES 20
 
-static int64
-delete_batch(const char *table, TimestampTz cutoff)
+typedef struct RetentionBatch
 {
+	const char *table;
+	TimestampTz cutoff;
+	int64		deleted;
+} RetentionBatch;
+
+static void
+delete_batch(void *arg)
+{
+	RetentionBatch *b = (RetentionBatch *) arg;
 	char		sql[512];
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
-	Datum		args[1] = {TimestampTzGetDatum(cutoff)};
+	Datum		args[1] = {TimestampTzGetDatum(b->cutoff)};
 
 	snprintf(sql, sizeof(sql),
 			 "DELETE FROM apicount.%s WHERE ctid OPERATOR(pg_catalog.=) ANY "
 			 "(ARRAY(SELECT ctid FROM apicount.%s "
 			 "WHERE bucket OPERATOR(pg_catalog.<) $1 LIMIT %d))",
-			 table, table, RETENTION_BATCH);
+			 b->table, b->table, RETENTION_BATCH);
 	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0)
 		!= SPI_OK_DELETE)
-		elog(ERROR, "apicount: retention delete on %s failed", table);
-	return (int64) SPI_processed;
+		elog(ERROR, "apicount: retention delete on %s failed", b->table);
+	b->deleted = (int64) SPI_processed;
 }
 
 void
@@ -481,38 +491,16 @@ flush_apply_retention(void)
 	TimestampTz cutoff = GetCurrentTimestamp() -
 		apicount_retention_secs * USECS_PER_SEC;
 	int			t,
-				b;
+				i;
 
 	for (t = 0; t < lengthof(tables); t++)
 	{
-		for (b = 0; b < RETENTION_MAX_BATCHES; b++)
+		for (i = 0; i < RETENTION_MAX_BATCHES; i++)
 		{
-			int64		deleted = 0;
-			MemoryContext oldcxt = CurrentMemoryContext;
+			RetentionBatch b = {tables[t], cutoff, 0};
 
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			PG_TRY();
-			{
-				SPI_connect();
-				PushActiveSnapshot(GetTransactionSnapshot());
-				if (OidIsValid(get_extension_oid("apicount", true)))
-					deleted = delete_batch(tables[t], cutoff);
-				SPI_finish();
-				PopActiveSnapshot();
-				CommitTransactionCommand();
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(oldcxt);
-				EmitErrorReport();
-				FlushErrorState();
-				AbortCurrentTransaction();
-				deleted = 0;
-			}
-			PG_END_TRY();
-			MemoryContextSwitchTo(oldcxt);
-			if (deleted < RETENTION_BATCH)
+			if (!worker_run_txn("apicount retention", delete_batch, &b) ||
+				b.deleted < RETENTION_BATCH)
 				break;
 		}
 	}

@@ -13,8 +13,11 @@
  */
 extern bool flush_counters(int64 *written, char *errbuf, int errlen);
 
-/* free entries that are flushed and older than the live horizon */
-extern void flush_free_idle(void);
+/*
+ * Free entries that are flushed and older than the live horizon; with
+ * discard, free every entry (the extension was dropped).
+ */
+extern void flush_free_entries(bool discard);
 
 /* delete rollup rows older than apicount.retention, in bounded batches */
 extern void flush_apply_retention(void);

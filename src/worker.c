@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -34,6 +35,7 @@
 #include "flush.h"
 #include "guc.h"
 #include "worker.h"
+#include "worker_txn.h"
 
 #define FLUSH_WAIT_SECS			30
 #define RETENTION_EVERY_SECS	60
@@ -115,6 +117,11 @@ run_flush(void)
 	}
 	else
 	{
+		CounterDelta spill;
+
+		/* DROP EXTENSION drops the data: live counts go with the tables */
+		flush_free_entries(true);
+		counters_take_spill(&spill);
 		ok = false;
 		snprintf(errbuf, sizeof(errbuf),
 				 "extension apicount does not exist in database \"%s\"",
@@ -128,7 +135,7 @@ run_flush(void)
 		pg_atomic_write_u64(&apicount_shared->last_flush_at, (uint64) end);
 		pg_atomic_write_u64(&apicount_shared->last_flush_us,
 							(uint64) (end - start));
-		flush_free_idle();
+		flush_free_entries(false);
 	}
 	else if (extension_exists())
 	{
@@ -162,11 +169,22 @@ flush_requested(void)
 static void
 run_retention(void)
 {
-	if (!extension_exists())
-		return;
-	pgstat_report_activity(STATE_RUNNING, "apicount retention");
-	flush_apply_retention();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	if (extension_exists())
+		flush_apply_retention();
+}
+
+static void
+evaluate_rules(void *arg)
+{
+	if (SPI_execute("SELECT apicount.evaluate_rules()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "apicount: rule evaluation failed");
+}
+
+/* rules are evaluated at least once per slot (see the README) */
+static void
+run_rules(void)
+{
+	(void) worker_run_txn("apicount rules", evaluate_rules, NULL);
 }
 
 /*
@@ -198,6 +216,7 @@ apicount_worker_main(Datum main_arg)
 {
 	TimestampTz next_flush;
 	TimestampTz next_retention;
+	TimestampTz next_rules;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, worker_sigterm);
@@ -225,6 +244,7 @@ apicount_worker_main(Datum main_arg)
 	next_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											 apicount_flush_interval_ms);
 	next_retention = GetCurrentTimestamp();
+	next_rules = GetCurrentTimestamp();
 
 	while (!got_sigterm)
 	{
@@ -251,7 +271,16 @@ apicount_worker_main(Datum main_arg)
 														 RETENTION_EVERY_SECS * 1000);
 		}
 
-		wait_ms = (long) ((next_flush - GetCurrentTimestamp()) / 1000);
+		if (now >= next_rules)
+		{
+			/* half a slot apart, so each slot is seen at least once */
+			next_rules = TimestampTzPlusMilliseconds(now,
+													 apicount_slot_seconds * 500);
+			run_rules();
+		}
+
+		wait_ms = (long) ((Min(next_flush, next_rules) -
+						   GetCurrentTimestamp()) / 1000);
 		if (wait_ms < 0)
 			wait_ms = 0;
 		if (!flush_requested() && !got_sigterm)

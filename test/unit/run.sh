@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# test/unit/run.sh — builds and runs the C unit tests that need no server
+# (pure modules such as src/normalize.c). Prints TAP lines.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=$(mktemp -d /tmp/apicount-unit-XXXX)
+trap 'rm -rf "$out"' EXIT
+cc -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-I"$root/src" "$here/test_normalize.c" "$root/src/normalize.c" -o "$out/test_normalize"
+"$out/test_normalize"
