@@ -45,6 +45,14 @@ q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -P pager=off -h "$DEMO" -p "$PORT" -U 
 
 q -c 'CREATE EXTENSION apicount;'
 
+# --- detection rules: the worker checks them at least once per 5 s slot and NOTIFYs apicount_alert
+q <<'SQL'
+INSERT INTO apicount.rules (name, path_pattern, method, per, threshold, "window", min_error_ratio, cooldown) VALUES
+  ('scraper',  '/api/%',         NULL,   'ip',   1000, '1 minute', NULL, '5 minutes'),
+  ('stuffing', '%login%',        'POST', 'api',   300, '1 minute', 0.5,  '5 minutes'),
+  ('exporter', '/api/v1/export', NULL,   'user',   50, '1 minute', NULL, '10 minutes');
+SQL
+
 # --- traffic: 10 templates x ids = ~200 raw paths, zipfian popularity; numeric ids, query
 # strings and pages normalize to ':id' / bare paths.  Mostly GET and 200s, a long latency tail;
 # zipfian client IPs (a few heavy hitters), each IP with its own user (some anonymous).
@@ -94,6 +102,14 @@ VALUES ('POST', '/login', '203.0.113.77', 'user' || :u,
         CASE WHEN :s <= 2 THEN 200 ELSE 401 END, :lat);
 SQL
 
+# --- a scraper: one IP walking the product catalogue
+cat >"$DEMO/scraper.sql" <<'SQL'
+\set id random(1, 5000)
+\set lat random_exponential(5, 300, 8.0)
+INSERT INTO apicount.requests (method, path, client_ip, user_id, status, latency_ms)
+VALUES ('GET', '/api/v1/products/' || :id, '192.0.2.66', NULL, 200, :lat);
+SQL
+
 # --- a reporting service paging through the sensitive export API
 cat >"$DEMO/export.sql" <<'SQL'
 \set page random(1, 500)
@@ -104,9 +120,11 @@ SQL
 chmod 644 "$DEMO"/*.sql
 
 echo
-echo "=== 5 seconds of API traffic: pgbench -n -c 4 -j 2 -T 5 (traffic 85%, login bot 10%, export 5%)"
+echo "=== 5 seconds of API traffic with three attacks: pgbench -n -c 4 -j 2 -T 5"
+echo "    (background traffic 80%, credential-stuffing bot 10%, scraper 5%, export service 5%)"
 as_pg pgbench -h "$DEMO" -p "$PORT" -U postgres -n -c 4 -j 2 -T 5 \
-    -f "$DEMO/traffic.sql@17" -f "$DEMO/stuffing.sql@2" -f "$DEMO/export.sql@1" postgres 2>&1 |
+    -f "$DEMO/traffic.sql@16" -f "$DEMO/stuffing.sql@2" -f "$DEMO/scraper.sql@1" \
+    -f "$DEMO/export.sql@1" postgres 2>&1 |
     grep -E '^(number of (transactions actually|failed)|latency average|tps)' || true
 
 show() {  # show TITLE SQL [psql options]
@@ -126,6 +144,17 @@ show "calls per minute, all paths (excerpt)" \
     "SELECT * FROM (SELECT * FROM apicount.series(NULL, now() - interval '5 minutes', now(), '1 minute')) s LIMIT 10;"
 show "minute rollups written by the background worker (excerpt)" \
     "SELECT bucket, method, path, calls, ok, client_errors, server_errors FROM apicount.api_minute ORDER BY calls DESC, method, path LIMIT 8;"
+show "attack 1 - hot callers: an IP with 1,000+ calls to one API within the sliding minute" \
+    "SELECT * FROM apicount.hot_callers(1000, '1 minute') LIMIT 10;"
+show "attack 2 - credential stuffing: login calls spike over their baseline with a low success rate" \
+    "SELECT * FROM apicount.login_anomalies('%login%', '1 minute', '30 minutes', 100, 3, 0.5);"
+show "attack 3 - data-leak tracing: who called the export API, when, how often" \
+    "SELECT * FROM apicount.callers('/api/v1/export', now() - interval '1 hour', now() + interval '1 minute');"
+echo
+echo "(waiting 3 s for the worker's rule evaluation, which runs twice per slot)"
+sleep 3
+show "alerts fired by the rules (each was also sent as NOTIFY apicount_alert)" \
+    "SELECT id, rule, method, path, client_ip, user_id, calls, errors, window_start FROM apicount.alerts ORDER BY id;"
 show "extension statistics" \
     "SELECT * FROM apicount.stats;" -x
 
@@ -134,6 +163,7 @@ cat <<EOF2
 
 The demo server keeps running (data $DEMO/data, log $DEMO/server.log).
   connect: psql -h $DEMO -p $PORT -U postgres postgres
+  alerts:  LISTEN apicount_alert;   (in psql; then replay an attack)
   more traffic: pgbench -h $DEMO -p $PORT -U postgres -n -c 4 -T 10 -f $DEMO/traffic.sql postgres
   stop:    make demo-stop    (bash test/demo.sh stop: stops the server and removes $DEMO)
 EOF2
