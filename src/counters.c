@@ -51,6 +51,17 @@ total_capacity(void)
 	return (int64) apicount_max_entries + OVERFLOW_RESERVE;
 }
 
+/*
+ * Distinct strings held at once.  Keys share paths and methods heavily,
+ * so half the entries is ample; when it runs out, new keys go to overflow
+ * like a full counter table.
+ */
+static int64
+strtab_capacity(void)
+{
+	return total_capacity() / 2 + 64;
+}
+
 int
 counters_lwlock_count(void)
 {
@@ -64,7 +75,7 @@ counters_shmem_size(void)
 
 	size = add_size(size, hash_estimate_size(total_capacity(),
 											 counters_entry_size()));
-	size = add_size(size, strtab_shmem_size(total_capacity()));
+	size = add_size(size, strtab_shmem_size(strtab_capacity()));
 	return size;
 }
 
@@ -120,7 +131,7 @@ counters_shmem_init(void)
 									  HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
 									  HASH_FIXED_SIZE);
 
-	strtab_shmem_init(total_capacity(),
+	strtab_shmem_init(strtab_capacity(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
 
 	overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
@@ -172,21 +183,32 @@ atomic_max_u64(pg_atomic_uint64 *ptr, uint64 val)
 	}
 }
 
-static void
+/*
+ * Add a delta to an entry.  Returns false, adding nothing, if a 32-bit
+ * field could wrap (about 4 billion hits of one key in one flush
+ * interval); the caller then counts the delta elsewhere.
+ */
+static bool
 apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
 {
 	int			i;
 
+	if ((uint64) pg_atomic_read_u32(&e->ok) + d->calls >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&e->lat_count) + d->calls >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&e->client_errors) + d->calls >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&e->server_errors) + d->calls >= PG_UINT32_MAX)
+		return false;
+
 	pg_atomic_fetch_add_u64(&e->calls, d->calls);
 	if (d->ok)
-		pg_atomic_fetch_add_u64(&e->ok, d->ok);
+		pg_atomic_fetch_add_u32(&e->ok, (uint32) d->ok);
 	if (d->client_errors)
-		pg_atomic_fetch_add_u64(&e->client_errors, d->client_errors);
+		pg_atomic_fetch_add_u32(&e->client_errors, (uint32) d->client_errors);
 	if (d->server_errors)
-		pg_atomic_fetch_add_u64(&e->server_errors, d->server_errors);
+		pg_atomic_fetch_add_u32(&e->server_errors, (uint32) d->server_errors);
 	if (d->lat_count)
 	{
-		pg_atomic_fetch_add_u64(&e->lat_count, d->lat_count);
+		pg_atomic_fetch_add_u32(&e->lat_count, (uint32) d->lat_count);
 		pg_atomic_fetch_add_u64(&e->lat_sum_ns, d->lat_sum_ns);
 		atomic_max_u64(&e->lat_max_ns, d->lat_max_ns);
 	}
@@ -200,6 +222,7 @@ apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
 		if (slots[i].errors)
 			pg_atomic_fetch_add_u32(&e->slots[i].errors, slots[i].errors);
 	}
+	return true;
 }
 
 static void
@@ -208,18 +231,32 @@ init_entry(CounterEntry *e)
 	int			i;
 
 	pg_atomic_init_u64(&e->calls, 0);
-	pg_atomic_init_u64(&e->ok, 0);
-	pg_atomic_init_u64(&e->client_errors, 0);
-	pg_atomic_init_u64(&e->server_errors, 0);
-	pg_atomic_init_u64(&e->lat_count, 0);
 	pg_atomic_init_u64(&e->lat_sum_ns, 0);
 	pg_atomic_init_u64(&e->lat_max_ns, 0);
+	pg_atomic_init_u32(&e->ok, 0);
+	pg_atomic_init_u32(&e->client_errors, 0);
+	pg_atomic_init_u32(&e->server_errors, 0);
+	pg_atomic_init_u32(&e->lat_count, 0);
 	for (i = 0; i < apicount_shared->nslots; i++)
 	{
 		pg_atomic_init_u32(&e->slots[i].calls, 0);
 		pg_atomic_init_u32(&e->slots[i].ok, 0);
 		pg_atomic_init_u32(&e->slots[i].errors, 0);
 	}
+}
+
+static void
+add_spill(const CounterDelta *d)
+{
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_calls, d->calls);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_ok, d->ok);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_client_errors,
+							d->client_errors);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_server_errors,
+							d->server_errors);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_count, d->lat_count);
+	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_sum_ns, d->lat_sum_ns);
+	atomic_max_u64(&apicount_shared->spill_lat_max_ns, d->lat_max_ns);
 }
 
 /* update an existing entry under the shared partition lock */
@@ -233,8 +270,11 @@ add_existing(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 	LWLockAcquire(lock, LW_SHARED);
 	e = hash_search_with_hash_value(apicount_counters, key, hashcode,
 									HASH_FIND, NULL);
-	if (e != NULL)
-		apply_delta(e, d, slots);
+	if (e != NULL && !apply_delta(e, d, slots))
+	{
+		/* would wrap a 32-bit delta: counted as spill, exactly */
+		add_spill(d);
+	}
 	LWLockRelease(lock);
 	return e != NULL;
 }
@@ -284,27 +324,14 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 			init_entry(e);
 			*created = true;
 		}
-		apply_delta(e, d, slots);
+		if (!apply_delta(e, d, slots))
+			add_spill(d);
 	}
 	LWLockRelease(lock);
 
 	if (!*created)
 		pg_atomic_fetch_sub_u32(count, 1);
 	return e != NULL;
-}
-
-static void
-add_spill(const CounterDelta *d)
-{
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_calls, d->calls);
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_ok, d->ok);
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_client_errors,
-							d->client_errors);
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_server_errors,
-							d->server_errors);
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_count, d->lat_count);
-	pg_atomic_fetch_add_u64(&apicount_shared->spill_lat_sum_ns, d->lat_sum_ns);
-	atomic_max_u64(&apicount_shared->spill_lat_max_ns, d->lat_max_ns);
 }
 
 static void
@@ -409,10 +436,10 @@ void
 counters_read_delta(CounterEntry *e, CounterDelta *d)
 {
 	d->calls = pg_atomic_read_u64(&e->calls);
-	d->ok = pg_atomic_read_u64(&e->ok);
-	d->client_errors = pg_atomic_read_u64(&e->client_errors);
-	d->server_errors = pg_atomic_read_u64(&e->server_errors);
-	d->lat_count = pg_atomic_read_u64(&e->lat_count);
+	d->ok = pg_atomic_read_u32(&e->ok);
+	d->client_errors = pg_atomic_read_u32(&e->client_errors);
+	d->server_errors = pg_atomic_read_u32(&e->server_errors);
+	d->lat_count = pg_atomic_read_u32(&e->lat_count);
 	d->lat_sum_ns = pg_atomic_read_u64(&e->lat_sum_ns);
 	d->lat_max_ns = pg_atomic_read_u64(&e->lat_max_ns);
 }
@@ -423,10 +450,10 @@ counters_subtract(CounterEntry *e, const CounterDelta *d)
 	uint64		expected = d->lat_max_ns;
 
 	pg_atomic_fetch_sub_u64(&e->calls, d->calls);
-	pg_atomic_fetch_sub_u64(&e->ok, d->ok);
-	pg_atomic_fetch_sub_u64(&e->client_errors, d->client_errors);
-	pg_atomic_fetch_sub_u64(&e->server_errors, d->server_errors);
-	pg_atomic_fetch_sub_u64(&e->lat_count, d->lat_count);
+	pg_atomic_fetch_sub_u32(&e->ok, (uint32) d->ok);
+	pg_atomic_fetch_sub_u32(&e->client_errors, (uint32) d->client_errors);
+	pg_atomic_fetch_sub_u32(&e->server_errors, (uint32) d->server_errors);
+	pg_atomic_fetch_sub_u32(&e->lat_count, (uint32) d->lat_count);
 	pg_atomic_fetch_sub_u64(&e->lat_sum_ns, d->lat_sum_ns);
 
 	/*
@@ -448,7 +475,7 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (!only_if_idle ||
 		(pg_atomic_read_u64(&e->calls) == 0 &&
-		 pg_atomic_read_u64(&e->lat_count) == 0))
+		 pg_atomic_read_u32(&e->lat_count) == 0))
 	{
 		hash_search_with_hash_value(apicount_counters, &key, hashcode,
 									HASH_REMOVE, NULL);

@@ -79,17 +79,22 @@ typedef struct LocalSlot
 	uint32		errors;
 } LocalSlot;
 
+/*
+ * Unflushed deltas.  calls and the latency sum are 64-bit; the others are
+ * 32-bit, which holds 4 billion hits of one key between two flushes.  A
+ * delta that would pass UINT32_MAX is not added here: counters_add sends
+ * that commit's counts to the spill counters instead (see apply_delta).
+ */
 typedef struct CounterEntry
 {
 	CounterKey	key;
-	/* unflushed deltas */
 	pg_atomic_uint64 calls;
-	pg_atomic_uint64 ok;
-	pg_atomic_uint64 client_errors;
-	pg_atomic_uint64 server_errors;
-	pg_atomic_uint64 lat_count;
 	pg_atomic_uint64 lat_sum_ns;
 	pg_atomic_uint64 lat_max_ns;
+	pg_atomic_uint32 ok;
+	pg_atomic_uint32 client_errors;
+	pg_atomic_uint32 server_errors;
+	pg_atomic_uint32 lat_count;
 	/* all hits of the minute, per slot of apicount.slot_seconds */
 	CounterSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } CounterEntry;

@@ -37,12 +37,22 @@ typedef struct PendingEntry
 typedef struct PendingLevel
 {
 	int			nest_level;
-	MemoryContext cxt;
+	MemoryContext cxt;			/* the level and its hash table */
+	MemoryContext strcxt;		/* copies of the key strings */
 	HTAB	   *tab;
 	struct PendingLevel *next;	/* the enclosing level */
 } PendingLevel;
 
 static PendingLevel *top_level = NULL;
+
+/*
+ * One emptied level kept for the next transaction, so that the common
+ * one-statement transaction does not create and destroy a memory context
+ * and a hash table each time.
+ */
+static PendingLevel *spare_level = NULL;
+
+#define SPARE_MAX_ENTRIES	256
 
 static Size
 pending_entry_size(void)
@@ -58,11 +68,23 @@ push_level(int nest_level)
 	PendingLevel *lvl;
 	HASHCTL		ctl;
 
+	if (spare_level != NULL)
+	{
+		lvl = spare_level;
+		spare_level = NULL;
+		lvl->nest_level = nest_level;
+		lvl->next = top_level;
+		top_level = lvl;
+		return lvl;
+	}
+
 	cxt = AllocSetContextCreate(TopMemoryContext, "apicount pending",
 								ALLOCSET_SMALL_SIZES);
 	lvl = MemoryContextAllocZero(cxt, sizeof(PendingLevel));
 	lvl->nest_level = nest_level;
 	lvl->cxt = cxt;
+	lvl->strcxt = AllocSetContextCreate(cxt, "apicount pending strings",
+										ALLOCSET_SMALL_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(CounterKey);
 	ctl.entrysize = pending_entry_size();
@@ -80,6 +102,20 @@ pop_level(void)
 	PendingLevel *lvl = top_level;
 
 	top_level = lvl->next;
+	if (spare_level == NULL &&
+		hash_get_num_entries(lvl->tab) <= SPARE_MAX_ENTRIES)
+	{
+		HASH_SEQ_STATUS seq;
+		PendingEntry *e;
+
+		hash_seq_init(&seq, lvl->tab);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			hash_search(lvl->tab, &e->key, HASH_REMOVE, NULL);
+		MemoryContextReset(lvl->strcxt);
+		lvl->next = NULL;
+		spare_level = lvl;
+		return;
+	}
 	MemoryContextDelete(lvl->cxt);
 }
 
@@ -146,11 +182,11 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 	{
 		memset(((char *) e) + sizeof(CounterKey), 0,
 			   pending_entry_size() - sizeof(CounterKey));
-		e->method = copy_string(lvl->cxt, method, method_len);
+		e->method = copy_string(lvl->strcxt, method, method_len);
 		e->method_len = method_len;
-		e->path = copy_string(lvl->cxt, path, path_len);
+		e->path = copy_string(lvl->strcxt, path, path_len);
 		e->path_len = path_len;
-		e->user = copy_string(lvl->cxt, user, user_len);
+		e->user = copy_string(lvl->strcxt, user, user_len);
 		e->user_len = user_len;
 	}
 	else if (!same_strings(e, method, method_len, path, path_len,

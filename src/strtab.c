@@ -23,7 +23,7 @@
 
 #define GRANULE			16
 #define NCLASSES		((APICOUNT_MAX_PATH + 1 + GRANULE - 1) / GRANULE + 1)
-#define ARENA_PER_ENTRY 48		/* average bytes of string per entry */
+#define ARENA_PER_ENTRY 32		/* average bytes of string per string */
 #define NO_CHUNK		PG_UINT32_MAX
 
 typedef struct StrEntry
