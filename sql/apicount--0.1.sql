@@ -127,11 +127,24 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'apicount_live_entries'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
-CREATE FUNCTION @extschema@._live_window(since interval,
+CREATE FUNCTION @extschema@._live_groups(since interval, by_api boolean,
+	by_ip boolean, by_user boolean, path text, min_calls bigint,
+	tracked_only boolean, named_callers boolean,
 	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
-	OUT tracked boolean, OUT calls bigint, OUT ok bigint, OUT errors bigint)
+	OUT calls bigint, OUT ok bigint, OUT errors bigint)
 RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'apicount_live_window'
+AS 'MODULE_PATHNAME', 'apicount_live_groups'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@._live_minutes(from_bucket timestamptz, to_ts timestamptz,
+	by_caller boolean,
+	OUT bucket timestamptz, OUT method text, OUT path text,
+	OUT client_ip inet, OUT user_id text,
+	OUT calls bigint, OUT ok bigint, OUT client_errors bigint,
+	OUT server_errors bigint, OUT latency_count bigint,
+	OUT latency_sum_ms double precision, OUT latency_max_ms double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_minutes'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION @extschema@._read_begin() RETURNS void
@@ -160,6 +173,14 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'apicount_flush'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- start from empty counters: a dropped earlier installation may have left
+-- live counts in shared memory (see worker_discard_stale in src/worker.c)
+CREATE FUNCTION @extschema@._discard_stale()
+RETURNS void
+AS 'MODULE_PATHNAME', 'apicount_discard_stale'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+SELECT @extschema@._discard_stale();
+
 ---------------------------------------------------------------------------
 -- Query functions.  Each brackets its read with _read_begin/_read_end so
 -- that a flush is seen either in the rollups or in shared memory, never
@@ -180,11 +201,9 @@ AS $$
 	FROM @extschema@.api_minute a
 	WHERE a.bucket >= from_bucket AND a.bucket < to_ts
 	UNION ALL
-	SELECT l.bucket, l.method, l.path, l.unflushed, l.unflushed_ok,
-	       l.unflushed_client_errors + l.unflushed_server_errors,
-	       l.unflushed_latency_sum_ms, l.unflushed_latency_count
-	FROM @extschema@._live_entries() l
-	WHERE l.bucket >= from_bucket AND l.bucket < to_ts AND l.unflushed > 0
+	SELECT l.bucket, l.method, l.path, l.calls, l.ok,
+	       l.client_errors + l.server_errors, l.latency_sum_ms, l.latency_count
+	FROM @extschema@._live_minutes(from_bucket, to_ts, false) l
 $$;
 
 -- caller-level minute rows, flushed + unflushed (tracked hits only)
@@ -200,11 +219,10 @@ AS $$
 	FROM @extschema@.caller_minute c
 	WHERE c.bucket >= from_bucket AND c.bucket < to_ts
 	UNION ALL
-	SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.unflushed,
-	       l.unflushed_ok, l.unflushed_client_errors + l.unflushed_server_errors
-	FROM @extschema@._live_entries() l
-	WHERE l.bucket >= from_bucket AND l.bucket < to_ts AND l.unflushed > 0
-	  AND l.tracked
+	SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.calls,
+	       l.ok, l.client_errors + l.server_errors
+	FROM @extschema@._live_minutes(from_bucket, to_ts, true) l
+	WHERE l.calls > 0
 $$;
 
 CREATE FUNCTION @extschema@._check_n(n integer) RETURNS void
@@ -269,9 +287,8 @@ BEGIN
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY
 	WITH w AS (
-		SELECT lw.method, lw.path, sum(lw.calls) AS calls, sum(lw.errors) AS errors
-		FROM @extschema@._live_window(since) lw
-		GROUP BY lw.method, lw.path
+		SELECT lw.method, lw.path, lw.calls, lw.errors
+		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false) lw
 	), lat AS (
 		SELECT m.method, m.path, sum(m.latency_sum_ms) AS s, sum(m.latency_count) AS c
 		FROM @extschema@._api_minutes(date_trunc('minute', now() - since), now() + interval '1 microsecond') m
@@ -317,12 +334,8 @@ BEGIN
 	PERFORM @extschema@._read_begin();
 	IF since <= interval '2 minutes' THEN
 		RETURN QUERY
-		SELECT CASE WHEN want_ip THEN lw.client_ip END AS ip,
-		       CASE WHEN want_user THEN lw.user_id END AS uid,
-		       sum(lw.calls)::bigint, sum(lw.errors)::bigint
-		FROM @extschema@._live_window(since) lw
-		WHERE lw.tracked AND (p IS NULL OR lw.path = p)
-		GROUP BY 1, 2
+		SELECT lw.client_ip, lw.user_id, lw.calls, lw.errors
+		FROM @extschema@._live_groups(since, false, want_ip, want_user, p, 1, true, false) lw
 		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
 		LIMIT n;
 	ELSE
@@ -409,33 +422,8 @@ $$;
 -- Detection: hot callers, login anomalies, rules and alerts
 ---------------------------------------------------------------------------
 
--- caller-level rows of a window: the exact sliding window up to the live
--- horizon (2 minutes), minute resolution beyond it
-CREATE FUNCTION @extschema@._caller_window(since interval,
-	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
-	OUT calls bigint, OUT ok bigint, OUT errors bigint)
-RETURNS SETOF record
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF since <= interval '2 minutes' THEN
-		RETURN QUERY
-		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors
-		FROM @extschema@._live_window(since) lw
-		WHERE lw.tracked;
-	ELSE
-		RETURN QUERY
-		SELECT cm.method, cm.path, cm.client_ip, cm.user_id,
-		       sum(cm.calls)::bigint, sum(cm.ok)::bigint, sum(cm.errors)::bigint
-		FROM @extschema@._caller_minutes(date_trunc('minute', now() - since),
-		                                 now() + interval '1 microsecond') cm
-		GROUP BY 1, 2, 3, 4;
-	END IF;
-END
-$$;
-
--- API-level rows of a window (all hits, tracked or not)
+-- API-level rows of a window (all hits, tracked or not): the exact sliding
+-- window up to the live horizon (2 minutes), minute resolution beyond it
 CREATE FUNCTION @extschema@._api_window(since interval,
 	OUT method text, OUT path text, OUT calls bigint, OUT ok bigint, OUT errors bigint)
 RETURNS SETOF record
@@ -445,9 +433,8 @@ AS $$
 BEGIN
 	IF since <= interval '2 minutes' THEN
 		RETURN QUERY
-		SELECT lw.method, lw.path, sum(lw.calls)::bigint, sum(lw.ok)::bigint, sum(lw.errors)::bigint
-		FROM @extschema@._live_window(since) lw
-		GROUP BY 1, 2;
+		SELECT lw.method, lw.path, lw.calls, lw.ok, lw.errors
+		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false) lw;
 	ELSE
 		RETURN QUERY
 		SELECT am.method, am.path, sum(am.calls)::bigint, sum(am.ok)::bigint, sum(am.errors)::bigint
@@ -458,35 +445,46 @@ BEGIN
 END
 $$;
 
--- callers grouped by 'ip', 'user', 'ip_user' or 'api' over a window;
--- a caller whose grouping field is NULL is no caller and is left out
-CREATE FUNCTION @extschema@._window_by(since interval, by text,
+-- per API and caller ('ip', 'user', 'ip_user') or per API ('api') over a
+-- window, calls >= min_calls; a caller whose grouping field is NULL is no
+-- caller and is left out, and so are overflow hits
+CREATE FUNCTION @extschema@._window_by(since interval, by text, min_calls bigint,
 	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
 	OUT calls bigint, OUT ok bigint, OUT errors bigint)
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	want_ip boolean := by IN ('ip', 'ip_user');
+	want_user boolean := by IN ('user', 'ip_user');
 BEGIN
 	IF by = 'api' THEN
 		RETURN QUERY
 		SELECT a.method, a.path, NULL::inet, NULL::text, a.calls, a.ok, a.errors
 		FROM @extschema@._api_window(since) a
-		WHERE a.method <> '*';
-		RETURN;
+		WHERE a.method <> '*' AND a.calls >= min_calls;
+	ELSIF since <= interval '2 minutes' THEN
+		RETURN QUERY
+		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors
+		FROM @extschema@._live_groups(since, true, want_ip, want_user, NULL,
+		                              min_calls, true, true) lw;
+	ELSE
+		RETURN QUERY
+		SELECT g.method, g.path, g.ip, g.uid,
+		       sum(g.calls)::bigint, sum(g.ok)::bigint, sum(g.errors)::bigint
+		FROM (SELECT cm.method, cm.path,
+		             CASE WHEN want_ip THEN cm.client_ip END AS ip,
+		             CASE WHEN want_user THEN cm.user_id END AS uid,
+		             cm.calls, cm.ok, cm.errors
+		      FROM @extschema@._caller_minutes(date_trunc('minute', now() - since),
+		                                       now() + interval '1 microsecond') cm
+		      WHERE cm.method <> '*'
+		        AND (NOT want_ip OR cm.client_ip IS NOT NULL)
+		        AND (NOT want_user OR cm.user_id IS NOT NULL)) g
+		GROUP BY 1, 2, 3, 4
+		HAVING sum(g.calls) >= min_calls;
 	END IF;
-	RETURN QUERY
-	SELECT g.method, g.path, g.ip, g.uid,
-	       sum(g.calls)::bigint, sum(g.ok)::bigint, sum(g.errors)::bigint
-	FROM (SELECT w.method, w.path,
-	             CASE WHEN by IN ('ip', 'ip_user') THEN w.client_ip END AS ip,
-	             CASE WHEN by IN ('user', 'ip_user') THEN w.user_id END AS uid,
-	             w.calls, w.ok, w.errors
-	      FROM @extschema@._caller_window(since) w
-	      WHERE w.method <> '*'
-	        AND (by NOT IN ('ip', 'ip_user') OR w.client_ip IS NOT NULL)
-	        AND (by NOT IN ('user', 'ip_user') OR w.user_id IS NOT NULL)) g
-	GROUP BY 1, 2, 3, 4;
 END
 $$;
 
@@ -505,8 +503,8 @@ BEGIN
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY
 	SELECT w.method, w.path, w.client_ip, w.user_id, w.calls, w.errors
-	FROM @extschema@._window_by(since, by) w
-	WHERE (p IS NULL OR w.path = p) AND w.calls >= threshold
+	FROM @extschema@._window_by(since, by, threshold) w
+	WHERE p IS NULL OR w.path = p
 	ORDER BY 5 DESC, 1, 2, 3 NULLS LAST, 4 NULLS LAST;
 	PERFORM @extschema@._read_end();
 END
@@ -629,7 +627,7 @@ BEGIN
 			                                user_id, calls, errors, window_start, window_end)
 			SELECT now(), r.name, w.method, w.path, w.client_ip, w.user_id,
 			       w.calls, w.errors, wstart, now()
-			FROM @extschema@._window_by(r."window", r.per) w
+			FROM @extschema@._window_by(r."window", r.per, r.threshold) w
 			WHERE w.path LIKE r.path_pattern
 			  AND (r.method IS NULL OR w.method = upper(r.method))
 			  AND w.calls >= r.threshold
@@ -669,7 +667,9 @@ GRANT EXECUTE ON FUNCTION @extschema@.normalize_path(text) TO apicount_writer, a
 GRANT SELECT ON @extschema@.api_minute, @extschema@.caller_minute,
 	@extschema@.stats, @extschema@.live TO apicount_reader;
 GRANT EXECUTE ON FUNCTION
-	@extschema@._live_entries(), @extschema@._live_window(interval),
+	@extschema@._live_entries(),
+	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean),
+	@extschema@._live_minutes(timestamptz, timestamptz, boolean),
 	@extschema@._read_begin(), @extschema@._read_end(), @extschema@._stats(),
 	@extschema@._api_minutes(timestamptz, timestamptz),
 	@extschema@._caller_minutes(timestamptz, timestamptz),
@@ -681,8 +681,8 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.series(text, timestamptz, timestamptz, interval),
 	@extschema@._series(text, timestamptz, timestamptz, interval),
 	@extschema@.callers(text, timestamptz, timestamptz),
-	@extschema@._caller_window(interval), @extschema@._api_window(interval),
-	@extschema@._window_by(interval, text),
+	@extschema@._api_window(interval),
+	@extschema@._window_by(interval, text, bigint),
 	@extschema@._hot_callers(bigint, interval, text, text),
 	@extschema@.hot_callers(bigint, interval, text, text),
 	@extschema@.login_anomalies(text, interval, interval, bigint, double precision, double precision)

@@ -33,17 +33,17 @@
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(apicount_live_entries);
-PG_FUNCTION_INFO_V1(apicount_live_window);
+PG_FUNCTION_INFO_V1(apicount_live_groups);
+PG_FUNCTION_INFO_V1(apicount_live_minutes);
 PG_FUNCTION_INFO_V1(apicount_stats);
 PG_FUNCTION_INFO_V1(apicount_flush);
+PG_FUNCTION_INFO_V1(apicount_discard_stale);
 
 typedef struct LiveRow
 {
 	CounterKey	key;
 	CounterDelta d;				/* unflushed */
-	uint64		calls;			/* total in the minute or in the window */
-	uint64		ok;
-	uint64		errors;
+	uint64		calls;			/* all hits of the minute */
 } LiveRow;
 
 static bool
@@ -86,12 +86,9 @@ key_columns(const CounterKey *key, Datum *values, bool *nulls)
 	return true;
 }
 
-/*
- * Copy rows from shared memory.  If window_first/last are given (global
- * slot numbers), calls/ok/errors cover those slots; otherwise the minute.
- */
+/* copy every entry's key, minute total and unflushed deltas */
 static LiveRow *
-collect(int *nrows, bool window, int64 first_slot, int64 last_slot)
+collect(int *nrows)
 {
 	int			cap = 1024;
 	int			n = 0;
@@ -99,8 +96,6 @@ collect(int *nrows, bool window, int64 first_slot, int64 last_slot)
 	HASH_SEQ_STATUS seq;
 	CounterEntry *e;
 	int			nslots = apicount_shared->nslots;
-	int			slot_seconds = apicount_shared->slot_seconds;
-	int32		min_minute = (int32) ((first_slot * slot_seconds) / 60) - 1;
 
 	counters_lock_all(LW_SHARED);
 	hash_seq_init(&seq, apicount_counters);
@@ -108,24 +103,10 @@ collect(int *nrows, bool window, int64 first_slot, int64 last_slot)
 	{
 		LiveRow		r;
 		int			i;
-		int64		base;
 
-		if (window && e->key.minute < min_minute)
-			continue;
 		memset(&r, 0, sizeof(r));
-		base = (int64) e->key.minute * nslots;
 		for (i = 0; i < nslots; i++)
-		{
-			int64		g = base + i;
-
-			if (window && (g < first_slot || g > last_slot))
-				continue;
 			r.calls += pg_atomic_read_u32(&e->slots[i].calls);
-			r.ok += pg_atomic_read_u32(&e->slots[i].ok);
-			r.errors += pg_atomic_read_u32(&e->slots[i].errors);
-		}
-		if (window && r.calls == 0)
-			continue;
 		r.key = e->key;
 		counters_read_delta(e, &r.d);
 		if (n == cap)
@@ -154,7 +135,7 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
-	rows = collect(&n, false, 0, 0);
+	rows = collect(&n);
 	for (i = 0; i < n; i++)
 	{
 		Datum		values[14];
@@ -180,26 +161,161 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* grouping of live entries, done in C before any string is resolved */
+typedef struct GroupKey
+{
+	uint64		method_h;
+	uint64		path_h;
+	uint64		user_h;
+	int32		minute;
+	uint8		ip_family;
+	uint8		ip_bits;
+	uint8		pad[2];
+	uint8		ip_addr[16];
+} GroupKey;
+
+typedef struct GroupRow
+{
+	GroupKey	key;
+	CounterDelta d;				/* unflushed, for minute groups */
+	uint64		calls;			/* window groups */
+	uint64		ok;
+	uint64		errors;
+} GroupRow;
+
+#define G_API		0x01
+#define G_IP		0x02
+#define G_USER		0x04
+#define G_MINUTE	0x08
+
+static HTAB *
+group_table(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(GroupKey);
+	ctl.entrysize = sizeof(GroupRow);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("apicount live groups", 1024, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static void
+group_key(const CounterKey *k, int dims, GroupKey *g)
+{
+	memset(g, 0, sizeof(GroupKey));
+	if (dims & G_API)
+	{
+		g->method_h = k->method_h;
+		g->path_h = k->path_h;
+	}
+	if (dims & G_IP)
+	{
+		g->ip_family = k->ip_family;
+		g->ip_bits = k->ip_bits;
+		memcpy(g->ip_addr, k->ip_addr, sizeof(g->ip_addr));
+	}
+	if (dims & G_USER)
+		g->user_h = k->user_h;
+	if (dims & G_MINUTE)
+		g->minute = k->minute;
+}
+
 /*
- * apicount._live_window(since interval): per entry, the hits in the last
- * ceil(since / slot_seconds) slots up to the slot holding now().
+ * Hash of a path filter, or 0 if no live entry can have that path (its
+ * hash is absent, or belongs to another string).
+ */
+static uint64
+path_filter_hash(text *path)
+{
+	char		buf[APICOUNT_MAX_PATH + 1];
+	int			len = VARSIZE_ANY_EXHDR(path);
+	uint64		h = apicount_hash_string(VARDATA_ANY(path), len);
+	int			got = strtab_get(h, buf, sizeof(buf));
+
+	if (got != len || memcmp(buf, VARDATA_ANY(path), len) != 0)
+		return 0;
+	return h;
+}
+
+/* output columns method, path, client_ip, user_id from a group key */
+static bool
+group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
+{
+	CounterKey	k;
+
+	memset(&k, 0, sizeof(k));
+	k.ip_family = g->ip_family;
+	k.ip_bits = g->ip_bits;
+	memcpy(k.ip_addr, g->ip_addr, sizeof(k.ip_addr));
+	nulls[0] = nulls[1] = true;
+	if (dims & G_API)
+	{
+		if (!resolve(g->method_h, &values[0]) || !resolve(g->path_h, &values[1]))
+			return false;
+		nulls[0] = nulls[1] = false;
+	}
+	nulls[2] = !(dims & G_IP) || g->ip_family == 0;
+	values[2] = nulls[2] ? (Datum) 0 : inet_from_key(&k);
+	nulls[3] = !(dims & G_USER) || g->user_h == 0;
+	if (!nulls[3] && !resolve(g->user_h, &values[3]))
+		return false;
+	return true;
+}
+
+/*
+ * apicount._live_groups(since interval, by_api bool, by_ip bool,
+ *		by_user bool, path text, min_calls bigint, tracked_only bool,
+ *		named_callers bool)
+ *
+ * Hits in the last ceil(since / slot_seconds) slots up to the slot holding
+ * now(), grouped in C by the chosen dimensions; groups under min_calls are
+ * left out.  tracked_only keeps hits recorded with track_callers on;
+ * named_callers also drops overflow hits and hits whose grouped caller
+ * fields are NULL (a hit without an IP is no IP caller).
  */
 Datum
-apicount_live_window(PG_FUNCTION_ARGS)
+apicount_live_groups(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Interval   *since = PG_GETARG_INTERVAL_P(0);
-	int64		since_us;
-	int64		k;
-	int64		now_sec;
-	int64		cur;
-	int			slot_seconds;
-	LiveRow    *rows;
-	int			n,
-				i;
+	Interval   *since;
+	int			dims = 0;
+	uint64		path_h = 0;
+	int64		min_calls;
+	bool		tracked_only;
+	bool		named_callers;
+	int64		since_us,
+				k,
+				cur,
+				first;
+	int			nslots,
+				slot_seconds;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int32		min_minute;
+	HTAB	   *groups;
+	HASH_SEQ_STATUS seq;
+	CounterEntry *e;
+	GroupRow   *g;
 
 	apicount_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("since must not be null")));
+	since = PG_GETARG_INTERVAL_P(0);
+	if (PG_GETARG_BOOL(1))
+		dims |= G_API;
+	if (PG_GETARG_BOOL(2))
+		dims |= G_IP;
+	if (PG_GETARG_BOOL(3))
+		dims |= G_USER;
+	min_calls = PG_ARGISNULL(5) ? 1 : PG_GETARG_INT64(5);
+	tracked_only = PG_GETARG_BOOL(6);
+	named_callers = PG_GETARG_BOOL(7);
+
 	slot_seconds = apicount_shared->slot_seconds;
+	nslots = apicount_shared->nslots;
 	since_us = since->time + (int64) since->day * USECS_PER_DAY +
 		(int64) since->month * DAYS_PER_MONTH * USECS_PER_DAY;
 	if (since_us <= 0 || since_us > (int64) LIVE_HORIZON_SECS * USECS_PER_SEC)
@@ -209,25 +325,175 @@ apicount_live_window(PG_FUNCTION_ARGS)
 						LIVE_HORIZON_SECS)));
 	k = (since_us + (int64) slot_seconds * USECS_PER_SEC - 1) /
 		((int64) slot_seconds * USECS_PER_SEC);
-	now_sec = (int64) apicount_minute_of(GetCurrentTransactionStartTimestamp()) * 60 +
-		apicount_slot_of(GetCurrentTransactionStartTimestamp()) * slot_seconds;
-	cur = now_sec / slot_seconds;
+	cur = (int64) apicount_minute_of(now) * nslots + apicount_slot_of(now);
+	first = cur - k + 1;
+	min_minute = (int32) (first / nslots);
 
 	InitMaterializedSRF(fcinfo, 0);
-	rows = collect(&n, true, cur - k + 1, cur);
-	for (i = 0; i < n; i++)
+	if (!PG_ARGISNULL(4))
 	{
-		Datum		values[8];
-		bool		nulls[8];
-		LiveRow    *r = &rows[i];
+		path_h = path_filter_hash(PG_GETARG_TEXT_PP(4));
+		if (path_h == 0)
+			return (Datum) 0;
+	}
+
+	groups = group_table();
+	counters_lock_all(LW_SHARED);
+	hash_seq_init(&seq, apicount_counters);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		const CounterKey *ck = &e->key;
+		uint64		calls = 0,
+					ok = 0,
+					errors = 0;
+		int64		base;
+		int			i;
+		GroupKey	gk;
+		bool		found;
+
+		if (ck->minute < min_minute || ck->minute > (int32) (cur / nslots))
+			continue;
+		if (path_h != 0 && ck->path_h != path_h)
+			continue;
+		if ((tracked_only || named_callers) && !(ck->flags & KEY_TRACKED))
+			continue;
+		if (named_callers &&
+			((ck->flags & KEY_OVERFLOW) ||
+			 ((dims & G_IP) && ck->ip_family == 0) ||
+			 ((dims & G_USER) && ck->user_h == 0)))
+			continue;
+		base = (int64) ck->minute * nslots;
+		for (i = 0; i < nslots; i++)
+		{
+			int64		gslot = base + i;
+
+			if (gslot < first || gslot > cur)
+				continue;
+			calls += pg_atomic_read_u32(&e->slots[i].calls);
+			ok += pg_atomic_read_u32(&e->slots[i].ok);
+			errors += pg_atomic_read_u32(&e->slots[i].errors);
+		}
+		if (calls == 0)
+			continue;
+		group_key(ck, dims, &gk);
+		g = hash_search(groups, &gk, HASH_ENTER, &found);
+		if (!found)
+			g->calls = g->ok = g->errors = 0;
+		g->calls += calls;
+		g->ok += ok;
+		g->errors += errors;
+	}
+	counters_unlock_all();
+
+	hash_seq_init(&seq, groups);
+	while ((g = hash_seq_search(&seq)) != NULL)
+	{
+		Datum		values[7];
+		bool		nulls[7];
+
+		if ((int64) g->calls < min_calls)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		if (!group_columns(&g->key, dims, values, nulls))
+			continue;
+		values[4] = Int64GetDatum(g->calls);
+		values[5] = Int64GetDatum(g->ok);
+		values[6] = Int64GetDatum(g->errors);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * apicount._live_minutes(from_bucket timestamptz, to_ts timestamptz,
+ *		by_caller bool)
+ *
+ * Unflushed deltas of the minutes in [from_bucket, to_ts), per API and
+ * minute, or per entry (tracked hits only) when by_caller.
+ */
+Datum
+apicount_live_minutes(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	bool		by_caller = PG_GETARG_BOOL(2);
+	int			dims = G_API | G_MINUTE | (by_caller ? G_IP | G_USER : 0);
+	int32		from_minute,
+				to_minute;
+	HTAB	   *groups;
+	HASH_SEQ_STATUS seq;
+	CounterEntry *e;
+	GroupRow   *g;
+
+	apicount_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	if (TIMESTAMP_NOT_FINITE(from_ts))
+		from_minute = PG_INT32_MIN;
+	else
+		from_minute = apicount_minute_of(from_ts);
+	if (TIMESTAMP_NOT_FINITE(to_ts))
+		to_minute = PG_INT32_MAX;
+	else
+	{
+		/* last minute whose start is before to_ts */
+		to_minute = apicount_minute_of(to_ts);
+		if ((TimestampTz) to_minute * USECS_PER_MINUTE == to_ts)
+			to_minute--;
+	}
+	/* a bucket qualifies if it starts at or after from_ts */
+	if (!TIMESTAMP_NOT_FINITE(from_ts) &&
+		(TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
+		from_minute++;
+
+	groups = group_table();
+	counters_lock_all(LW_SHARED);
+	hash_seq_init(&seq, apicount_counters);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		CounterDelta d;
+		GroupKey	gk;
+		bool		found;
+
+		if (e->key.minute < from_minute || e->key.minute > to_minute)
+			continue;
+		if (by_caller && !(e->key.flags & KEY_TRACKED))
+			continue;
+		counters_read_delta(e, &d);
+		if (d.calls == 0 && d.lat_count == 0)
+			continue;
+		group_key(&e->key, dims, &gk);
+		g = hash_search(groups, &gk, HASH_ENTER, &found);
+		if (!found)
+			memset(&g->d, 0, sizeof(CounterDelta));
+		g->d.calls += d.calls;
+		g->d.ok += d.ok;
+		g->d.client_errors += d.client_errors;
+		g->d.server_errors += d.server_errors;
+		g->d.lat_count += d.lat_count;
+		g->d.lat_sum_ns += d.lat_sum_ns;
+		g->d.lat_max_ns = Max(g->d.lat_max_ns, d.lat_max_ns);
+	}
+	counters_unlock_all();
+
+	hash_seq_init(&seq, groups);
+	while ((g = hash_seq_search(&seq)) != NULL)
+	{
+		Datum		values[12];
+		bool		nulls[12];
 
 		memset(nulls, 0, sizeof(nulls));
-		if (!key_columns(&r->key, values, nulls))
+		values[0] = TimestampTzGetDatum((TimestampTz) g->key.minute * USECS_PER_MINUTE);
+		if (!group_columns(&g->key, dims, values + 1, nulls + 1))
 			continue;
-		values[4] = BoolGetDatum((r->key.flags & KEY_TRACKED) != 0);
-		values[5] = Int64GetDatum(r->calls);
-		values[6] = Int64GetDatum(r->ok);
-		values[7] = Int64GetDatum(r->errors);
+		values[5] = Int64GetDatum(g->d.calls);
+		values[6] = Int64GetDatum(g->d.ok);
+		values[7] = Int64GetDatum(g->d.client_errors);
+		values[8] = Int64GetDatum(g->d.server_errors);
+		values[9] = Int64GetDatum(g->d.lat_count);
+		values[10] = Float8GetDatum((double) g->d.lat_sum_ns / 1000000.0);
+		nulls[11] = g->d.lat_count == 0;
+		values[11] = Float8GetDatum((double) g->d.lat_max_ns / 1000000.0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -278,4 +544,12 @@ apicount_flush(PG_FUNCTION_ARGS)
 {
 	apicount_require_preload();
 	PG_RETURN_INT64(worker_request_flush());
+}
+
+Datum
+apicount_discard_stale(PG_FUNCTION_ARGS)
+{
+	apicount_require_preload();
+	worker_discard_stale();
+	PG_RETURN_VOID();
 }

@@ -25,7 +25,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "storage/procarray.h"
+#include "utils/backend_status.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
@@ -187,6 +187,28 @@ run_rules(void)
 	(void) worker_run_txn("apicount rules", evaluate_rules, NULL);
 }
 
+/* client backends still alive (not workers, autovacuum or walsenders) */
+static int
+count_client_backends(void)
+{
+	int			n = 0;
+	int			i;
+	int			total;
+
+	pgstat_clear_backend_activity_snapshot();
+	total = pgstat_fetch_stat_numbackends();
+	for (i = 1; i <= total; i++)
+	{
+		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+
+		if (local != NULL && local->backendStatus.st_backendType == B_BACKEND &&
+			local->backendStatus.st_procpid != MyProcPid)
+			n++;
+	}
+	pgstat_clear_backend_activity_snapshot();
+	return n;
+}
+
 /*
  * Shutdown: client backends get SIGTERM with us and may still be
  * committing hits.  Flush until they are gone (bounded), then once more.
@@ -199,10 +221,10 @@ shutdown_flushes(void)
 
 	for (;;)
 	{
-		int			clients = CountDBConnections(InvalidOid);
+		int			clients = count_client_backends();
 
 		run_flush();
-		if (clients <= 1 || GetCurrentTimestamp() > deadline)
+		if (clients == 0 || GetCurrentTimestamp() > deadline)
 			break;
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
 						 PG_WAIT_EXTENSION);
@@ -298,32 +320,33 @@ apicount_worker_main(Datum main_arg)
 	proc_exit(0);
 }
 
-int64
-worker_request_flush(void)
+/*
+ * Ask the worker for one cycle and wait for it.  Returns false (with
+ * *why set) if the worker is not running, stopped, or did not finish in
+ * time; *ok and *entries describe the cycle otherwise.
+ */
+static bool
+request_cycle(int timeout_ms, bool *ok, int64 *entries, char *error,
+			  const char **why)
 {
 	ApicountShared *s = apicount_shared;
 	uint64		mine;
 	TimestampTz deadline;
-	bool		ok;
-	int64		entries;
-	char		error[256];
+	bool		served = false;
 
 	SpinLockAcquire(&s->mutex);
 	if (s->worker_pid == 0)
 	{
 		SpinLockRelease(&s->mutex);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("apicount worker is not running"),
-				 errhint("The postmaster restarts it within seconds; check the server log if it does not come back.")));
+		*why = "apicount worker is not running";
+		return false;
 	}
 	mine = ++s->flush_requested;
 	if (s->worker_latch)
 		SetLatch(s->worker_latch);
 	SpinLockRelease(&s->mutex);
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   FLUSH_WAIT_SECS * 1000);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	ConditionVariablePrepareToSleep(&s->flush_cv);
 	for (;;)
 	{
@@ -333,34 +356,45 @@ worker_request_flush(void)
 		SpinLockAcquire(&s->mutex);
 		done = s->flush_done;
 		pid = s->worker_pid;
-		ok = s->last_flush_ok;
-		entries = s->last_flush_entries;
-		strlcpy(error, s->last_error, sizeof(error));
+		*ok = s->last_flush_ok;
+		*entries = s->last_flush_entries;
+		strlcpy(error, s->last_error, 256);
 		SpinLockRelease(&s->mutex);
 
 		if (done >= mine)
+		{
+			served = true;
 			break;
+		}
 		if (pid == 0)
 		{
-			ConditionVariableCancelSleep();
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("apicount worker stopped before flushing"),
-					 errhint("Counts stay in shared memory; the restarted worker flushes them.")));
+			*why = "apicount worker stopped before flushing";
+			break;
 		}
 		if (GetCurrentTimestamp() > deadline)
 		{
-			ConditionVariableCancelSleep();
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("apicount flush did not finish within %d seconds",
-							FLUSH_WAIT_SECS),
-					 errhint("The worker may be blocked by a lock on the rollup tables; counts stay in memory.")));
+			*why = "apicount flush did not finish in time";
+			break;
 		}
-		ConditionVariableTimedSleep(&s->flush_cv, 1000, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(&s->flush_cv, 100, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
+	return served;
+}
 
+int64
+worker_request_flush(void)
+{
+	bool		ok = false;
+	int64		entries = 0;
+	char		error[256];
+	const char *why = NULL;
+
+	if (!request_cycle(FLUSH_WAIT_SECS * 1000, &ok, &entries, error, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s", why),
+				 errhint("Counts stay in shared memory. The postmaster restarts a stopped worker within seconds; a flush that does not finish may be blocked by a lock on the rollup tables.")));
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -368,4 +402,31 @@ worker_request_flush(void)
 				 errdetail("%s", error),
 				 errhint("Counts stay in shared memory and the worker retries.")));
 	return entries;
+}
+
+/*
+ * CREATE EXTENSION starts from empty counters.  While the creating
+ * transaction is open the worker does not see the extension, and a cycle
+ * of the worker without the extension discards what a dropped earlier
+ * installation left in shared memory.  Best effort: waits for the worker
+ * (which may be starting) for a few seconds at most.
+ */
+void
+worker_discard_stale(void)
+{
+	bool		ok;
+	int64		entries;
+	char		error[256];
+	const char *why;
+	int			i;
+
+	for (i = 0; i < 100; i++)
+	{
+		if (request_cycle(5000, &ok, &entries, error, &why))
+			return;
+		if (strcmp(why, "apicount worker is not running") != 0)
+			return;
+		pg_usleep(100 * 1000L);
+		CHECK_FOR_INTERRUPTS();
+	}
 }

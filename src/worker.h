@@ -12,4 +12,7 @@ extern PGDLLEXPORT void apicount_worker_main(Datum main_arg);
 /* backend side of apicount.flush(): request, wait, return entries written */
 extern int64 worker_request_flush(void);
 
+/* at CREATE EXTENSION: have the worker discard counts of a dropped install */
+extern void worker_discard_stale(void);
+
 #endif
