@@ -10,6 +10,7 @@ set -euo pipefail
 # postgresql-server-dev-15: pg_config --pgxs, headers (pulls clang-14/llvm-14-dev for bitcode).
 # libipc-run-perl: IPC::Run for the TAP tests; perl: prove, Test::More.
 # make, gcc, libc6-dev: the C build (libc6-dev is only a Recommends of gcc).
+# clang-14, libclang-rt-14-dev: the libFuzzer + sanitizer runtime for test/fuzz.
 PACKAGES=(
     postgresql-15
     postgresql-client-15
@@ -19,6 +20,8 @@ PACKAGES=(
     make
     gcc
     libc6-dev
+    clang-14
+    libclang-rt-14-dev
 )
 
 installed() {

@@ -3,6 +3,7 @@
 # Owns: installing dependencies, building/installing apicount, and running every suite as the
 # unprivileged 'postgres' user in a fresh /tmp/apicount-XXXXXX work directory:
 #   test/unit/run.sh (if present)  — prints its own TAP-style 'ok N' / 'not ok N' lines
+#   test/fuzz/run.sh               — a 20 s libFuzzer run over src/normalize.c (skips without clang)
 #   pg_regress                     — sql/*.sql (except sql/apicount--*.sql) vs expected/*.out,
 #                                    on a temporary instance configured by test/apicount.conf
 #   TAP                            — test/t/*.pl through prove, with PostgreSQL::Test::Cluster
@@ -106,6 +107,17 @@ if [ -f "$ROOT/test/unit/run.sh" ]; then
     rc=${PIPESTATUS[0]}
     set -e
     add_counts "$(count_tap "$W/unit.out")" "$rc"
+fi
+
+# ---- fuzzing (short run; clang's libFuzzer runtime comes with clang from Debian) ----------
+if [ -f "$ROOT/test/fuzz/run.sh" ]; then
+    echo
+    echo "=== fuzz (test/fuzz/run.sh ${APICOUNT_FUZZ_SECONDS:-20})"
+    set +e
+    bash "$ROOT/test/fuzz/run.sh" "${APICOUNT_FUZZ_SECONDS:-20}" 2>&1 | tee "$W/fuzz.out"
+    rc=${PIPESTATUS[0]}
+    set -e
+    add_counts "$(count_tap "$W/fuzz.out")" "$rc"
 fi
 
 # ---- pg_regress ---------------------------------------------------------------------------
