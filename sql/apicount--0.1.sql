@@ -4,14 +4,16 @@
 
 \echo Use "CREATE EXTENSION apicount" to load this file. \quit
 
--- Refuse to install where it cannot work.
+-- Refuse to install where it cannot work: the library must be preloaded
+-- (checked in C: apicount.* settings in postgresql.conf exist as
+-- placeholders even when it is not) ...
+CREATE FUNCTION @extschema@._require_preload() RETURNS void
+AS 'MODULE_PATHNAME', 'apicount_require_preload_sql' LANGUAGE C;
+SELECT @extschema@._require_preload();
+
+-- ... and the worker must serve this database.
 DO $check$
 BEGIN
-	IF pg_catalog.current_setting('apicount.database', true) IS NULL THEN
-		RAISE EXCEPTION 'apicount must be loaded via shared_preload_libraries'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-			      HINT = 'Add apicount to shared_preload_libraries in postgresql.conf, set apicount.database, and restart the server.';
-	END IF;
 	IF pg_catalog.current_database() OPERATOR(pg_catalog.<>) pg_catalog.current_setting('apicount.database') THEN
 		RAISE EXCEPTION 'apicount can only be created in database "%"', pg_catalog.current_setting('apicount.database')
 			USING ERRCODE = 'object_not_in_prerequisite_state',

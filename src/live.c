@@ -38,6 +38,7 @@ PG_FUNCTION_INFO_V1(apicount_live_minutes);
 PG_FUNCTION_INFO_V1(apicount_stats);
 PG_FUNCTION_INFO_V1(apicount_flush);
 PG_FUNCTION_INFO_V1(apicount_discard_stale);
+PG_FUNCTION_INFO_V1(apicount_require_preload_sql);
 
 typedef struct LiveRow
 {
@@ -544,6 +545,14 @@ apicount_flush(PG_FUNCTION_ARGS)
 {
 	apicount_require_preload();
 	PG_RETURN_INT64(worker_request_flush());
+}
+
+/* apicount._require_preload(): the install script's first check */
+Datum
+apicount_require_preload_sql(PG_FUNCTION_ARGS)
+{
+	apicount_require_preload();
+	PG_RETURN_VOID();
 }
 
 Datum

@@ -317,7 +317,13 @@ apicount_worker_main(Datum main_arg)
 
 	shutdown_flushes();
 	ereport(LOG, (errmsg("apicount worker stopped after its last flush")));
-	proc_exit(0);
+
+	/*
+	 * Exit code 1, not 0: the postmaster unregisters a worker that exits
+	 * with 0, so a worker stopped by a stray SIGTERM would never return.
+	 * At server shutdown nothing is restarted either way.
+	 */
+	proc_exit(1);
 }
 
 /*
