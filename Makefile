@@ -23,7 +23,7 @@ PGFILEDESC = "apicount - real-time API request counters"
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out); run by test/run_tests.sh
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/apicount--%,$(wildcard sql/*.sql))))
-REGRESS_OPTS = --temp-config=$(srcdir)/test/apicount.conf
+REGRESS_OPTS = --temp-config=$(srcdir)/test/apicount.conf --no-locale --encoding=UTF8
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered
@@ -37,6 +37,8 @@ all install:
 	bash test/ensure_deps.sh && $(MAKE) $@
 else
 include $(PGXS)
+# PGXS does not track header dependencies: rebuild everything when a header changes
+$(OBJS): $(wildcard src/*.h)
 endif
 
 .PHONY: test demo bench demo-stop

@@ -667,7 +667,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.hit(text, text, inet, text, integer, doubl
 GRANT EXECUTE ON FUNCTION @extschema@.normalize_path(text) TO apicount_writer, apicount_reader;
 
 GRANT SELECT ON @extschema@.api_minute, @extschema@.caller_minute,
-	@extschema@.stats, @extschema@.live TO apicount_reader;
+	@extschema@.stats, @extschema@.live, @extschema@.requests TO apicount_reader;
 GRANT EXECUTE ON FUNCTION
 	@extschema@._live_entries(),
 	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean),

@@ -3,7 +3,10 @@
 -- their command tags, column defaults, and the counts that land.
 -- Paths used here all start with /ingest/.
 --
+-- (quietly: an earlier suite may have created it)
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS apicount;
+RESET client_min_messages;
 SET timezone = 'UTC';
 
 -- wall-clock bounds around every default timestamp used below
@@ -53,7 +56,7 @@ SELECT * FROM apicount.requests;
 
 -- what landed, per (method, path): flushed rollups + live counts
 SELECT method, path, calls, errors, error_ratio, avg_latency_ms
-FROM apicount.top_apis(100, now() - interval '1 hour', now() + interval '1 hour')
+FROM apicount.top_apis(100000, now() - interval '1 hour', now() + interval '1 hour')
 WHERE path LIKE '/ingest/%'
 ORDER BY path, method;
 

@@ -3,7 +3,10 @@
 -- release, nesting), PL/pgSQL exception blocks, PREPARE TRANSACTION.
 -- Paths used here start with /tx/.
 --
+-- (quietly: an earlier suite may have created it)
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS apicount;
+RESET client_min_messages;
 SET timezone = 'UTC';
 
 -- the worker connects once contrib_regression exists; wait for it (up to 30 s)
@@ -21,7 +24,7 @@ SELECT worker_pid IS NOT NULL AS worker_running FROM apicount.stats;
 CREATE FUNCTION pg_temp.calls(p text) RETURNS TABLE (path text, calls bigint)
 LANGUAGE sql AS $$
 	SELECT path, sum(calls)::bigint
-	FROM apicount.top_apis(1000, now() - interval '1 hour', now() + interval '1 hour')
+	FROM apicount.top_apis(100000, now() - interval '1 hour', now() + interval '1 hour')
 	WHERE path LIKE p
 	GROUP BY path
 	ORDER BY path
@@ -243,21 +246,33 @@ SELECT * FROM pg_temp.calls('/tx/%');
 --
 -- a query function that fails inside an exception block must not keep its
 -- read lock: the flush waits for that lock before it commits, so a leaked
--- lock blocks every flush until the transaction ends
+-- lock blocks every flush until the transaction ends (and stalls other
+-- sessions' query functions queued behind the flush).
+-- Fails as of this writing: _read_begin()'s lock is released only at
+-- top-level commit/abort, not at subtransaction abort.
 --
 BEGIN;
 DO $$
 BEGIN
 	-- date_bin() rejects month steps once there are rows to bin
 	PERFORM * FROM apicount.series(NULL, now() - interval '1 hour', now() + interval '1 hour', interval '1 month');
-	RAISE NOTICE 'no error';
+	RAISE NOTICE 'series: no error';
 EXCEPTION WHEN OTHERS THEN
-	RAISE NOTICE 'series failed with %', SQLSTATE;
+	RAISE NOTICE 'series: error caught';
+END
+$$;
+DO $$
+BEGIN
+	-- now() - since overflows once the read has begun
+	PERFORM * FROM apicount.top_callers(10, interval '300000 years');
+	RAISE NOTICE 'top_callers: no error';
+EXCEPTION WHEN OTHERS THEN
+	RAISE NOTICE 'top_callers: error caught';
 END
 $$;
 SELECT count(*) AS advisory_locks_held
 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 SELECT apicount.flush() >= 0 AS flush_in_same_transaction;
-ROLLBACK;
+COMMIT;
 SELECT count(*) AS advisory_locks_held
 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();

@@ -4,7 +4,10 @@
 -- upper-casing.  Paths used here start with /v/ (and /vr/ for hits at the
 -- retention edge, which the worker's retention job may delete at any time).
 --
+-- (quietly: an earlier suite may have created it)
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS apicount;
+RESET client_min_messages;
 SET timezone = 'UTC';
 
 -- calls recorded (rollups + live) for paths LIKE p, any time in the last 40 days
@@ -160,7 +163,7 @@ INSERT INTO apicount.requests (method, path) VALUES
 	('get', '/v/case'), ('Get', '/v/case'), ('GET', '/v/case'),
 	('m-search', '/v/case'), ('pAtCh', '/v/case'), ('propfind', '/v/case');
 SELECT method, calls
-FROM apicount.top_apis(100, now() - interval '1 hour', now() + interval '1 hour')
+FROM apicount.top_apis(100000, now() - interval '1 hour', now() + interval '1 hour')
 WHERE path = '/v/case'
 ORDER BY method;
 
@@ -186,7 +189,7 @@ SELECT l.label, octet_length(l.input) AS in_bytes, octet_length(a.path) AS store
        starts_with(l.input, a.path) AS is_prefix,
        CASE WHEN octet_length(a.path) <= 40 THEN a.path END AS short_path, a.calls
 FROM long_paths l
-JOIN apicount.top_apis(1000, now() - interval '1 hour', now() + interval '1 hour') a
+JOIN apicount.top_apis(100000, now() - interval '1 hour', now() + interval '1 hour') a
   ON starts_with(a.path, left(l.input, 10))
 ORDER BY l.label;
 
@@ -214,7 +217,7 @@ SELECT truncated AS trunc3 FROM apicount.stats \gset
 SELECT apicount.hit('/v/raw/a?' || repeat('q', 300));
 SELECT truncated - :trunc3 AS raw_truncations FROM apicount.stats;
 SELECT octet_length(path) AS stored_bytes, path = left('/v/raw/a?' || repeat('q', 300), 256) AS is_prefix
-FROM apicount.top_apis(1000, now() - interval '1 hour', now() + interval '1 hour')
+FROM apicount.top_apis(100000, now() - interval '1 hour', now() + interval '1 hour')
 WHERE path LIKE '/v/raw/%';
 RESET apicount.normalize_paths;
 

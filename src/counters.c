@@ -378,6 +378,8 @@ counters_add(const CounterKey *key,
 	bool		added = false;
 
 	pg_atomic_fetch_add_u64(&apicount_shared->hits, delta->calls);
+	if (delta->truncated)
+		pg_atomic_fetch_add_u64(&apicount_shared->truncated, delta->truncated);
 	if (key->flags & KEY_OVERFLOW)
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
 
@@ -435,6 +437,7 @@ counters_unlock_all(void)
 void
 counters_read_delta(CounterEntry *e, CounterDelta *d)
 {
+	d->truncated = 0;
 	d->calls = pg_atomic_read_u64(&e->calls);
 	d->ok = pg_atomic_read_u32(&e->ok);
 	d->client_errors = pg_atomic_read_u32(&e->client_errors);
@@ -500,6 +503,7 @@ counters_take_spill(CounterDelta *d)
 {
 	ApicountShared *s = apicount_shared;
 
+	d->truncated = 0;
 	d->calls = pg_atomic_exchange_u64(&s->spill_calls, 0);
 	d->ok = pg_atomic_exchange_u64(&s->spill_ok, 0);
 	d->client_errors = pg_atomic_exchange_u64(&s->spill_client_errors, 0);

@@ -63,6 +63,7 @@ typedef struct CounterDelta
 	uint64		lat_count;
 	uint64		lat_sum_ns;
 	uint64		lat_max_ns;
+	uint64		truncated;		/* strings truncated (pending only) */
 } CounterDelta;
 
 typedef struct CounterSlot

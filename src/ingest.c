@@ -83,6 +83,7 @@ ingest_request(const RequestValues *req)
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 	TimestampTz ts;
 	NormResult	r;
+	int			truncated = 0;
 
 	apicount_require_preload();
 
@@ -101,7 +102,7 @@ ingest_request(const RequestValues *req)
 	if (path_len > APICOUNT_MAX_PATH)
 	{
 		path_len = pg_mbcliplen(path, path_len, APICOUNT_MAX_PATH);
-		pg_atomic_fetch_add_u64(&apicount_shared->truncated, 1);
+		truncated++;
 	}
 
 	/* method */
@@ -136,7 +137,8 @@ ingest_request(const RequestValues *req)
 		if (user_len > APICOUNT_MAX_USER)
 		{
 			user_len = pg_mbcliplen(user, user_len, APICOUNT_MAX_USER);
-			pg_atomic_fetch_add_u64(&apicount_shared->truncated, 1);
+			if (apicount_track_callers)
+				truncated++;	/* counted only if the user id is stored */
 		}
 	}
 
@@ -206,6 +208,7 @@ ingest_request(const RequestValues *req)
 	hit.latency_ns = req->has_latency ?
 		(uint64) llround(req->latency_ms * 1000000.0) : 0;
 	hit.slot = apicount_slot_of(ts);
+	hit.truncated = truncated;
 
 	pending_add(&hit);
 

@@ -155,6 +155,7 @@ add_counts(PendingEntry *e, const CounterDelta *d, const LocalSlot *slots)
 	e->d.lat_count += d->lat_count;
 	e->d.lat_sum_ns += d->lat_sum_ns;
 	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
+	e->d.truncated += d->truncated;
 	for (i = 0; i < apicount_shared->nslots; i++)
 	{
 		e->slots[i].calls += slots[i].calls;
@@ -223,6 +224,7 @@ pending_add(const PendingHit *hit)
 
 	memset(&d, 0, sizeof(d));
 	d.calls = 1;
+	d.truncated = hit->truncated;
 	if (hit->status >= 100 && hit->status < 400)
 		ok = true;
 	else if (hit->status >= 400 && hit->status < 500)

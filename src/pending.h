@@ -26,6 +26,7 @@ typedef struct PendingHit
 	bool		has_latency;
 	uint64		latency_ns;
 	int			slot;
+	int			truncated;		/* strings of this hit cut to their limit */
 } PendingHit;
 
 extern void pending_add(const PendingHit *hit);

@@ -19,6 +19,7 @@ PG_FUNCTION_INFO_V1(apicount_read_begin);
 PG_FUNCTION_INFO_V1(apicount_read_end);
 
 static int	share_depth = 0;
+static int	share_nest_level = 0;	/* subtransaction level that took it */
 static bool exclusive_held = false;
 
 static void
@@ -37,6 +38,7 @@ apicount_read_begin(PG_FUNCTION_ARGS)
 	{
 		set_tag(&tag);
 		(void) LockAcquire(&tag, ShareLock, true, false);
+		share_nest_level = GetCurrentTransactionNestLevel();
 	}
 	PG_RETURN_VOID();
 }
@@ -90,8 +92,23 @@ readlock_xact_callback(XactEvent event, void *arg)
 		release_share();
 }
 
+/*
+ * An error caught by a savepoint or a PL/pgSQL EXCEPTION block aborts the
+ * subtransaction in which a query function took the lock: release it there,
+ * not at the end of the whole transaction.
+ */
+static void
+readlock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && share_depth > 0 &&
+		share_nest_level >= GetCurrentTransactionNestLevel())
+		release_share();
+}
+
 void
 readlock_register_callbacks(void)
 {
 	RegisterXactCallback(readlock_xact_callback, NULL);
+	RegisterSubXactCallback(readlock_subxact_callback, NULL);
 }

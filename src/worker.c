@@ -275,8 +275,14 @@ apicount_worker_main(Datum main_arg)
 
 		if (ConfigReloadPending)
 		{
+			TimestampTz sooner;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* a shorter flush_interval applies now, not after the old one */
+			sooner = TimestampTzPlusMilliseconds(now, apicount_flush_interval_ms);
+			if (sooner < next_flush)
+				next_flush = sooner;
 		}
 
 		if (now >= next_flush || flush_requested())
