@@ -52,8 +52,12 @@ CREATE TABLE @extschema@.api_minute (
 	latency_max_ms  double precision,
 	latency_count   bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (bucket, method, path)
-);
+) WITH (fillfactor = 70);	-- room for HOT updates by the flush upserts
 CREATE INDEX api_minute_path_bucket ON @extschema@.api_minute (path, bucket);
+
+-- the same per hour (UTC), written by the same flushes; long ranges read it
+CREATE TABLE @extschema@.api_hour (LIKE @extschema@.api_minute INCLUDING DEFAULTS,
+	PRIMARY KEY (bucket, method, path)) WITH (fillfactor = 70);
 
 CREATE TABLE @extschema@.caller_minute (
 	bucket          timestamptz NOT NULL,
@@ -66,11 +70,12 @@ CREATE TABLE @extschema@.caller_minute (
 	client_errors   bigint NOT NULL DEFAULT 0,
 	server_errors   bigint NOT NULL DEFAULT 0,
 	CONSTRAINT caller_minute_key UNIQUE NULLS NOT DISTINCT (bucket, method, path, client_ip, user_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX caller_minute_path_bucket ON @extschema@.caller_minute (path, bucket);
 
 -- rollups are data: keep them in pg_dump output
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_minute', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_hour', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.caller_minute', '');
 
 ---------------------------------------------------------------------------
@@ -133,7 +138,8 @@ CREATE FUNCTION @extschema@._live_groups(since interval, by_api boolean,
 	by_ip boolean, by_user boolean, path text, min_calls bigint,
 	tracked_only boolean, named_callers boolean,
 	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
-	OUT calls bigint, OUT ok bigint, OUT errors bigint)
+	OUT calls bigint, OUT ok bigint, OUT errors bigint,
+	OUT unflushed_latency_count bigint, OUT unflushed_latency_sum_ms double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'apicount_live_groups'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -208,6 +214,74 @@ AS $$
 	FROM @extschema@._live_minutes(from_bucket, to_ts, false) l
 $$;
 
+-- API-level rows over [from_bucket, to_ts), flushed + unflushed, reading
+-- whole UTC hours from api_hour and only the partial hours at the edges from
+-- api_minute (bucket is the hour's start for hourly rows)
+CREATE FUNCTION @extschema@._api_rows(from_bucket timestamptz, to_ts timestamptz,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT calls bigint,
+	OUT ok bigint, OUT errors bigint, OUT latency_sum_ms double precision,
+	OUT latency_count bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h0 timestamptz := date_trunc('hour', from_bucket, 'UTC');
+	h1 timestamptz := date_trunc('hour', to_ts, 'UTC');
+BEGIN
+	IF h0 < from_bucket THEN
+		h0 := h0 + interval '1 hour';
+	END IF;
+	IF h0 >= h1 THEN
+		-- no whole hour inside: minutes only
+		h0 := to_ts;
+		h1 := to_ts;
+	END IF;
+	RETURN QUERY
+	SELECT a.bucket, a.method, a.path, a.calls, a.ok,
+	       a.client_errors + a.server_errors, a.latency_sum_ms, a.latency_count
+	FROM @extschema@.api_hour a
+	WHERE a.bucket >= h0 AND a.bucket < h1
+	UNION ALL
+	SELECT a.bucket, a.method, a.path, a.calls, a.ok,
+	       a.client_errors + a.server_errors, a.latency_sum_ms, a.latency_count
+	FROM @extschema@.api_minute a
+	WHERE a.bucket >= from_bucket AND a.bucket < h0
+	UNION ALL
+	SELECT a.bucket, a.method, a.path, a.calls, a.ok,
+	       a.client_errors + a.server_errors, a.latency_sum_ms, a.latency_count
+	FROM @extschema@.api_minute a
+	WHERE a.bucket >= h1 AND a.bucket < to_ts AND h1 < to_ts
+	UNION ALL
+	SELECT l.bucket, l.method, l.path, l.calls, l.ok,
+	       l.client_errors + l.server_errors, l.latency_sum_ms, l.latency_count
+	FROM @extschema@._live_minutes(from_bucket, to_ts, false) l;
+END
+$$;
+
+-- Recompute api_hour from api_minute (after loading or repairing api_minute
+-- by hand; the worker keeps both in step on its own).  Returns the rows written.
+CREATE FUNCTION @extschema@.rebuild_api_hour()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	LOCK TABLE @extschema@.api_minute, @extschema@.api_hour IN SHARE ROW EXCLUSIVE MODE;
+	DELETE FROM @extschema@.api_hour;
+	INSERT INTO @extschema@.api_hour
+	SELECT date_trunc('hour', bucket, 'UTC'), method, path, sum(calls), sum(ok),
+	       sum(client_errors), sum(server_errors), sum(latency_sum_ms),
+	       max(latency_max_ms), sum(latency_count)
+	FROM @extschema@.api_minute
+	GROUP BY 1, 2, 3;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
 -- caller-level minute rows, flushed + unflushed (tracked hits only)
 CREATE FUNCTION @extschema@._caller_minutes(from_bucket timestamptz, to_ts timestamptz,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
@@ -251,6 +325,16 @@ BEGIN
 END
 $$;
 
+-- first instant of the oldest slot of a sliding window ending at now()
+CREATE FUNCTION @extschema@._window_start(since interval) RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT to_timestamp((floor(extract(epoch FROM now()) / s)
+	                     - ceil(extract(epoch FROM since) / s) + 1) * s)
+	FROM (SELECT extract(epoch FROM current_setting('apicount.slot_seconds')::interval) AS s) c
+$$;
+
 CREATE FUNCTION @extschema@.top_apis(n integer, from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (method text, path text, calls bigint, errors bigint,
                error_ratio double precision, avg_latency_ms double precision)
@@ -264,7 +348,7 @@ BEGIN
 	SELECT m.method, m.path, sum(m.calls)::bigint, sum(m.errors)::bigint,
 	       CASE WHEN sum(m.calls) > 0 THEN (sum(m.errors) / sum(m.calls))::float8 END,
 	       CASE WHEN sum(m.latency_count) > 0 THEN sum(m.latency_sum_ms) / sum(m.latency_count) END
-	FROM @extschema@._api_minutes(date_trunc('minute', from_ts), to_ts) m
+	FROM @extschema@._api_rows(date_trunc('minute', from_ts), to_ts) m
 	GROUP BY m.method, m.path
 	HAVING sum(m.calls) > 0
 	ORDER BY 3 DESC, 1, 2
@@ -289,16 +373,21 @@ BEGIN
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY
 	WITH w AS (
-		SELECT lw.method, lw.path, lw.calls, lw.errors
+		SELECT lw.method, lw.path, lw.calls, lw.errors,
+		       lw.unflushed_latency_count AS lc, lw.unflushed_latency_sum_ms AS ls
 		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false) lw
 	), lat AS (
-		SELECT m.method, m.path, sum(m.latency_sum_ms) AS s, sum(m.latency_count) AS c
-		FROM @extschema@._api_minutes(date_trunc('minute', now() - since), now() + interval '1 microsecond') m
-		GROUP BY m.method, m.path
+		-- flushed latency of the minutes the window overlaps
+		SELECT a.method, a.path, sum(a.latency_sum_ms) AS s, sum(a.latency_count) AS c
+		FROM @extschema@.api_minute a
+		WHERE a.bucket >= date_trunc('minute', @extschema@._window_start(since))
+		  AND a.bucket <= now()
+		GROUP BY a.method, a.path
 	)
-	SELECT w.method, w.path, w.calls::bigint, w.errors::bigint,
+	SELECT w.method, w.path, w.calls, w.errors,
 	       (w.errors::float8 / w.calls::float8),
-	       CASE WHEN lat.c > 0 THEN lat.s / lat.c END
+	       CASE WHEN w.lc + coalesce(lat.c, 0) > 0
+	            THEN (w.ls + coalesce(lat.s, 0)) / (w.lc + coalesce(lat.c, 0)) END
 	FROM w LEFT JOIN lat ON lat.method = w.method AND lat.path = w.path
 	ORDER BY 3 DESC, 1, 2
 	LIMIT n;
@@ -440,8 +529,8 @@ BEGIN
 	ELSE
 		RETURN QUERY
 		SELECT am.method, am.path, sum(am.calls)::bigint, sum(am.ok)::bigint, sum(am.errors)::bigint
-		FROM @extschema@._api_minutes(date_trunc('minute', now() - since),
-		                              now() + interval '1 microsecond') am
+		FROM @extschema@._api_rows(date_trunc('minute', now() - since),
+		                           now() + interval '1 microsecond') am
 		GROUP BY 1, 2;
 	END IF;
 END
@@ -612,15 +701,11 @@ DECLARE
 	fired integer := 0;
 	a @extschema@.alerts;
 	wstart timestamptz;
-	slot_s double precision := extract(epoch FROM
-	                           pg_catalog.current_setting('apicount.slot_seconds')::interval);
 BEGIN
 	PERFORM @extschema@._read_begin();
 	FOR r IN SELECT * FROM @extschema@.rules WHERE enabled ORDER BY name LOOP
 		IF r."window" <= interval '2 minutes' THEN
-			-- first second of the oldest slot in the window
-			wstart := to_timestamp((floor(extract(epoch FROM now()) / slot_s)
-			          - ceil(extract(epoch FROM r."window") / slot_s) + 1) * slot_s);
+			wstart := @extschema@._window_start(r."window");
 		ELSE
 			wstart := date_trunc('minute', now() - r."window");
 		END IF;
@@ -666,7 +751,7 @@ GRANT EXECUTE ON FUNCTION @extschema@._requests_insert() TO apicount_writer;
 GRANT EXECUTE ON FUNCTION @extschema@.hit(text, text, inet, text, integer, double precision, timestamptz) TO apicount_writer;
 GRANT EXECUTE ON FUNCTION @extschema@.normalize_path(text) TO apicount_writer, apicount_reader;
 
-GRANT SELECT ON @extschema@.api_minute, @extschema@.caller_minute,
+GRANT SELECT ON @extschema@.api_minute, @extschema@.api_hour, @extschema@.caller_minute,
 	@extschema@.stats, @extschema@.live, @extschema@.requests TO apicount_reader;
 GRANT EXECUTE ON FUNCTION
 	@extschema@._live_entries(),
@@ -674,6 +759,8 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@._live_minutes(timestamptz, timestamptz, boolean),
 	@extschema@._read_begin(), @extschema@._read_end(), @extschema@._stats(),
 	@extschema@._api_minutes(timestamptz, timestamptz),
+	@extschema@._api_rows(timestamptz, timestamptz),
+	@extschema@._window_start(interval),
 	@extschema@._caller_minutes(timestamptz, timestamptz),
 	@extschema@._check_n(integer), @extschema@._check_since(interval),
 	@extschema@._check_by(text),

@@ -62,8 +62,9 @@ typedef struct ApiRow
 
 static MemoryContext FlushContext = NULL;
 
+/* %s: api_minute or api_hour (same columns, same key) */
 static const char *api_upsert_sql =
-"INSERT INTO apicount.api_minute AS t "
+"INSERT INTO apicount.%s AS t "
 "(bucket, method, path, calls, ok, client_errors, server_errors, "
 " latency_sum_ms, latency_max_ms, latency_count) "
 "SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
@@ -210,8 +211,13 @@ ms_datum(uint64 ns)
 	return Float8GetDatum((double) ns / 1000000.0);
 }
 
+/*
+ * Upsert API-level rows: per minute into api_minute, or per hour into
+ * api_hour (the coarser rollup that long ranges read; both are written by
+ * the same flush transaction, so they always agree).
+ */
 static void
-upsert_api_rows(FlushItem *items, int nitems)
+upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 {
 	HASHCTL		ctl;
 	HTAB	   *rows;
@@ -237,7 +243,8 @@ upsert_api_rows(FlushItem *items, int nitems)
 		bool		found;
 
 		memset(&k, 0, sizeof(k));
-		k.minute = items[i].key.minute;
+		k.minute = hourly ? items[i].key.minute - items[i].key.minute % 60
+			: items[i].key.minute;
 		k.method_h = items[i].key.method_h;
 		k.path_h = items[i].key.path_h;
 		row = hash_search(rows, &k, HASH_ENTER, &found);
@@ -283,9 +290,16 @@ upsert_api_rows(FlushItem *items, int nitems)
 		args[i] = make_array(cols[i], i == 8 ? maxnulls : NULL, n, elemtype);
 		types[i] = get_array_type(elemtype);
 	}
-	if (SPI_execute_with_args(api_upsert_sql, 10, types, args, NULL, false,
-							  0) != SPI_OK_INSERT)
-		elog(ERROR, "apicount: upsert into api_minute failed");
+	{
+		char		sql[2048];
+
+		snprintf(sql, sizeof(sql), api_upsert_sql,
+				 hourly ? "api_hour" : "api_minute");
+		if (SPI_execute_with_args(sql, 10, types, args, NULL, false, 0)
+			!= SPI_OK_INSERT)
+			elog(ERROR, "apicount: upsert into %s failed",
+				 hourly ? "api_hour" : "api_minute");
+	}
 }
 
 static void
@@ -369,7 +383,8 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 							apicount_database)));
 		if (nitems > 0)
 		{
-			upsert_api_rows(items, nitems);
+			upsert_api_rows(items, nitems, false);
+			upsert_api_rows(items, nitems, true);
 			upsert_caller_rows(items, nitems);
 		}
 		SPI_finish();
@@ -487,7 +502,7 @@ delete_batch(void *arg)
 void
 flush_apply_retention(void)
 {
-	static const char *tables[] = {"api_minute", "caller_minute"};
+	static const char *tables[] = {"api_minute", "api_hour", "caller_minute"};
 	TimestampTz cutoff = GetCurrentTimestamp() -
 		apicount_retention_secs * USECS_PER_SEC;
 	int			t,

@@ -272,7 +272,8 @@ group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
  *
  * Hits in the last ceil(since / slot_seconds) slots up to the slot holding
  * now(), grouped in C by the chosen dimensions; groups under min_calls are
- * left out.  tracked_only keeps hits recorded with track_callers on;
+ * left out.  Each group also carries the unflushed latency count and sum of
+ * the minutes the window overlaps (the rollups hold the flushed part).  tracked_only keeps hits recorded with track_callers on;
  * named_callers also drops overflow hits and hits whose grouped caller
  * fields are NULL (a hit without an IP is no IP caller).
  */
@@ -347,6 +348,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		uint64		calls = 0,
 					ok = 0,
 					errors = 0;
+		uint32		lat_count;
 		int64		base;
 		int			i;
 		GroupKey	gk;
@@ -364,35 +366,38 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			 ((dims & G_USER) && ck->user_h == 0)))
 			continue;
 		base = (int64) ck->minute * nslots;
-		for (i = 0; i < nslots; i++)
+		for (i = (int) Max(0, first - base); i < nslots && base + i <= cur; i++)
 		{
-			int64		gslot = base + i;
-
-			if (gslot < first || gslot > cur)
-				continue;
 			calls += pg_atomic_read_u32(&e->slots[i].calls);
 			ok += pg_atomic_read_u32(&e->slots[i].ok);
 			errors += pg_atomic_read_u32(&e->slots[i].errors);
 		}
-		if (calls == 0)
+		lat_count = pg_atomic_read_u32(&e->lat_count);
+		if (calls == 0 && lat_count == 0)
 			continue;
 		group_key(ck, dims, &gk);
 		g = hash_search(groups, &gk, HASH_ENTER, &found);
 		if (!found)
+		{
 			g->calls = g->ok = g->errors = 0;
+			memset(&g->d, 0, sizeof(CounterDelta));
+		}
 		g->calls += calls;
 		g->ok += ok;
 		g->errors += errors;
+		/* unflushed latency of the minutes the window overlaps */
+		g->d.lat_count += lat_count;
+		g->d.lat_sum_ns += pg_atomic_read_u64(&e->lat_sum_ns);
 	}
 	counters_unlock_all();
 
 	hash_seq_init(&seq, groups);
 	while ((g = hash_seq_search(&seq)) != NULL)
 	{
-		Datum		values[7];
-		bool		nulls[7];
+		Datum		values[9];
+		bool		nulls[9];
 
-		if ((int64) g->calls < min_calls)
+		if ((int64) g->calls < min_calls || g->calls == 0)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		if (!group_columns(&g->key, dims, values, nulls))
@@ -400,6 +405,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		values[4] = Int64GetDatum(g->calls);
 		values[5] = Int64GetDatum(g->ok);
 		values[6] = Int64GetDatum(g->errors);
+		values[7] = Int64GetDatum(g->d.lat_count);
+		values[8] = Float8GetDatum((double) g->d.lat_sum_ns / 1000000.0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -164,6 +164,29 @@ add_counts(PendingEntry *e, const CounterDelta *d, const LocalSlot *slots)
 	}
 }
 
+static void level_add(PendingLevel *lvl, const CounterKey *key,
+					  const char *method, int method_len,
+					  const char *path, int path_len,
+					  const char *user, int user_len,
+					  const CounterDelta *d, const LocalSlot *slots);
+
+/* count a hit under the minute's overflow key */
+static void
+add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
+				   const LocalSlot *slots)
+{
+	CounterKey	okey;
+
+	memset(&okey, 0, sizeof(okey));
+	okey.minute = minute;
+	okey.method_h = apicount_hash_string(OVERFLOW_METHOD,
+										 strlen(OVERFLOW_METHOD));
+	okey.path_h = apicount_hash_string(OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+	okey.flags = KEY_OVERFLOW | KEY_TRACKED;
+	level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
+			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots);
+}
+
 /*
  * Add counts for a key to a level.  A different string with the same hash
  * (a 64-bit collision) is routed to the overflow key rather than merged.
@@ -177,6 +200,19 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 {
 	PendingEntry *e;
 	bool		found;
+
+	/*
+	 * Memory bound: a level never holds more distinct keys than the shared
+	 * table has entries, since at commit the surplus would overflow anyway.
+	 * New keys past that count as overflow right away (totals unchanged).
+	 */
+	if (!(key->flags & KEY_OVERFLOW) &&
+		hash_get_num_entries(lvl->tab) >= apicount_shared->capacity &&
+		hash_search(lvl->tab, key, HASH_FIND, NULL) == NULL)
+	{
+		add_overflow_local(lvl, key->minute, d, slots);
+		return;
+	}
 
 	e = hash_search(lvl->tab, key, HASH_ENTER, &found);
 	if (!found)
@@ -193,17 +229,7 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 	else if (!same_strings(e, method, method_len, path, path_len,
 						   user, user_len))
 	{
-		CounterKey	okey;
-
-		memset(&okey, 0, sizeof(okey));
-		okey.minute = key->minute;
-		okey.method_h = apicount_hash_string(OVERFLOW_METHOD,
-											 strlen(OVERFLOW_METHOD));
-		okey.path_h = apicount_hash_string(OVERFLOW_PATH,
-										   strlen(OVERFLOW_PATH));
-		okey.flags = KEY_OVERFLOW | KEY_TRACKED;
-		level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
-				  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots);
+		add_overflow_local(lvl, key->minute, d, slots);
 		return;
 	}
 	add_counts(e, d, slots);

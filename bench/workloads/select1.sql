@@ -1,0 +1,2 @@
+-- baseline: the cheapest possible round trip
+SELECT 1;
