@@ -189,16 +189,20 @@ typedef struct GroupRow
 #define G_USER		0x04
 #define G_MINUTE	0x08
 
+/* sized for the worst case (one group per live entry), so it never splits */
 static HTAB *
-group_table(void)
+group_table(int dims)
 {
 	HASHCTL		ctl;
+	long		nelem = 1024;
 
+	if (dims & (G_IP | G_USER | G_MINUTE))
+		nelem = Max(nelem, (long) hash_get_num_entries(apicount_counters));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(GroupKey);
 	ctl.entrysize = sizeof(GroupRow);
 	ctl.hcxt = CurrentMemoryContext;
-	return hash_create("apicount live groups", 1024, &ctl,
+	return hash_create("apicount live groups", nelem, &ctl,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
@@ -339,7 +343,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			return (Datum) 0;
 	}
 
-	groups = group_table();
+	groups = group_table(dims);
 	counters_lock_all(LW_SHARED);
 	hash_seq_init(&seq, apicount_counters);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -454,7 +458,7 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 		(TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
 		from_minute++;
 
-	groups = group_table();
+	groups = group_table(dims);
 	counters_lock_all(LW_SHARED);
 	hash_seq_init(&seq, apicount_counters);
 	while ((e = hash_seq_search(&seq)) != NULL)
