@@ -62,6 +62,9 @@ typedef struct ApiRow
 
 static MemoryContext FlushContext = NULL;
 
+/* how long a flush waits for query functions in progress before retrying */
+#define READLOCK_WAIT_MS	5000
+
 /* %s: api_minute or api_hour (same columns, same key) */
 static const char *api_upsert_sql =
 "INSERT INTO apicount.%s AS t "
@@ -390,7 +393,12 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		SPI_finish();
 		PopActiveSnapshot();
 
-		readlock_acquire_exclusive();
+		if (!readlock_try_exclusive(READLOCK_WAIT_MS))
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("apicount flush gave up waiting %d ms for running queries to finish",
+							READLOCK_WAIT_MS),
+					 errdetail("A session holds the read lock of the query functions (apicount._read_begin) for a long time.")));
 		CommitTransactionCommand();
 		committed = true;
 	}

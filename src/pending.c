@@ -89,7 +89,7 @@ push_level(int nest_level)
 	ctl.keysize = sizeof(CounterKey);
 	ctl.entrysize = pending_entry_size();
 	ctl.hcxt = cxt;
-	lvl->tab = hash_create("apicount pending hits", 64, &ctl,
+	lvl->tab = hash_create("apicount pending hits", 16, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	lvl->next = top_level;
 	top_level = lvl;

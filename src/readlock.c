@@ -61,14 +61,31 @@ apicount_read_end(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-void
-readlock_acquire_exclusive(void)
+/*
+ * The worker never queues for the lock: a queued exclusive request would
+ * make every new reader wait behind it.  It polls instead, and gives up
+ * (the flush fails and is retried) after timeout_ms.
+ */
+bool
+readlock_try_exclusive(int timeout_ms)
 {
 	LOCKTAG		tag;
+	int			waited = 0;
 
 	set_tag(&tag);
-	(void) LockAcquire(&tag, ExclusiveLock, true, false);
-	exclusive_held = true;
+	for (;;)
+	{
+		if (LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL)
+		{
+			exclusive_held = true;
+			return true;
+		}
+		if (waited >= timeout_ms)
+			return false;
+		pg_usleep(5 * 1000L);
+		waited += 5;
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 void

@@ -8,14 +8,15 @@
  * subtracted the flushed deltas.  So every reader sees a flush either
  * entirely in the rollups or entirely in shared memory.
  *
- * It is a session-level heavyweight lock (so the deadlock detector and
- * lock_timeout apply); a reader's lock is released at transaction abort.
+ * It is a session-level heavyweight lock; a reader's lock is released when
+ * the (sub)transaction that took it aborts.  The worker only polls for it,
+ * never queues, so readers never wait behind a flush that is itself waiting.
  *-------------------------------------------------------------------------
  */
 #ifndef APICOUNT_READLOCK_H
 #define APICOUNT_READLOCK_H
 
-extern void readlock_acquire_exclusive(void);
+extern bool readlock_try_exclusive(int timeout_ms);
 extern void readlock_release_exclusive(void);
 extern void readlock_register_callbacks(void);
 

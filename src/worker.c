@@ -218,13 +218,29 @@ shutdown_flushes(void)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   SHUTDOWN_WAIT_SECS * 1000);
+	int			last_clients = -1;
+	TimestampTz last_change = GetCurrentTimestamp();
 
 	for (;;)
 	{
 		int			clients = count_client_backends();
+		TimestampTz now;
 
 		run_flush();
-		if (clients == 0 || GetCurrentTimestamp() > deadline)
+		now = GetCurrentTimestamp();
+		if (clients != last_clients)
+		{
+			last_clients = clients;
+			last_change = now;
+		}
+
+		/*
+		 * Stop when the clients are gone, or when their number has not
+		 * changed for a second (a SIGTERM sent to the worker alone: the
+		 * clients are not leaving), or at the deadline.
+		 */
+		if (clients == 0 || now > deadline ||
+			TimestampDifferenceExceeds(last_change, now, 1000))
 			break;
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
 						 PG_WAIT_EXTENSION);

@@ -21,6 +21,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+use ApicountTest;
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('worker');
@@ -35,21 +38,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
 
 # poll a query (bounded, for at most $secs seconds) until it returns $want; errors (e.g. the
-# server restarting) count as "not yet".
-sub wait_for
-{
-	my ($sql, $want, $secs) = @_;
-	my $last = '';
-	for (my $i = 0; $i < $secs * 10; $i++)
-	{
-		my ($ret, $out, $err) = $node->psql('postgres', $sql);
-		$last = "$out $err";
-		return 1 if $ret == 0 && $out eq $want;
-		usleep(100_000);
-	}
-	diag("wait_for timed out: $sql -> wanted '$want', last: $last");
-	return 0;
-}
+sub wait_for { return ApicountTest::wait_for($node, @_); }
 
 sub worker_pid
 {

@@ -1,0 +1,32 @@
+# test/perl/ApicountTest.pm — helpers shared by the TAP tests in test/t.
+# (run_tests.sh puts test/perl on PERL5LIB.)
+package ApicountTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use Test::More;
+use Time::HiRes qw(usleep);
+
+our @EXPORT_OK = qw(wait_for);
+
+# wait_for($node, $sql, $want, $secs): poll until $sql returns $want on database
+# postgres; errors (e.g. while the server restarts) count as "not yet".  Returns 1, or 0
+# after $secs with a diag of the last answer.
+sub wait_for
+{
+	my ($node, $sql, $want, $secs) = @_;
+	my $last = '';
+	my $end = Time::HiRes::time() + $secs;
+	while (Time::HiRes::time() < $end)
+	{
+		my ($ret, $out, $err) = $node->psql('postgres', $sql);
+		$last = "$out $err";
+		return 1 if $ret == 0 && $out eq $want;
+		usleep(50_000);
+	}
+	diag("wait_for timed out: $sql -> wanted '$want', last: $last");
+	return 0;
+}
+
+1;
