@@ -15,6 +15,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
+#include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include <sys/socket.h>
@@ -225,9 +226,10 @@ apicount_requests_insert(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	tuple;
 	TupleDesc	tupdesc;
+	TupleTableSlot *slot;
 	RequestValues req;
-	Datum		values[REQ_NATTS];
-	bool		nulls[REQ_NATTS];
+	Datum	   *values;
+	bool	   *nulls;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_INSTEAD(trigdata->tg_event) ||
@@ -245,7 +247,11 @@ apicount_requests_insert(PG_FUNCTION_ARGS)
 				 errmsg("apicount.requests has %d columns, expected %d",
 						tupdesc->natts, REQ_NATTS)));
 
-	heap_deform_tuple(tuple, tupdesc, values, nulls);
+	/* the executor's slot holds the row already deformed */
+	slot = trigdata->tg_trigslot;
+	slot_getallattrs(slot);
+	values = slot->tts_values;
+	nulls = slot->tts_isnull;
 
 	memset(&req, 0, sizeof(req));
 	req.has_ts = !nulls[0];

@@ -1,7 +1,7 @@
 # 010_window_exactness.pl — sliding windows (since <= 2 minutes) are exactly the last
 # ceil(since / slot_seconds) slots up to and including the slot holding now().
 #
-# Documented rule (README "Windows", docs/INTERFACE.md): slot k covers [k*5 s, (k+1)*5 s) in
+# Documented rule (README "Windows"): slot k covers [k*5 s, (k+1)*5 s) in
 # epoch seconds (apicount.slot_seconds = 5, the default); since => S covers the slots
 # cur-K+1 .. cur with K = ceil(S / 5) and cur = the slot of now(); hits in a later slot are
 # left out, and a hit stamped after now() within the current slot counts (slots count hits,
