@@ -15,6 +15,7 @@ OBJS = \
 	src/flush.o \
 	src/worker.o \
 	src/worker_txn.o \
+	src/groupagg.o \
 	src/live.o
 
 EXTENSION = apicount

@@ -54,8 +54,13 @@ CREATE FUNCTION pg_temp.in_window(r_bucket timestamptz, r_slot numeric, r_ts tim
 	SELECT CASE
 		WHEN since IS NULL THEN
 			r_bucket >= date_trunc('minute', f) AND r_bucket < t
-		WHEN since > interval '2 minutes' OR minute_rule THEN
+		WHEN since > interval '2 minutes' THEN
 			r_bucket >= date_trunc('minute', now() - since) AND r_bucket <= now()
+		WHEN minute_rule THEN
+			-- latency of a sliding window: the minutes its slots overlap (README "Windows")
+			r_bucket >= date_trunc('minute', to_timestamp((floor(extract(epoch FROM now()) / 5)
+			                                  - ceil(extract(epoch FROM since) / 5) + 1) * 5))
+			AND r_bucket <= now()
 		ELSE
 			r_slot BETWEEN floor(extract(epoch FROM now()) / 5) - ceil(extract(epoch FROM since) / 5) + 1
 			           AND floor(extract(epoch FROM now()) / 5)

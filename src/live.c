@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "groupagg.h"
 #include "ingest.h"
 #include "normalize.h"
 #include "strtab.h"
@@ -162,49 +163,14 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* grouping of live entries, done in C before any string is resolved */
-typedef struct GroupKey
-{
-	uint64		method_h;
-	uint64		path_h;
-	uint64		user_h;
-	int32		minute;
-	uint8		ip_family;
-	uint8		ip_bits;
-	uint8		pad[2];
-	uint8		ip_addr[16];
-} GroupKey;
-
-typedef struct GroupRow
-{
-	GroupKey	key;
-	CounterDelta d;				/* unflushed, for minute groups */
-	uint64		calls;			/* window groups */
-	uint64		ok;
-	uint64		errors;
-} GroupRow;
-
+/* grouping dimensions of the live queries */
 #define G_API		0x01
 #define G_IP		0x02
 #define G_USER		0x04
 #define G_MINUTE	0x08
 
-/* sized for the worst case (one group per live entry), so it never splits */
-static HTAB *
-group_table(int dims)
-{
-	HASHCTL		ctl;
-	long		nelem = 1024;
-
-	if (dims & (G_IP | G_USER | G_MINUTE))
-		nelem = Max(nelem, (long) hash_get_num_entries(apicount_counters));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(GroupKey);
-	ctl.entrysize = sizeof(GroupRow);
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create("apicount live groups", nelem, &ctl,
-					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-}
+/* fingerprint buckets of the threshold prefilter */
+#define PREFILTER_BUCKETS	65536
 
 static void
 group_key(const CounterKey *k, int dims, GroupKey *g)
@@ -269,6 +235,43 @@ group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
 	return true;
 }
 
+/* does an entry take part in a _live_groups query? */
+static inline bool
+entry_selected(const CounterKey *ck, int dims, uint64 path_h,
+			   bool tracked_only, bool named_callers,
+			   int32 min_minute, int32 max_minute)
+{
+	if (ck->minute < min_minute || ck->minute > max_minute)
+		return false;
+	if (path_h != 0 && ck->path_h != path_h)
+		return false;
+	if ((tracked_only || named_callers) && !(ck->flags & KEY_TRACKED))
+		return false;
+	if (named_callers &&
+		((ck->flags & KEY_OVERFLOW) ||
+		 ((dims & G_IP) && ck->ip_family == 0) ||
+		 ((dims & G_USER) && ck->user_h == 0)))
+		return false;
+	return true;
+}
+
+/* an entry's hits in global slots [first, cur] */
+static inline void
+window_sums(CounterEntry *e, int64 first, int64 cur, int nslots,
+			uint64 *calls, uint64 *ok, uint64 *errors)
+{
+	int64		base = (int64) e->key.minute * nslots;
+	int			i;
+
+	*calls = *ok = *errors = 0;
+	for (i = (int) Max(0, first - base); i < nslots && base + i <= cur; i++)
+	{
+		*calls += pg_atomic_read_u32(&e->slots[i].calls);
+		*ok += pg_atomic_read_u32(&e->slots[i].ok);
+		*errors += pg_atomic_read_u32(&e->slots[i].errors);
+	}
+}
+
 /*
  * apicount._live_groups(since interval, by_api bool, by_ip bool,
  *		by_user bool, path text, min_calls bigint, tracked_only bool,
@@ -299,10 +302,13 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 				slot_seconds;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int32		min_minute;
-	HTAB	   *groups;
+	GroupAgg   *agg;
 	HASH_SEQ_STATUS seq;
 	CounterEntry *e;
 	GroupRow   *g;
+	uint64	   *bucket = NULL;
+	uint64	   *entry_fp = NULL;
+	int			i;
 
 	apicount_require_preload();
 	if (PG_ARGISNULL(0))
@@ -343,49 +349,72 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			return (Datum) 0;
 	}
 
-	groups = group_table(dims);
 	counters_lock_all(LW_SHARED);
+
+	/*
+	 * With a threshold, a first pass adds each entry's window calls to a
+	 * bucket of its group's fingerprint: a group can reach the threshold
+	 * only if its bucket does, so most entries are never grouped.  The
+	 * second pass walks the table in the same order (nothing is inserted
+	 * or removed while the partition locks are held).
+	 */
+	if (min_calls > 1)
+	{
+		int			n = 0;
+
+		bucket = palloc0(sizeof(uint64) * PREFILTER_BUCKETS);
+		entry_fp = palloc_extended(sizeof(uint64) *
+								   (hash_get_num_entries(apicount_counters) + 1024),
+								   MCXT_ALLOC_HUGE);
+		hash_seq_init(&seq, apicount_counters);
+		while ((e = hash_seq_search(&seq)) != NULL)
+		{
+			uint64		calls = 0,
+						ok,
+						errors;
+			GroupKey	gk;
+
+			entry_fp[n] = 0;
+			if (entry_selected(&e->key, dims, path_h, tracked_only,
+							   named_callers, min_minute, cur / nslots) &&
+				(window_sums(e, first, cur, nslots, &calls, &ok, &errors),
+				 calls > 0))
+			{
+				group_key(&e->key, dims, &gk);
+				entry_fp[n] = groupkey_fingerprint(&gk) | 1;
+				bucket[entry_fp[n] % PREFILTER_BUCKETS] += calls;
+			}
+			n++;
+		}
+	}
+
+	agg = groupagg_create(1024);
+	i = 0;
 	hash_seq_init(&seq, apicount_counters);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
-		const CounterKey *ck = &e->key;
 		uint64		calls = 0,
 					ok = 0,
 					errors = 0;
 		uint32		lat_count;
-		int64		base;
-		int			i;
 		GroupKey	gk;
-		bool		found;
+		uint64		fp;
 
-		if (ck->minute < min_minute || ck->minute > (int32) (cur / nslots))
-			continue;
-		if (path_h != 0 && ck->path_h != path_h)
-			continue;
-		if ((tracked_only || named_callers) && !(ck->flags & KEY_TRACKED))
-			continue;
-		if (named_callers &&
-			((ck->flags & KEY_OVERFLOW) ||
-			 ((dims & G_IP) && ck->ip_family == 0) ||
-			 ((dims & G_USER) && ck->user_h == 0)))
-			continue;
-		base = (int64) ck->minute * nslots;
-		for (i = (int) Max(0, first - base); i < nslots && base + i <= cur; i++)
+		if (entry_fp != NULL)
 		{
-			calls += pg_atomic_read_u32(&e->slots[i].calls);
-			ok += pg_atomic_read_u32(&e->slots[i].ok);
-			errors += pg_atomic_read_u32(&e->slots[i].errors);
+			fp = entry_fp[i++];
+			if (fp == 0 || bucket[fp % PREFILTER_BUCKETS] < (uint64) min_calls)
+				continue;
 		}
+		else if (!entry_selected(&e->key, dims, path_h, tracked_only,
+								 named_callers, min_minute, cur / nslots))
+			continue;
+		window_sums(e, first, cur, nslots, &calls, &ok, &errors);
 		lat_count = pg_atomic_read_u32(&e->lat_count);
 		if (calls == 0 && lat_count == 0)
 			continue;
-		group_key(ck, dims, &gk);
-		g = hash_search(groups, &gk, HASH_ENTER, &found);
-		if (!found)
-		{
-			g->calls = g->ok = g->errors = 0;
-			memset(&g->d, 0, sizeof(CounterDelta));
-		}
+		group_key(&e->key, dims, &gk);
+		g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk) | 1);
 		g->calls += calls;
 		g->ok += ok;
 		g->errors += errors;
@@ -395,12 +424,12 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	}
 	counters_unlock_all();
 
-	hash_seq_init(&seq, groups);
-	while ((g = hash_seq_search(&seq)) != NULL)
+	for (i = 0; i < agg->nrows; i++)
 	{
 		Datum		values[9];
 		bool		nulls[9];
 
+		g = &agg->rows[i];
 		if ((int64) g->calls < min_calls || g->calls == 0)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
@@ -433,10 +462,11 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 	int			dims = G_API | G_MINUTE | (by_caller ? G_IP | G_USER : 0);
 	int32		from_minute,
 				to_minute;
-	HTAB	   *groups;
+	GroupAgg   *agg;
 	HASH_SEQ_STATUS seq;
 	CounterEntry *e;
 	GroupRow   *g;
+	int			i;
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
@@ -458,14 +488,13 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 		(TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
 		from_minute++;
 
-	groups = group_table(dims);
+	agg = groupagg_create(1024);
 	counters_lock_all(LW_SHARED);
 	hash_seq_init(&seq, apicount_counters);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
 		CounterDelta d;
 		GroupKey	gk;
-		bool		found;
 
 		if (e->key.minute < from_minute || e->key.minute > to_minute)
 			continue;
@@ -475,9 +504,7 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 		if (d.calls == 0 && d.lat_count == 0)
 			continue;
 		group_key(&e->key, dims, &gk);
-		g = hash_search(groups, &gk, HASH_ENTER, &found);
-		if (!found)
-			memset(&g->d, 0, sizeof(CounterDelta));
+		g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk));
 		g->d.calls += d.calls;
 		g->d.ok += d.ok;
 		g->d.client_errors += d.client_errors;
@@ -488,12 +515,12 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 	}
 	counters_unlock_all();
 
-	hash_seq_init(&seq, groups);
-	while ((g = hash_seq_search(&seq)) != NULL)
+	for (i = 0; i < agg->nrows; i++)
 	{
 		Datum		values[12];
 		bool		nulls[12];
 
+		g = &agg->rows[i];
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = TimestampTzGetDatum((TimestampTz) g->key.minute * USECS_PER_MINUTE);
 		if (!group_columns(&g->key, dims, values + 1, nulls + 1))

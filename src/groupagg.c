@@ -1,0 +1,113 @@
+/*-------------------------------------------------------------------------
+ * groupagg.c
+ *		Fingerprint-keyed open-addressing table for grouping live entries.
+ *
+ * Owns the per-query aggregation of live.c.  Cheaper than a dynahash over
+ * the 48-byte key: the fingerprint mixes fields that are already hashes,
+ * and the key is compared only when fingerprints match.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "groupagg.h"
+
+static inline uint64
+mix64(uint64 x)
+{
+	x ^= x >> 33;
+	x *= UINT64CONST(0xff51afd7ed558ccd);
+	x ^= x >> 33;
+	x *= UINT64CONST(0xc4ceb9fe1a85ec53);
+	x ^= x >> 33;
+	return x;
+}
+
+uint64
+groupkey_fingerprint(const GroupKey *k)
+{
+	uint64		a0,
+				a1;
+	uint64		h;
+
+	memcpy(&a0, k->ip_addr, sizeof(a0));
+	memcpy(&a1, k->ip_addr + 8, sizeof(a1));
+	h = mix64(a0 ^ mix64(a1 ^ ((uint64) (uint32) k->minute |
+								((uint64) k->ip_family << 32) |
+								((uint64) k->ip_bits << 40))));
+	h = mix64(h ^ k->user_h);
+	h = mix64(h ^ k->path_h);
+	h = mix64(h ^ k->method_h);
+	return h;
+}
+
+static void
+build_table(GroupAgg *agg, uint32 size)
+{
+	int			i;
+
+	agg->table = palloc_extended(sizeof(int32) * size, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	agg->mask = size - 1;
+	for (i = 0; i < agg->nrows; i++)
+	{
+		uint32		pos = (uint32) agg->row_fp[i] & agg->mask;
+
+		while (agg->table[pos] != 0)
+			pos = (pos + 1) & agg->mask;
+		agg->table[pos] = i + 1;
+	}
+}
+
+GroupAgg *
+groupagg_create(int expected)
+{
+	GroupAgg   *agg = palloc0(sizeof(GroupAgg));
+	uint32		size = 64;
+
+	while (size < (uint32) Max(expected, 16) * 2)
+		size <<= 1;
+	agg->cap = Max(expected, 16);
+	agg->rows = palloc_extended(sizeof(GroupRow) * agg->cap, MCXT_ALLOC_HUGE);
+	agg->row_fp = palloc_extended(sizeof(uint64) * agg->cap, MCXT_ALLOC_HUGE);
+	build_table(agg, size);
+	return agg;
+}
+
+GroupRow *
+groupagg_get(GroupAgg *agg, const GroupKey *k, uint64 fp)
+{
+	uint32		pos = (uint32) fp & agg->mask;
+	GroupRow   *row;
+
+	for (;;)
+	{
+		int32		slot = agg->table[pos];
+
+		if (slot == 0)
+			break;
+		if (agg->row_fp[slot - 1] == fp &&
+			memcmp(&agg->rows[slot - 1].key, k, sizeof(GroupKey)) == 0)
+			return &agg->rows[slot - 1];
+		pos = (pos + 1) & agg->mask;
+	}
+
+	/* new group; keep the table at most half full */
+	if (agg->nrows == agg->cap)
+	{
+		agg->cap *= 2;
+		agg->rows = repalloc_huge(agg->rows, sizeof(GroupRow) * agg->cap);
+		agg->row_fp = repalloc_huge(agg->row_fp, sizeof(uint64) * agg->cap);
+	}
+	row = &agg->rows[agg->nrows];
+	memset(row, 0, sizeof(GroupRow));
+	row->key = *k;
+	agg->row_fp[agg->nrows] = fp;
+	agg->nrows++;
+	if ((uint32) agg->nrows * 2 > agg->mask + 1)
+	{
+		pfree(agg->table);
+		build_table(agg, (agg->mask + 1) * 2);
+	}
+	else
+		agg->table[pos] = agg->nrows;
+	return row;
+}
