@@ -308,6 +308,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	GroupRow   *g;
 	uint64	   *bucket = NULL;
 	uint64	   *entry_fp = NULL;
+	CounterEntry **entry_ptr = NULL;
+	int			nselected = 0;
 	int			i;
 
 	apicount_require_preload();
@@ -354,18 +356,20 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	/*
 	 * With a threshold, a first pass adds each entry's window calls to a
 	 * bucket of its group's fingerprint: a group can reach the threshold
-	 * only if its bucket does, so most entries are never grouped.  The
-	 * second pass walks the table in the same order (nothing is inserted
-	 * or removed while the partition locks are held).
+	 * only if its bucket does, so most entries are never grouped.  Entry
+	 * pointers stay valid while the partition locks are held (only the
+	 * worker removes entries, under exclusive locks).
 	 */
 	if (min_calls > 1)
 	{
 		int			n = 0;
 
+		Size		max_entries = hash_get_num_entries(apicount_counters) + 1024;
+
 		bucket = palloc0(sizeof(uint64) * PREFILTER_BUCKETS);
-		entry_fp = palloc_extended(sizeof(uint64) *
-								   (hash_get_num_entries(apicount_counters) + 1024),
-								   MCXT_ALLOC_HUGE);
+		entry_fp = palloc_extended(sizeof(uint64) * max_entries, MCXT_ALLOC_HUGE);
+		entry_ptr = palloc_extended(sizeof(CounterEntry *) * max_entries,
+									MCXT_ALLOC_HUGE);
 		hash_seq_init(&seq, apicount_counters);
 		while ((e = hash_seq_search(&seq)) != NULL)
 		{
@@ -374,7 +378,6 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 						errors;
 			GroupKey	gk;
 
-			entry_fp[n] = 0;
 			if (entry_selected(&e->key, dims, path_h, tracked_only,
 							   named_callers, min_minute, cur / nslots) &&
 				(window_sums(e, first, cur, nslots, &calls, &ok, &errors),
@@ -382,33 +385,46 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			{
 				group_key(&e->key, dims, &gk);
 				entry_fp[n] = groupkey_fingerprint(&gk) | 1;
+				entry_ptr[n] = e;
 				bucket[entry_fp[n] % PREFILTER_BUCKETS] += calls;
+				n++;
 			}
-			n++;
 		}
+		nselected = n;
 	}
 
+	/*
+	 * Second pass: the entries kept by the prefilter, or (no threshold)
+	 * the whole table.
+	 */
 	agg = groupagg_create(1024);
 	i = 0;
-	hash_seq_init(&seq, apicount_counters);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	if (entry_fp == NULL)
+		hash_seq_init(&seq, apicount_counters);
+	for (;;)
 	{
 		uint64		calls = 0,
 					ok = 0,
 					errors = 0;
 		uint32		lat_count;
 		GroupKey	gk;
-		uint64		fp;
 
 		if (entry_fp != NULL)
 		{
-			fp = entry_fp[i++];
-			if (fp == 0 || bucket[fp % PREFILTER_BUCKETS] < (uint64) min_calls)
+			if (i >= nselected)
+				break;
+			e = entry_ptr[i];
+			if (bucket[entry_fp[i++] % PREFILTER_BUCKETS] < (uint64) min_calls)
 				continue;
 		}
-		else if (!entry_selected(&e->key, dims, path_h, tracked_only,
-								 named_callers, min_minute, cur / nslots))
-			continue;
+		else
+		{
+			if ((e = hash_seq_search(&seq)) == NULL)
+				break;
+			if (!entry_selected(&e->key, dims, path_h, tracked_only,
+								named_callers, min_minute, cur / nslots))
+				continue;
+		}
 		window_sums(e, first, cur, nslots, &calls, &ok, &errors);
 		lat_count = pg_atomic_read_u32(&e->lat_count);
 		if (calls == 0 && lat_count == 0)
