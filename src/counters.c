@@ -15,9 +15,12 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "common/hashfn.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/inet.h"
 
 #include "counters.h"
 #include "guc.h"
@@ -38,7 +41,7 @@ apicount_hash_string(const char *s, size_t len)
 	return h == 0 ? 1 : h;
 }
 
-Size
+static Size
 counters_entry_size(void)
 {
 	return offsetof(CounterEntry, slots) +
@@ -144,6 +147,18 @@ counters_shmem_init(void)
 		strtab_ref(overflow_method_h, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD));
 		strtab_ref(overflow_path_h, OVERFLOW_PATH, strlen(OVERFLOW_PATH));
 	}
+}
+
+Datum
+counters_key_inet(const CounterKey *key)
+{
+	inet	   *ip = palloc0(sizeof(inet));
+
+	ip_family(ip) = key->ip_family;
+	ip_bits(ip) = key->ip_bits;
+	memcpy(ip_addr(ip), key->ip_addr, ip_addrsize(ip));
+	SET_INET_VARSIZE(ip);
+	return InetPGetDatum(ip);
 }
 
 int32

@@ -148,7 +148,9 @@ extern Size counters_shmem_size(void);
 extern int	counters_lwlock_count(void);
 extern void counters_shmem_init(void);
 extern bool counters_ready(void);
-extern Size counters_entry_size(void);
+
+/* the key's client_ip as an inet datum (key->ip_family must be set) */
+extern Datum counters_key_inet(const CounterKey *key);
 
 /* stable hash of a string, never 0 */
 extern uint64 apicount_hash_string(const char *s, size_t len);

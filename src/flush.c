@@ -23,9 +23,6 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include <sys/socket.h>
-
-#include "utils/inet.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -34,7 +31,6 @@
 #include "counters.h"
 #include "flush.h"
 #include "guc.h"
-#include "normalize.h"
 #include "readlock.h"
 #include "strtab.h"
 #include "worker_txn.h"
@@ -172,25 +168,12 @@ take_snapshot(int *nitems)
 static Datum
 string_datum(uint64 h)
 {
-	char		buf[APICOUNT_MAX_PATH + 1];
-	int			len = strtab_get(h, buf, sizeof(buf));
+	text	   *t = strtab_get_text(h);
 
-	if (len < 0)
+	if (t == NULL)
 		elog(ERROR, "apicount: string %016llx missing from the string table",
 			 (unsigned long long) h);
-	return PointerGetDatum(cstring_to_text_with_len(buf, len));
-}
-
-static Datum
-inet_datum(const CounterKey *key)
-{
-	inet	   *ip = palloc0(sizeof(inet));
-
-	ip_family(ip) = key->ip_family;
-	ip_bits(ip) = key->ip_bits;
-	memcpy(ip_addr(ip), key->ip_addr, ip_addrsize(ip));
-	SET_INET_VARSIZE(ip);
-	return InetPGetDatum(ip);
+	return PointerGetDatum(t);
 }
 
 static Datum
@@ -333,7 +316,7 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		cols[1][n] = string_datum(it->key.method_h);
 		cols[2][n] = string_datum(it->key.path_h);
 		ipnulls[n] = it->key.ip_family == 0;
-		cols[3][n] = ipnulls[n] ? (Datum) 0 : inet_datum(&it->key);
+		cols[3][n] = ipnulls[n] ? (Datum) 0 : counters_key_inet(&it->key);
 		usernulls[n] = it->key.user_h == 0;
 		cols[4][n] = usernulls[n] ? (Datum) 0 : string_datum(it->key.user_h);
 		cols[5][n] = Int64GetDatum(it->d.calls);

@@ -21,9 +21,6 @@
 #include "funcapi.h"
 #include "access/xact.h"
 #include "utils/builtins.h"
-#include <sys/socket.h>
-
-#include "utils/inet.h"
 #include "utils/timestamp.h"
 
 #include "counters.h"
@@ -51,25 +48,12 @@ typedef struct LiveRow
 static bool
 resolve(uint64 h, Datum *out)
 {
-	char		buf[APICOUNT_MAX_PATH + 1];
-	int			len = strtab_get(h, buf, sizeof(buf));
+	text	   *t = strtab_get_text(h);
 
-	if (len < 0)
+	if (t == NULL)
 		return false;
-	*out = PointerGetDatum(cstring_to_text_with_len(buf, len));
+	*out = PointerGetDatum(t);
 	return true;
-}
-
-static Datum
-inet_from_key(const CounterKey *key)
-{
-	inet	   *ip = palloc0(sizeof(inet));
-
-	ip_family(ip) = key->ip_family;
-	ip_bits(ip) = key->ip_bits;
-	memcpy(ip_addr(ip), key->ip_addr, ip_addrsize(ip));
-	SET_INET_VARSIZE(ip);
-	return InetPGetDatum(ip);
 }
 
 /* fill method, path, client_ip, user_id; false if a string vanished */
@@ -81,7 +65,7 @@ key_columns(const CounterKey *key, Datum *values, bool *nulls)
 		return false;
 	nulls[0] = nulls[1] = false;
 	nulls[2] = key->ip_family == 0;
-	values[2] = nulls[2] ? (Datum) 0 : inet_from_key(key);
+	values[2] = nulls[2] ? (Datum) 0 : counters_key_inet(key);
 	nulls[3] = key->user_h == 0;
 	if (!nulls[3] && !resolve(key->user_h, &values[3]))
 		return false;
@@ -228,7 +212,7 @@ group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
 		nulls[0] = nulls[1] = false;
 	}
 	nulls[2] = !(dims & G_IP) || g->ip_family == 0;
-	values[2] = nulls[2] ? (Datum) 0 : inet_from_key(&k);
+	values[2] = nulls[2] ? (Datum) 0 : counters_key_inet(&k);
 	nulls[3] = !(dims & G_USER) || g->user_h == 0;
 	if (!nulls[3] && !resolve(g->user_h, &values[3]))
 		return false;

@@ -276,7 +276,7 @@ pending_add(const PendingHit *hit)
 			  &d, slots);
 }
 
-bool
+static bool
 pending_is_empty(void)
 {
 	PendingLevel *lvl;

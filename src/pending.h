@@ -31,6 +31,5 @@ typedef struct PendingHit
 
 extern void pending_add(const PendingHit *hit);
 extern void pending_register_callbacks(void);
-extern bool pending_is_empty(void);
 
 #endif

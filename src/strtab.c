@@ -16,6 +16,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 
 #include "normalize.h"
@@ -261,8 +262,11 @@ strtab_get(uint64 h, char *buf, int bufsize)
 	return len;
 }
 
-int64
-strtab_count(void)
+text *
+strtab_get_text(uint64 h)
 {
-	return (int64) hash_get_num_entries(strtab);
+	char		buf[APICOUNT_MAX_PATH + 1];
+	int			len = strtab_get(h, buf, sizeof(buf));
+
+	return len < 0 ? NULL : cstring_to_text_with_len(buf, len);
 }

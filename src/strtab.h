@@ -35,6 +35,7 @@ extern void strtab_unref(uint64 h);
  */
 extern int	strtab_get(uint64 h, char *buf, int bufsize);
 
-extern int64 strtab_count(void);
+/* the string for h as a palloc'd text, or NULL if h is not present */
+extern text *strtab_get_text(uint64 h);
 
 #endif
