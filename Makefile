@@ -16,10 +16,14 @@ OBJS = \
 	src/worker.o \
 	src/worker_txn.o \
 	src/groupagg.o \
-	src/live.o
+	src/live.o \
+	src/latency_codec.o \
+	src/latency_store.o \
+	src/latency_sql.o
 
 EXTENSION = apicount
 DATA = sql/apicount--0.1.sql
+SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out); run by test/run_tests.sh

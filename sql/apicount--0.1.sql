@@ -51,6 +51,8 @@ CREATE TABLE @extschema@.api_minute (
 	latency_sum_ms  double precision NOT NULL DEFAULT 0,
 	latency_max_ms  double precision,
 	latency_count   bigint NOT NULL DEFAULT 0,
+	-- log-bucketed latency histogram (see latency_merge, latency_percentile)
+	latency_hist    bytea,
 	PRIMARY KEY (bucket, method, path)
 ) WITH (fillfactor = 70);	-- room for HOT updates by the flush upserts
 CREATE INDEX api_minute_path_bucket ON @extschema@.api_minute (path, bucket);
@@ -155,6 +157,50 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'apicount_live_minutes'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 
+CREATE FUNCTION @extschema@._live_latency(from_bucket timestamptz, to_ts timestamptz,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT latency_hist bytea)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_latency'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+---------------------------------------------------------------------------
+-- Latency histograms (bytea, format in src/latency_codec.h): buckets of
+-- 3 % width, each reported within 1.48 % of the latencies it holds
+---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._latency_hist_add(a bytea, b bytea)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'apicount_latency_hist_add'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION @extschema@._latency_merge_accum(internal, bytea)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'apicount_latency_merge_accum'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION @extschema@._latency_merge_final(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'apicount_latency_merge_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- the merge of latency histograms (NULLs ignored; NULL if none)
+CREATE AGGREGATE @extschema@.latency_merge(bytea) (
+	SFUNC = @extschema@._latency_merge_accum,
+	STYPE = internal,
+	FINALFUNC = @extschema@._latency_merge_final
+);
+
+-- the percentile (0..1) of a histogram in milliseconds, percentile_disc's rank rule
+CREATE FUNCTION @extschema@.latency_percentile(hist bytea, percentile double precision)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'apicount_latency_percentile'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- the number of latencies in a histogram
+CREATE FUNCTION @extschema@.latency_count(hist bytea)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'apicount_latency_count'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 CREATE FUNCTION @extschema@._read_begin() RETURNS void
 AS 'MODULE_PATHNAME', 'apicount_read_begin' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION @extschema@._read_end() RETURNS void
@@ -165,7 +211,8 @@ CREATE FUNCTION @extschema@._stats(
 	OUT overflow_hits bigint, OUT truncated bigint, OUT flushes bigint,
 	OUT flush_failures bigint, OUT last_flush_at timestamptz,
 	OUT last_flush_ms double precision, OUT worker_pid integer,
-	OUT shared_memory_bytes bigint)
+	OUT shared_memory_bytes bigint, OUT latency_pages bigint,
+	OUT latency_pages_capacity bigint, OUT latency_unbinned bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'apicount_stats'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -259,6 +306,92 @@ BEGIN
 END
 $$;
 
+-- latency histograms over [from_bucket, to_ts), flushed + unflushed: per
+-- minute when hourly is false, else whole UTC hours from api_hour and the
+-- partial hours at the edges from api_minute (as _api_rows)
+CREATE FUNCTION @extschema@._api_hists(from_bucket timestamptz, to_ts timestamptz,
+	hourly boolean,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT latency_hist bytea)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h0 timestamptz := date_trunc('hour', from_bucket, 'UTC');
+	h1 timestamptz := date_trunc('hour', to_ts, 'UTC');
+BEGIN
+	IF h0 < from_bucket THEN
+		h0 := h0 + interval '1 hour';
+	END IF;
+	IF NOT hourly OR h0 >= h1 THEN
+		h0 := to_ts;
+		h1 := to_ts;
+	END IF;
+	RETURN QUERY
+	SELECT a.bucket, a.method, a.path, a.latency_hist
+	FROM @extschema@.api_hour a
+	WHERE a.bucket >= h0 AND a.bucket < h1 AND a.latency_hist IS NOT NULL
+	UNION ALL
+	SELECT a.bucket, a.method, a.path, a.latency_hist
+	FROM @extschema@.api_minute a
+	WHERE a.bucket >= from_bucket AND a.bucket < h0 AND a.latency_hist IS NOT NULL
+	UNION ALL
+	SELECT a.bucket, a.method, a.path, a.latency_hist
+	FROM @extschema@.api_minute a
+	WHERE a.bucket >= h1 AND a.bucket < to_ts AND h1 < to_ts
+	  AND a.latency_hist IS NOT NULL
+	UNION ALL
+	SELECT l.bucket, l.method, l.path, l.latency_hist
+	FROM @extschema@._live_latency(from_bucket, to_ts) l;
+END
+$$;
+
+-- API-level minute rows, flushed and unflushed merged into one row per
+-- (bucket, method, path), for buckets in [date_trunc('minute', from_ts), to_ts):
+-- the table Grafana and ad-hoc SQL build on
+CREATE FUNCTION @extschema@.minutes(from_ts timestamptz, to_ts timestamptz DEFAULT now())
+RETURNS TABLE (bucket timestamptz, method text, path text, calls bigint,
+               ok bigint, client_errors bigint, server_errors bigint,
+               latency_count bigint, latency_sum_ms double precision,
+               latency_max_ms double precision, latency_hist bytea)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	f timestamptz := date_trunc('minute', from_ts);
+BEGIN
+	IF from_ts IS NULL OR to_ts IS NULL THEN
+		RAISE EXCEPTION 'from_ts and to_ts must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT u.bucket, u.method, u.path, sum(u.calls)::bigint, sum(u.ok)::bigint,
+	       sum(u.client_errors)::bigint, sum(u.server_errors)::bigint,
+	       sum(u.latency_count)::bigint, sum(u.latency_sum_ms)::float8,
+	       max(u.latency_max_ms), @extschema@.latency_merge(u.latency_hist)
+	FROM (
+		SELECT a.bucket, a.method, a.path, a.calls, a.ok, a.client_errors,
+		       a.server_errors, a.latency_count, a.latency_sum_ms,
+		       a.latency_max_ms, a.latency_hist
+		FROM @extschema@.api_minute a
+		WHERE a.bucket >= f AND a.bucket < to_ts
+		UNION ALL
+		SELECT l.bucket, l.method, l.path, l.calls, l.ok, l.client_errors,
+		       l.server_errors, l.latency_count, l.latency_sum_ms,
+		       l.latency_max_ms, NULL::bytea
+		FROM @extschema@._live_minutes(f, to_ts, false) l
+		UNION ALL
+		SELECT h.bucket, h.method, h.path, 0, 0, 0, 0, 0, 0, NULL, h.latency_hist
+		FROM @extschema@._live_latency(f, to_ts) h
+	) u
+	GROUP BY u.bucket, u.method, u.path
+	ORDER BY u.bucket, u.method, u.path;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
 -- Recompute api_hour from api_minute (after loading or repairing api_minute
 -- by hand; the worker keeps both in step on its own).  Returns the rows written.
 CREATE FUNCTION @extschema@.rebuild_api_hour()
@@ -274,7 +407,8 @@ BEGIN
 	INSERT INTO @extschema@.api_hour
 	SELECT date_trunc('hour', bucket, 'UTC'), method, path, sum(calls), sum(ok),
 	       sum(client_errors), sum(server_errors), sum(latency_sum_ms),
-	       max(latency_max_ms), sum(latency_count)
+	       max(latency_max_ms), sum(latency_count),
+	       @extschema@.latency_merge(latency_hist)
 	FROM @extschema@.api_minute
 	GROUP BY 1, 2, 3;
 	GET DIAGNOSTICS n = ROW_COUNT;
@@ -447,7 +581,8 @@ $$;
 
 CREATE FUNCTION @extschema@._series(p text, from_ts timestamptz, to_ts timestamptz, step interval)
 RETURNS TABLE (t timestamptz, m text, pth text, calls bigint,
-               errors bigint, avg_latency_ms double precision)
+               errors bigint, avg_latency_ms double precision,
+               p95_latency_ms double precision)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -458,15 +593,30 @@ BEGIN
 	END IF;
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY
-	SELECT date_bin(step, a.bucket, timestamptz '2000-01-01 00:00:00+00'),
-	       CASE WHEN p IS NOT NULL THEN a.method END,
-	       CASE WHEN p IS NOT NULL THEN a.path END,
-	       sum(a.calls)::bigint, sum(a.errors)::bigint,
-	       CASE WHEN sum(a.latency_count) > 0 THEN sum(a.latency_sum_ms) / sum(a.latency_count) END
-	FROM @extschema@._api_minutes(date_trunc('minute', from_ts), to_ts) a
-	WHERE p IS NULL OR a.path = p
-	GROUP BY 1, 2, 3
-	HAVING sum(a.calls) > 0
+	WITH c AS (
+		SELECT date_bin(step, a.bucket, timestamptz '2000-01-01 00:00:00+00') AS t,
+		       CASE WHEN p IS NOT NULL THEN a.method END AS m,
+		       CASE WHEN p IS NOT NULL THEN a.path END AS pth,
+		       sum(a.calls)::bigint AS calls, sum(a.errors)::bigint AS errors,
+		       CASE WHEN sum(a.latency_count) > 0
+		            THEN sum(a.latency_sum_ms) / sum(a.latency_count) END AS avg_ms
+		FROM @extschema@._api_minutes(date_trunc('minute', from_ts), to_ts) a
+		WHERE p IS NULL OR a.path = p
+		GROUP BY 1, 2, 3
+		HAVING sum(a.calls) > 0
+	), h AS (
+		SELECT date_bin(step, x.bucket, timestamptz '2000-01-01 00:00:00+00') AS t,
+		       CASE WHEN p IS NOT NULL THEN x.method END AS m,
+		       CASE WHEN p IS NOT NULL THEN x.path END AS pth,
+		       @extschema@.latency_merge(x.latency_hist) AS hist
+		FROM @extschema@._api_hists(date_trunc('minute', from_ts), to_ts, false) x
+		WHERE p IS NULL OR x.path = p
+		GROUP BY 1, 2, 3
+	)
+	SELECT c.t, c.m, c.pth, c.calls, c.errors, c.avg_ms,
+	       @extschema@.latency_percentile(h.hist, 0.95)
+	FROM c LEFT JOIN h ON h.t = c.t AND h.m IS NOT DISTINCT FROM c.m
+	                  AND h.pth IS NOT DISTINCT FROM c.pth
 	ORDER BY 1, 2, 3;
 	PERFORM @extschema@._read_end();
 END
@@ -479,10 +629,57 @@ CREATE FUNCTION @extschema@.series(path text DEFAULT NULL,
 	to_ts timestamptz DEFAULT now(),
 	step interval DEFAULT '1 minute')
 RETURNS TABLE ("time" timestamptz, method text, path text, calls bigint,
-               errors bigint, avg_latency_ms double precision)
+               errors bigint, avg_latency_ms double precision,
+               p95_latency_ms double precision)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@._series($1, $2, $3, $4) $$;
+
+CREATE FUNCTION @extschema@._latency_percentiles(p text, from_ts timestamptz,
+	to_ts timestamptz, ps double precision[])
+RETURNS TABLE (m text, pth text, pct double precision, ms double precision)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF from_ts IS NULL OR to_ts IS NULL THEN
+		RAISE EXCEPTION 'from_ts and to_ts must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF ps IS NULL OR cardinality(ps) = 0 OR EXISTS (
+		SELECT 1 FROM unnest(ps) x
+		WHERE x IS NULL OR x < 0 OR x > 1 OR x = 'NaN'::float8) THEN
+		RAISE EXCEPTION 'percentiles must be a non-empty array of values between 0 and 1'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'For example ''{0.5,0.95,0.99}''.';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT g.method, g.path, q.pct, @extschema@.latency_percentile(g.hist, q.pct)
+	FROM (
+		SELECT x.method, x.path, @extschema@.latency_merge(x.latency_hist) AS hist
+		FROM @extschema@._api_hists(date_trunc('minute', from_ts), to_ts, true) x
+		WHERE p IS NULL OR x.path = p
+		GROUP BY x.method, x.path
+	) g
+	CROSS JOIN LATERAL unnest(ps) WITH ORDINALITY AS q(pct, ord)
+	WHERE g.hist IS NOT NULL
+	ORDER BY g.method, g.path, q.ord;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+-- latency percentiles per API over [date_trunc('minute', from_ts), to_ts),
+-- merged from minute and hour histograms and the unflushed ones
+CREATE FUNCTION @extschema@.latency_percentiles(path text DEFAULT NULL,
+	from_ts timestamptz DEFAULT now() - interval '1 hour',
+	to_ts timestamptz DEFAULT now(),
+	percentiles double precision[] DEFAULT '{0.5,0.95,0.99}')
+RETURNS TABLE (method text, path text, percentile double precision,
+               latency_ms double precision)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._latency_percentiles($1, $2, $3, $4) $$;
 
 CREATE FUNCTION @extschema@.callers(path text, from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz,
@@ -774,7 +971,15 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@._window_by(interval, text, bigint),
 	@extschema@._hot_callers(bigint, interval, text, text),
 	@extschema@.hot_callers(bigint, interval, text, text),
-	@extschema@.login_anomalies(text, interval, interval, bigint, double precision, double precision)
+	@extschema@.login_anomalies(text, interval, interval, bigint, double precision, double precision),
+	@extschema@._live_latency(timestamptz, timestamptz),
+	@extschema@._api_hists(timestamptz, timestamptz, boolean),
+	@extschema@.minutes(timestamptz, timestamptz),
+	@extschema@.latency_merge(bytea),
+	@extschema@.latency_percentile(bytea, double precision),
+	@extschema@.latency_count(bytea),
+	@extschema@._latency_percentiles(text, timestamptz, timestamptz, double precision[]),
+	@extschema@.latency_percentiles(text, timestamptz, timestamptz, double precision[])
 	TO apicount_reader;
 GRANT SELECT ON @extschema@.rules, @extschema@.alerts TO apicount_reader;
 

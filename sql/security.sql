@@ -544,10 +544,19 @@ WHERE p.pronamespace = 'apicount'::regnamespace AND p.prosecdef
 SELECT count(*) FILTER (WHERE p.prosecdef) AS security_definer_functions
 FROM pg_proc p WHERE p.pronamespace = 'apicount'::regnamespace;
 -- every SQL and PL/pgSQL function pins search_path to pg_catalog, pg_temp
+-- (aggregates have no body of their own: their support functions are checked below)
 SELECT p.oid::regprocedure AS unpinned, l.lanname, p.proconfig
 FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.pronamespace = 'apicount'::regnamespace AND l.lanname <> 'c'
+  AND p.prokind <> 'a'
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+-- every aggregate's support functions are C functions of apicount
+SELECT a.aggfnoid::regprocedure AS aggregate, f.oid::regprocedure AS support, l.lanname
+FROM pg_aggregate a JOIN pg_proc ap ON ap.oid = a.aggfnoid
+JOIN pg_proc f ON f.oid IN (a.aggtransfn, a.aggfinalfn)
+JOIN pg_language l ON l.oid = f.prolang
+WHERE ap.pronamespace = 'apicount'::regnamespace
+ORDER BY 1, 2;
 -- every member of the extension lives in schema apicount (or is a type of it)
 SELECT pg_describe_object(d.classid, d.objid, 0) AS member_outside_apicount
 FROM pg_depend d

@@ -24,6 +24,7 @@
 
 #include "counters.h"
 #include "guc.h"
+#include "latency_store.h"
 #include "strtab.h"
 
 ApicountShared *apicount_shared = NULL;
@@ -68,7 +69,7 @@ strtab_capacity(void)
 int
 counters_lwlock_count(void)
 {
-	return COUNTER_PARTITIONS + STRTAB_PARTITIONS;
+	return COUNTER_PARTITIONS + STRTAB_PARTITIONS + LAT_PARTITIONS;
 }
 
 Size
@@ -79,6 +80,7 @@ counters_shmem_size(void)
 	size = add_size(size, hash_estimate_size(total_capacity(),
 											 counters_entry_size()));
 	size = add_size(size, strtab_shmem_size(strtab_capacity()));
+	size = add_size(size, latstore_shmem_size(apicount_max_entries));
 	return size;
 }
 
@@ -136,6 +138,9 @@ counters_shmem_init(void)
 
 	strtab_shmem_init(strtab_capacity(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
+	latstore_shmem_init(apicount_max_entries,
+						apicount_shared->locks + COUNTER_PARTITIONS +
+						STRTAB_PARTITIONS);
 
 	overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
 											 strlen(OVERFLOW_METHOD));
@@ -380,7 +385,7 @@ add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
 		add_spill(d);
 }
 
-void
+bool
 counters_add(const CounterKey *key,
 			 const char *method, int method_len,
 			 const char *path, int path_len,
@@ -399,7 +404,7 @@ counters_add(const CounterKey *key,
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
 
 	if (add_existing(key, hashcode, delta, slots))
-		return;
+		return true;
 
 	/* a full table sends new keys to overflow without touching strings */
 	if (!(key->flags & KEY_OVERFLOW) &&
@@ -407,7 +412,7 @@ counters_add(const CounterKey *key,
 		apicount_shared->capacity)
 	{
 		add_overflow(key->minute, delta, slots);
-		return;
+		return false;
 	}
 
 	/* new key: take string references first, never under a partition lock */
@@ -429,6 +434,7 @@ counters_add(const CounterKey *key,
 	}
 	if (!added)
 		add_overflow(key->minute, delta, slots);
+	return added;
 }
 
 void

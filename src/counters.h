@@ -157,9 +157,10 @@ extern uint64 apicount_hash_string(const char *s, size_t len);
 
 /*
  * Add a committed delta for key (strings given for interning).  Never
- * throws: hits that find no room go to the overflow entry.
+ * throws: hits that find no room go to the overflow entry.  Returns true
+ * if they were counted under key itself, false if under overflow.
  */
-extern void counters_add(const CounterKey *key,
+extern bool counters_add(const CounterKey *key,
 						 const char *method, int method_len,
 						 const char *path, int path_len,
 						 const char *user, int user_len,

@@ -9,9 +9,15 @@
  * wrote, so hits that arrived meanwhile stay.  A failed flush subtracts
  * nothing and is retried by the next cycle.
  *
+ * Latency histograms follow the same cycle: the pages of the latency store
+ * are copied after the counters, merged per API row into the latency_hist
+ * column (apicount._latency_hist_add on conflict) and subtracted after the
+ * commit.
+ *
  * Lock rules: the read lock (readlock.h) is taken exclusively around the
- * commit and the subtraction; entry pointers kept between the snapshot and
- * the subtraction stay valid because only this worker removes entries.
+ * commit and the subtraction; entry and page pointers kept between the
+ * snapshot and the subtraction stay valid because only this worker removes
+ * entries and pages.
  * Memory: the snapshot lives in FlushContext, reset every cycle.
  *-------------------------------------------------------------------------
  */
@@ -31,6 +37,8 @@
 #include "counters.h"
 #include "flush.h"
 #include "guc.h"
+#include "latency_sql.h"
+#include "latency_store.h"
 #include "readlock.h"
 #include "strtab.h"
 #include "worker_txn.h"
@@ -52,8 +60,8 @@ typedef struct ApiRowKey
 typedef struct ApiRow
 {
 	ApiRowKey	key;
-	int			item;			/* an item with these strings */
 	CounterDelta d;
+	uint64	   *hist;			/* dense latency histogram, or NULL */
 } ApiRow;
 
 static MemoryContext FlushContext = NULL;
@@ -65,13 +73,13 @@ static MemoryContext FlushContext = NULL;
 static const char *api_upsert_sql =
 "INSERT INTO apicount.%s AS t "
 "(bucket, method, path, calls, ok, client_errors, server_errors, "
-" latency_sum_ms, latency_max_ms, latency_count) "
+" latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
 "SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
 " pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
 " pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
 " pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
 " pg_catalog.unnest($8::pg_catalog.float8[]), pg_catalog.unnest($9::pg_catalog.float8[]), "
-" pg_catalog.unnest($10::pg_catalog.int8[])) "
+" pg_catalog.unnest($10::pg_catalog.int8[]), pg_catalog.unnest($11::pg_catalog.bytea[])) "
 "ON CONFLICT (bucket, method, path) DO UPDATE SET "
 " calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
 " ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
@@ -79,7 +87,9 @@ static const char *api_upsert_sql =
 " server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors, "
 " latency_sum_ms = t.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
 " latency_max_ms = GREATEST(t.latency_max_ms, excluded.latency_max_ms), "
-" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count";
+" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count, "
+" latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
+"  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
 
 static const char *caller_upsert_sql =
 "INSERT INTO apicount.caller_minute AS t "
@@ -197,13 +207,36 @@ ms_datum(uint64 ns)
 	return Float8GetDatum((double) ns / 1000000.0);
 }
 
+/* the row of (minute or hour, method, path), created empty if new */
+static ApiRow *
+api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
+{
+	ApiRowKey	k;
+	ApiRow	   *row;
+	bool		found;
+
+	memset(&k, 0, sizeof(k));
+	k.minute = hourly ? minute - ((minute % 60) + 60) % 60 : minute;
+	k.method_h = method_h;
+	k.path_h = path_h;
+	row = hash_search(rows, &k, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(&row->d, 0, sizeof(CounterDelta));
+		row->hist = NULL;
+	}
+	return row;
+}
+
 /*
  * Upsert API-level rows: per minute into api_minute, or per hour into
  * api_hour (the coarser rollup that long ranges read; both are written by
- * the same flush transaction, so they always agree).
+ * the same flush transaction, so they always agree).  Latency pages with
+ * no counter item in this flush still make a row (with zero counts).
  */
 static void
-upsert_api_rows(FlushItem *items, int nitems, bool hourly)
+upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
+				bool hourly)
 {
 	HASHCTL		ctl;
 	HTAB	   *rows;
@@ -211,11 +244,12 @@ upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 	ApiRow	   *row;
 	int			n,
 				i;
-	Datum	   *cols[10];
+	Datum	   *cols[11];
 	bool	   *maxnulls;
-	Oid			types[10] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT8OID,
-		INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, INT8OID};
-	Datum		args[10];
+	bool	   *histnulls;
+	Oid			types[11] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT8OID,
+		INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, INT8OID, BYTEAOID};
+	Datum		args[11];
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(ApiRowKey);
@@ -225,20 +259,8 @@ upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (i = 0; i < nitems; i++)
 	{
-		ApiRowKey	k;
-		bool		found;
-
-		memset(&k, 0, sizeof(k));
-		k.minute = hourly ? items[i].key.minute - items[i].key.minute % 60
-			: items[i].key.minute;
-		k.method_h = items[i].key.method_h;
-		k.path_h = items[i].key.path_h;
-		row = hash_search(rows, &k, HASH_ENTER, &found);
-		if (!found)
-		{
-			memset(&row->d, 0, sizeof(CounterDelta));
-			row->item = i;
-		}
+		row = api_row(rows, items[i].key.minute, items[i].key.method_h,
+					  items[i].key.path_h, hourly);
 		row->d.calls += items[i].d.calls;
 		row->d.ok += items[i].d.ok;
 		row->d.client_errors += items[i].d.client_errors;
@@ -247,11 +269,25 @@ upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 		row->d.lat_sum_ns += items[i].d.lat_sum_ns;
 		row->d.lat_max_ns = Max(row->d.lat_max_ns, items[i].d.lat_max_ns);
 	}
+	for (i = 0; i < nlat; i++)
+	{
+		int			b;
+
+		row = api_row(rows, lat[i].key.minute, lat[i].key.method_h,
+					  lat[i].key.path_h, hourly);
+		if (row->hist == NULL)
+			row->hist = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
+			row->hist[lat[i].key.page * LAT_PAGE_BUCKETS + b] += lat[i].counts[b];
+	}
 
 	n = hash_get_num_entries(rows);
-	for (i = 0; i < 10; i++)
+	if (n == 0)
+		return;
+	for (i = 0; i < 11; i++)
 		cols[i] = palloc(sizeof(Datum) * n);
 	maxnulls = palloc0(sizeof(bool) * n);
+	histnulls = palloc0(sizeof(bool) * n);
 	i = 0;
 	hash_seq_init(&seq, rows);
 	while ((row = hash_seq_search(&seq)) != NULL)
@@ -267,13 +303,18 @@ upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 		cols[8][i] = ms_datum(row->d.lat_max_ns);
 		maxnulls[i] = row->d.lat_count == 0;
 		cols[9][i] = Int64GetDatum(row->d.lat_count);
+		histnulls[i] = row->hist == NULL;
+		cols[10][i] = histnulls[i] ? (Datum) 0 :
+			PointerGetDatum(lat_dense_to_bytea(row->hist));
 		i++;
 	}
-	for (i = 0; i < 10; i++)
+	for (i = 0; i < 11; i++)
 	{
 		Oid			elemtype = types[i];
 
-		args[i] = make_array(cols[i], i == 8 ? maxnulls : NULL, n, elemtype);
+		args[i] = make_array(cols[i],
+							 i == 8 ? maxnulls : i == 10 ? histnulls : NULL,
+							 n, elemtype);
 		types[i] = get_array_type(elemtype);
 	}
 	{
@@ -281,11 +322,38 @@ upsert_api_rows(FlushItem *items, int nitems, bool hourly)
 
 		snprintf(sql, sizeof(sql), api_upsert_sql,
 				 hourly ? "api_hour" : "api_minute");
-		if (SPI_execute_with_args(sql, 10, types, args, NULL, false, 0)
+		if (SPI_execute_with_args(sql, 11, types, args, NULL, false, 0)
 			!= SPI_OK_INSERT)
 			elog(ERROR, "apicount: upsert into %s failed",
 				 hourly ? "api_hour" : "api_minute");
 	}
+}
+
+/*
+ * Copy the latency pages.  A page whose strings left the string table
+ * (its API's counter entries were freed meanwhile) is written under the
+ * overflow API, like hits that found no counter entry.
+ */
+static LatSnap *
+take_latency_snapshot(int *n)
+{
+	LatSnap    *snap = latstore_snapshot(PG_INT32_MIN, PG_INT32_MAX, n);
+	int			i;
+
+	for (i = 0; i < *n; i++)
+	{
+		char		c;
+
+		if (strtab_get(snap[i].key.method_h, &c, 1) < 0 ||
+			strtab_get(snap[i].key.path_h, &c, 1) < 0)
+		{
+			snap[i].key.method_h = apicount_hash_string(OVERFLOW_METHOD,
+														strlen(OVERFLOW_METHOD));
+			snap[i].key.path_h = apicount_hash_string(OVERFLOW_PATH,
+													  strlen(OVERFLOW_PATH));
+		}
+	}
+	return snap;
 }
 
 static void
@@ -345,6 +413,8 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 {
 	FlushItem  *items;
 	int			nitems;
+	LatSnap    *lat;
+	int			nlat;
 	MemoryContext oldcxt;
 	volatile bool committed = false;
 	volatile bool ok = true;
@@ -353,6 +423,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 	MemoryContextReset(FlushContext);
 	oldcxt = MemoryContextSwitchTo(FlushContext);
 	items = take_snapshot(&nitems);
+	lat = take_latency_snapshot(&nlat);
 	MemoryContextSwitchTo(oldcxt);
 	*written = 0;
 
@@ -367,10 +438,10 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension apicount does not exist in database \"%s\"",
 							apicount_database)));
-		if (nitems > 0)
+		if (nitems > 0 || nlat > 0)
 		{
-			upsert_api_rows(items, nitems, false);
-			upsert_api_rows(items, nitems, true);
+			upsert_api_rows(items, nitems, lat, nlat, false);
+			upsert_api_rows(items, nitems, lat, nlat, true);
 			upsert_caller_rows(items, nitems);
 		}
 		SPI_finish();
@@ -407,6 +478,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		for (i = 0; i < nitems; i++)
 			if (items[i].entry != NULL)
 				counters_subtract(items[i].entry, &items[i].d);
+		latstore_subtract(lat, nlat);
 		readlock_release_exclusive();
 		*written = nitems;
 	}
@@ -459,6 +531,9 @@ flush_free_entries(bool discard)
 	for (i = 0; i < n; i++)
 		counters_remove(cand[i], !discard);
 	pfree(cand);
+
+	/* emptied latency pages */
+	latstore_free_pages(discard);
 }
 
 #define RETENTION_BATCH		10000

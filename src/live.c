@@ -26,6 +26,7 @@
 #include "counters.h"
 #include "groupagg.h"
 #include "ingest.h"
+#include "latency_store.h"
 #include "normalize.h"
 #include "strtab.h"
 #include "worker.h"
@@ -542,8 +543,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11];
+	Datum		values[14];
+	bool		nulls[14];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -574,6 +575,9 @@ apicount_stats(PG_FUNCTION_ARGS)
 	nulls[9] = pid == 0;
 	values[9] = Int32GetDatum(pid);
 	values[10] = Int64GetDatum((int64) s->shmem_bytes);
+	values[11] = Int64GetDatum(latstore_pages_used());
+	values[12] = Int64GetDatum(latstore_pages_capacity());
+	values[13] = Int64GetDatum((int64) latstore_unbinned());
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

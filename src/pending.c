@@ -8,6 +8,10 @@
  * commit merges everything into shared memory (counters_add), one call per
  * distinct key, so a COPY of a million rows costs one merge per key.
  *
+ * Latencies are kept per key as sorted (bucket, count) pairs and go to the
+ * latency store (latency_store.h) under the API the counts landed on: the
+ * key's own, or overflow when the counter table had no room.
+ *
  * Memory and error rules: the merge runs in the XACT_EVENT_COMMIT callback,
  * after the commit record, where an ERROR is not allowed: counters_add
  * never throws and nothing here allocates during the merge.
@@ -19,6 +23,7 @@
 #include "utils/memutils.h"
 
 #include "counters.h"
+#include "latency_store.h"
 #include "pending.h"
 
 typedef struct PendingEntry
@@ -30,6 +35,9 @@ typedef struct PendingEntry
 	int16		method_len;
 	int16		path_len;
 	int16		user_len;
+	int16		lat_n;			/* latency buckets used */
+	int16		lat_cap;
+	LatPair    *lat;			/* sorted by idx, in the level's strcxt */
 	CounterDelta d;
 	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PendingEntry;
@@ -143,10 +151,51 @@ same_strings(PendingEntry *e, const char *method, int method_len,
 		(user_len == 0 || memcmp(e->user, user, user_len) == 0);
 }
 
+/* add count to bucket idx of the entry's sorted pairs */
 static void
-add_counts(PendingEntry *e, const CounterDelta *d, const LocalSlot *slots)
+add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
+{
+	int			lo = 0,
+				hi = e->lat_n;
+
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (e->lat[mid].idx < idx)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < e->lat_n && e->lat[lo].idx == idx)
+	{
+		e->lat[lo].count += count;
+		return;
+	}
+	if (e->lat_n == e->lat_cap)
+	{
+		int			cap = e->lat_cap == 0 ? 4 : e->lat_cap * 2;
+		LatPair    *p = MemoryContextAlloc(cxt, cap * sizeof(LatPair));
+
+		if (e->lat_n > 0)
+			memcpy(p, e->lat, e->lat_n * sizeof(LatPair));
+		e->lat = p;				/* the old array is freed with the context */
+		e->lat_cap = cap;
+	}
+	memmove(&e->lat[lo + 1], &e->lat[lo], (e->lat_n - lo) * sizeof(LatPair));
+	e->lat[lo].idx = idx;
+	e->lat[lo].count = count;
+	e->lat_n++;
+}
+
+static void
+add_counts(PendingEntry *e, MemoryContext cxt, const CounterDelta *d,
+		   const LocalSlot *slots, const LatPair *lat, int lat_n)
 {
 	int			i;
+
+	for (i = 0; i < lat_n; i++)
+		add_latency(e, cxt, lat[i].idx, lat[i].count);
 
 	e->d.calls += d->calls;
 	e->d.ok += d->ok;
@@ -168,12 +217,13 @@ static void level_add(PendingLevel *lvl, const CounterKey *key,
 					  const char *method, int method_len,
 					  const char *path, int path_len,
 					  const char *user, int user_len,
-					  const CounterDelta *d, const LocalSlot *slots);
+					  const CounterDelta *d, const LocalSlot *slots,
+					  const LatPair *lat, int lat_n);
 
 /* count a hit under the minute's overflow key */
 static void
 add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
-				   const LocalSlot *slots)
+				   const LocalSlot *slots, const LatPair *lat, int lat_n)
 {
 	CounterKey	okey;
 
@@ -184,7 +234,7 @@ add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
 	okey.path_h = apicount_hash_string(OVERFLOW_PATH, strlen(OVERFLOW_PATH));
 	okey.flags = KEY_OVERFLOW | KEY_TRACKED;
 	level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
-			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots);
+			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots, lat, lat_n);
 }
 
 /*
@@ -196,7 +246,8 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 		  const char *method, int method_len,
 		  const char *path, int path_len,
 		  const char *user, int user_len,
-		  const CounterDelta *d, const LocalSlot *slots)
+		  const CounterDelta *d, const LocalSlot *slots,
+		  const LatPair *lat, int lat_n)
 {
 	PendingEntry *e;
 	bool		found;
@@ -210,7 +261,7 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 		hash_get_num_entries(lvl->tab) >= apicount_shared->capacity &&
 		hash_search(lvl->tab, key, HASH_FIND, NULL) == NULL)
 	{
-		add_overflow_local(lvl, key->minute, d, slots);
+		add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
 		return;
 	}
 
@@ -229,10 +280,10 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 	else if (!same_strings(e, method, method_len, path, path_len,
 						   user, user_len))
 	{
-		add_overflow_local(lvl, key->minute, d, slots);
+		add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
 		return;
 	}
-	add_counts(e, d, slots);
+	add_counts(e, lvl->strcxt, d, slots, lat, lat_n);
 }
 
 void
@@ -241,6 +292,7 @@ pending_add(const PendingHit *hit)
 	int			nest = GetCurrentTransactionNestLevel();
 	CounterDelta d;
 	LocalSlot	slots[MAX_SLOTS];
+	LatPair		lat;
 	bool		ok = false;
 	bool		client_error = false;
 	bool		server_error = false;
@@ -265,6 +317,8 @@ pending_add(const PendingHit *hit)
 		d.lat_count = 1;
 		d.lat_sum_ns = hit->latency_ns;
 		d.lat_max_ns = hit->latency_ns;
+		lat.idx = (uint16) lat_bucket_of(hit->latency_ns);
+		lat.count = 1;
 	}
 	memset(slots, 0, sizeof(LocalSlot) * apicount_shared->nslots);
 	slots[hit->slot].calls = 1;
@@ -273,7 +327,7 @@ pending_add(const PendingHit *hit)
 
 	level_add(top_level, &hit->key, hit->method, hit->method_len,
 			  hit->path, hit->path_len, hit->user, hit->user_len,
-			  &d, slots);
+			  &d, slots, &lat, hit->has_latency ? 1 : 0);
 }
 
 static bool
@@ -299,7 +353,7 @@ merge_level_into_parent(void)
 	while ((e = hash_seq_search(&seq)) != NULL)
 		level_add(parent, &e->key, e->method, e->method_len,
 				  e->path, e->path_len, e->user, e->user_len,
-				  &e->d, e->slots);
+				  &e->d, e->slots, e->lat, e->lat_n);
 	pop_level();
 }
 
@@ -315,6 +369,10 @@ static void
 merge_into_shared(void)
 {
 	PendingLevel *lvl;
+	uint64		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
+														 strlen(OVERFLOW_METHOD));
+	uint64		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
+													   strlen(OVERFLOW_PATH));
 
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
 	{
@@ -323,9 +381,17 @@ merge_into_shared(void)
 
 		hash_seq_init(&seq, lvl->tab);
 		while ((e = hash_seq_search(&seq)) != NULL)
-			counters_add(&e->key, e->method, e->method_len,
-						 e->path, e->path_len, e->user, e->user_len,
-						 &e->d, e->slots);
+		{
+			bool		own = counters_add(&e->key, e->method, e->method_len,
+										   e->path, e->path_len,
+										   e->user, e->user_len,
+										   &e->d, e->slots);
+
+			if (e->lat_n > 0)
+				latstore_add(own ? e->key.method_h : overflow_method_h,
+							 own ? e->key.path_h : overflow_path_h,
+							 e->key.minute, e->lat, e->lat_n);
+		}
 	}
 }
 

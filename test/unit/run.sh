@@ -9,3 +9,6 @@ trap 'rm -rf "$out"' EXIT
 cc -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-I"$root/src" "$here/test_normalize.c" "$root/src/normalize.c" -o "$out/test_normalize"
 "$out/test_normalize"
+cc -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-I"$root/src" "$here/test_latency_codec.c" "$root/src/latency_codec.c" -lm -o "$out/test_latency_codec"
+"$out/test_latency_codec"

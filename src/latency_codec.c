@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ * latency_codec.c
+ *		Log-scaled latency buckets, the sparse histogram encoding, and
+ *		percentiles of a merged histogram.  See latency_codec.h.
+ *-------------------------------------------------------------------------
+ */
+#include "latency_codec.h"
+
+#include <math.h>
+
+int
+lat_bucket_of(uint64_t ns)
+{
+	double		us;
+	double		i;
+
+	if (ns <= 1000)
+		return 0;
+	us = (double) ns / 1000.0;
+	i = ceil(log(us) / log(LAT_GAMMA));
+	if (i < 1)
+		return 1;
+	if (i > LAT_NBUCKETS - 1)
+		return LAT_NBUCKETS - 1;
+	return (int) i;
+}
+
+double
+lat_bucket_value_ms(int idx)
+{
+	if (idx <= 0)
+		return 0.001;
+	return 2.0 * pow(LAT_GAMMA, idx) / (LAT_GAMMA + 1.0) / 1000.0;
+}
+
+void
+lat_bucket_bounds_ms(int idx, double *lower, double *upper)
+{
+	if (idx <= 0)
+	{
+		*lower = 0.0;
+		*upper = 0.001;
+		return;
+	}
+	*lower = pow(LAT_GAMMA, idx - 1) / 1000.0;
+	*upper = pow(LAT_GAMMA, idx) / 1000.0;
+}
+
+static uint8_t *
+put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80)
+	{
+		*p++ = (uint8_t) (v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t) v;
+	return p;
+}
+
+/* returns the next position, or NULL if the varint is truncated or too long */
+static const uint8_t *
+get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t	r = 0;
+	int			shift = 0;
+
+	while (p < end)
+	{
+		uint8_t		b = *p++;
+
+		if (shift == 63 && (b & 0x7e) != 0)
+			return NULL;		/* does not fit in 64 bits */
+		r |= (uint64_t) (b & 0x7f) << shift;
+		if ((b & 0x80) == 0)
+		{
+			*v = r;
+			return p;
+		}
+		shift += 7;
+		if (shift > 63)
+			return NULL;
+	}
+	return NULL;
+}
+
+size_t
+lat_encode(const uint64_t *dense, uint8_t *out)
+{
+	uint8_t    *p = out;
+	int			prev = -1;
+	int			i;
+
+	*p++ = LAT_FORMAT_VERSION;
+	for (i = 0; i < LAT_NBUCKETS; i++)
+	{
+		if (dense[i] == 0)
+			continue;
+		p = put_varint(p, (uint64_t) (i - prev - 1));
+		p = put_varint(p, dense[i]);
+		prev = i;
+	}
+	return (size_t) (p - out);
+}
+
+int
+lat_decode_add(const uint8_t *in, size_t len, uint64_t *dense)
+{
+	const uint8_t *p = in;
+	const uint8_t *end = in + len;
+	int64_t		idx = -1;
+
+	if (len < 1 || *p++ != LAT_FORMAT_VERSION)
+		return -1;
+	while (p < end)
+	{
+		uint64_t	gap,
+					count;
+
+		p = get_varint(p, end, &gap);
+		if (p == NULL || gap >= LAT_NBUCKETS)
+			return -1;
+		p = get_varint(p, end, &count);
+		if (p == NULL || count == 0)
+			return -1;
+		idx += (int64_t) gap + 1;
+		if (idx >= LAT_NBUCKETS)
+			return -1;
+		if (dense[idx] > UINT64_MAX - count)
+			return -1;
+		dense[idx] += count;
+	}
+	return 0;
+}
+
+uint64_t
+lat_total(const uint64_t *dense)
+{
+	uint64_t	n = 0;
+	int			i;
+
+	for (i = 0; i < LAT_NBUCKETS; i++)
+		n += dense[i];
+	return n;
+}
+
+double
+lat_percentile_ms(const uint64_t *dense, double p)
+{
+	uint64_t	n = lat_total(dense);
+	uint64_t	rank;
+	uint64_t	seen = 0;
+	double		r;
+	int			i;
+
+	if (n == 0)
+		return -1.0;
+	r = ceil(p * (double) n);
+	rank = r < 1.0 ? 1 : (r > (double) n ? n : (uint64_t) r);
+	for (i = 0; i < LAT_NBUCKETS; i++)
+	{
+		seen += dense[i];
+		if (seen >= rank)
+			return lat_bucket_value_ms(i);
+	}
+	return lat_bucket_value_ms(LAT_NBUCKETS - 1);
+}

@@ -1,0 +1,248 @@
+/*-------------------------------------------------------------------------
+ * latency_sql.c
+ *		SQL functions over latency histograms: the merge used by the flush
+ *		upserts, the latency_merge aggregate, percentiles, counts, and the
+ *		live (unflushed) histograms read from shared memory.
+ *
+ * Memory rule: aggregate states live in the aggregate's memory context
+ * (AggCheckCallContext); everything else in the current context.
+ * Lock rule (live read): pages are copied under the latency store's
+ * shared locks, strings resolved only after they are released.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "counters.h"
+#include "ingest.h"
+#include "latency_codec.h"
+#include "latency_sql.h"
+#include "latency_store.h"
+#include "strtab.h"
+
+PG_FUNCTION_INFO_V1(apicount_latency_hist_add);
+PG_FUNCTION_INFO_V1(apicount_latency_merge_accum);
+PG_FUNCTION_INFO_V1(apicount_latency_merge_final);
+PG_FUNCTION_INFO_V1(apicount_latency_percentile);
+PG_FUNCTION_INFO_V1(apicount_latency_count);
+PG_FUNCTION_INFO_V1(apicount_live_latency);
+
+bytea *
+lat_dense_to_bytea(const uint64 *dense)
+{
+	uint8		buf[LAT_MAX_ENCODED];
+	size_t		n = lat_encode(dense, buf);
+	bytea	   *b = palloc(VARHDRSZ + n);
+
+	SET_VARSIZE(b, VARHDRSZ + n);
+	memcpy(VARDATA(b), buf, n);
+	return b;
+}
+
+static void
+decode_into(bytea *b, uint64 *dense)
+{
+	if (lat_decode_add((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
+					   dense) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid apicount latency histogram"),
+				 errdetail("The value is not in the format of api_minute.latency_hist (version %d).",
+						   LAT_FORMAT_VERSION)));
+}
+
+/*
+ * apicount._latency_hist_add(a bytea, b bytea) -> bytea: the merge of two
+ * histograms (either may be NULL).
+ */
+Datum
+apicount_latency_hist_add(PG_FUNCTION_ARGS)
+{
+	uint64	   *dense;
+
+	if (PG_ARGISNULL(0) && PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(0))
+		PG_RETURN_DATUM(PG_GETARG_DATUM(1));
+	if (PG_ARGISNULL(1))
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+	decode_into(PG_GETARG_BYTEA_PP(0), dense);
+	decode_into(PG_GETARG_BYTEA_PP(1), dense);
+	PG_RETURN_BYTEA_P(lat_dense_to_bytea(dense));
+}
+
+/* latency_merge(bytea): state is a dense histogram, NULL until a value */
+Datum
+apicount_latency_merge_accum(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	uint64	   *dense;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "apicount_latency_merge_accum called in non-aggregate context");
+	if (PG_ARGISNULL(0))
+	{
+		if (PG_ARGISNULL(1))
+			PG_RETURN_NULL();
+		dense = MemoryContextAllocZero(aggcxt, sizeof(uint64) * LAT_NBUCKETS);
+	}
+	else
+		dense = (uint64 *) PG_GETARG_POINTER(0);
+	if (!PG_ARGISNULL(1))
+		decode_into(PG_GETARG_BYTEA_PP(1), dense);
+	PG_RETURN_POINTER(dense);
+}
+
+Datum
+apicount_latency_merge_final(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_BYTEA_P(lat_dense_to_bytea((uint64 *) PG_GETARG_POINTER(0)));
+}
+
+static void
+check_percentile(double p)
+{
+	if (isnan(p) || p < 0.0 || p > 1.0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("percentile %g is not between 0 and 1", p),
+				 errhint("Write the 95th percentile as 0.95.")));
+}
+
+/* latency_percentile(hist bytea, percentile float8) -> float8 ms */
+Datum
+apicount_latency_percentile(PG_FUNCTION_ARGS)
+{
+	double		p = PG_GETARG_FLOAT8(1);
+	uint64	   *dense;
+	double		v;
+
+	check_percentile(p);
+	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+	decode_into(PG_GETARG_BYTEA_PP(0), dense);
+	v = lat_percentile_ms(dense, p);
+	if (v < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_FLOAT8(v);
+}
+
+/* latency_count(hist bytea) -> bigint: latencies in the histogram */
+Datum
+apicount_latency_count(PG_FUNCTION_ARGS)
+{
+	uint64	   *dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+
+	decode_into(PG_GETARG_BYTEA_PP(0), dense);
+	PG_RETURN_INT64((int64) lat_total(dense));
+}
+
+typedef struct LiveHist
+{
+	uint64		method_h;
+	uint64		path_h;
+	int32		minute;
+	uint64	   *dense;
+} LiveHist;
+
+/*
+ * apicount._live_latency(from_bucket timestamptz, to_ts timestamptz):
+ * unflushed histograms per API and minute, for minutes starting in
+ * [from_bucket, to_ts).
+ */
+Datum
+apicount_live_latency(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	int32		from_minute,
+				to_minute;
+	LatSnap    *snap;
+	int			nsnap,
+				nhist = 0,
+				i;
+	LiveHist   *hists;
+	HTAB	   *index;
+	HASHCTL		ctl;
+
+	apicount_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	if (TIMESTAMP_NOT_FINITE(from_ts))
+		from_minute = from_ts < 0 ? PG_INT32_MIN : PG_INT32_MAX;
+	else
+	{
+		from_minute = apicount_minute_of(from_ts);
+		if ((TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
+			from_minute++;
+	}
+	if (TIMESTAMP_NOT_FINITE(to_ts))
+		to_minute = to_ts < 0 ? PG_INT32_MIN : PG_INT32_MAX;
+	else
+	{
+		to_minute = apicount_minute_of(to_ts);
+		if ((TimestampTz) to_minute * USECS_PER_MINUTE == to_ts)
+			to_minute--;
+	}
+
+	snap = latstore_snapshot(from_minute, to_minute, &nsnap);
+
+	/* group the pages per (method, path, minute) */
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = offsetof(LiveHist, dense);
+	ctl.entrysize = sizeof(LiveHist);
+	ctl.hcxt = CurrentMemoryContext;
+	index = hash_create("apicount live latency", Max(nsnap, 16), &ctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	hists = palloc(sizeof(LiveHist) * Max(nsnap, 1));
+	for (i = 0; i < nsnap; i++)
+	{
+		LiveHist	k;
+		LiveHist   *h;
+		bool		found;
+		int			b;
+
+		memset(&k, 0, sizeof(k));
+		k.method_h = snap[i].key.method_h;
+		k.path_h = snap[i].key.path_h;
+		k.minute = snap[i].key.minute;
+		h = hash_search(index, &k, HASH_ENTER, &found);
+		if (!found)
+		{
+			h->dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+			hists[nhist++] = *h;
+		}
+		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
+			h->dense[snap[i].key.page * LAT_PAGE_BUCKETS + b] += snap[i].counts[b];
+	}
+
+	for (i = 0; i < nhist; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		text	   *m = strtab_get_text(hists[i].method_h);
+		text	   *p = strtab_get_text(hists[i].path_h);
+
+		/* strings gone: their API's counts went to overflow */
+		if (m == NULL || p == NULL)
+		{
+			m = cstring_to_text(OVERFLOW_METHOD);
+			p = cstring_to_text(OVERFLOW_PATH);
+		}
+		values[0] = TimestampTzGetDatum((TimestampTz) hists[i].minute * USECS_PER_MINUTE);
+		values[1] = PointerGetDatum(m);
+		values[2] = PointerGetDatum(p);
+		values[3] = PointerGetDatum(lat_dense_to_bytea(hists[i].dense));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
