@@ -142,6 +142,8 @@ show "who hammers /login (credential stuffing shows up as one IP with errors)" \
     "SELECT * FROM apicount.top_callers(5, '1 minute', '/login');"
 show "calls per minute, all paths (excerpt)" \
     "SELECT * FROM (SELECT * FROM apicount.series(NULL, now() - interval '5 minutes', now(), '1 minute')) s LIMIT 10;"
+show "latency percentiles per API over the last hour (log histograms, within 1.48 % of exact)" \
+    "SELECT method, path, percentile, round(latency_ms::numeric, 2) AS latency_ms FROM apicount.latency_percentiles(NULL, now() - interval '1 hour', now() + interval '1 minute') WHERE path IN ('/login', '/api/v1/orders') ORDER BY 1, 2, 3;"
 show "minute rollups written by the background worker (excerpt)" \
     "SELECT bucket, method, path, calls, ok, client_errors, server_errors FROM apicount.api_minute ORDER BY calls DESC, method, path LIMIT 8;"
 show "attack 1 - hot callers: an IP with 1,000+ calls to one API within the sliding minute" \
