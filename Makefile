@@ -11,6 +11,7 @@ OBJS = \
 	src/counters.o \
 	src/pending.o \
 	src/ingest.o \
+	src/requests_am.o \
 	src/readlock.o \
 	src/flush.o \
 	src/worker.o \

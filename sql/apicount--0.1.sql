@@ -83,27 +83,26 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.caller_minute', '');
 ---------------------------------------------------------------------------
 -- Ingest
 ---------------------------------------------------------------------------
-CREATE VIEW @extschema@.requests AS
-SELECT NULL::timestamptz AS ts,
-       NULL::text AS method,
-       NULL::text AS path,
-       NULL::inet AS client_ip,
-       NULL::text AS user_id,
-       NULL::integer AS status,
-       NULL::double precision AS latency_ms
-WHERE false;
-
-ALTER VIEW @extschema@.requests ALTER COLUMN ts SET DEFAULT pg_catalog.statement_timestamp();
-ALTER VIEW @extschema@.requests ALTER COLUMN method SET DEFAULT 'GET';
-
-CREATE FUNCTION @extschema@._requests_insert()
-RETURNS trigger
-AS 'MODULE_PATHNAME', 'apicount_requests_insert'
+-- apicount.requests counts the rows inserted into it and stores nothing: its
+-- table access method (src/requests_am.c) hands each row to the ingest code,
+-- one call per INSERT row and one per COPY batch; scans return no rows
+CREATE FUNCTION @extschema@._requests_am_handler(internal)
+RETURNS table_am_handler
+AS 'MODULE_PATHNAME', 'apicount_requests_am_handler'
 LANGUAGE C;
 
-CREATE TRIGGER requests_insert
-	INSTEAD OF INSERT ON @extschema@.requests
-	FOR EACH ROW EXECUTE FUNCTION @extschema@._requests_insert();
+CREATE ACCESS METHOD apicount_requests TYPE TABLE HANDLER @extschema@._requests_am_handler;
+COMMENT ON ACCESS METHOD apicount_requests IS 'apicount: rows are counted in shared memory, not stored';
+
+CREATE TABLE @extschema@.requests (
+	ts          timestamptz DEFAULT pg_catalog.statement_timestamp(),
+	method      text DEFAULT 'GET',
+	path        text,
+	client_ip   inet,
+	user_id     text,
+	status      integer,
+	latency_ms  double precision
+) USING apicount_requests;
 
 CREATE FUNCTION @extschema@.hit(
 	path text,
@@ -944,7 +943,6 @@ REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 
 GRANT INSERT ON @extschema@.requests TO apicount_writer;
-GRANT EXECUTE ON FUNCTION @extschema@._requests_insert() TO apicount_writer;
 GRANT EXECUTE ON FUNCTION @extschema@.hit(text, text, inet, text, integer, double precision, timestamptz) TO apicount_writer;
 GRANT EXECUTE ON FUNCTION @extschema@.normalize_path(text) TO apicount_writer, apicount_reader;
 

@@ -48,8 +48,7 @@ SELECT p.oid::regprocedure AS granted_to_public
 FROM pg_proc p WHERE p.pronamespace = 'apicount'::regnamespace
   AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0));
 
--- the writer: usage, INSERT on requests, hit(), normalize_path() (and the
--- trigger function behind requests); nothing else
+-- the writer: usage, INSERT on requests, hit(), normalize_path(); nothing else
 SELECT has_schema_privilege('regress_apicount_w', 'apicount', 'USAGE') AS writer_usage;
 SELECT p.oid::regprocedure AS writer_can_execute
 FROM pg_proc p WHERE p.pronamespace = 'apicount'::regnamespace

@@ -311,7 +311,14 @@ INSERT INTO role_stmts VALUES
 	(10, $$SELECT apicount.evaluate_rules()$$),
 	(11, $$SELECT apicount.flush()$$),
 	(12, $$SELECT apicount.rebuild_api_hour()$$),
-	(13, $$DROP TABLE sec_victim$$);
+	(13, $$DROP TABLE sec_victim$$),
+	-- the table access method of requests must not give anyone a way around
+	-- INSERT on apicount.requests
+	(14, $$CREATE TEMP TABLE sec_fake (path text) USING apicount_requests$$),
+	(15, $$CREATE TEMP TABLE sec_heap (path text); ALTER TABLE sec_heap SET ACCESS METHOD apicount_requests$$),
+	(16, $$SELECT count(*) FROM apicount.requests$$),
+	(17, $$UPDATE apicount.requests SET path = '/x' WHERE false$$),
+	(18, $$CREATE INDEX ON apicount.requests (path)$$);
 CREATE TEMP TABLE role_results (who text, n int, result text);
 GRANT INSERT ON role_results TO PUBLIC;
 GRANT SELECT ON role_stmts TO PUBLIC;
@@ -557,13 +564,28 @@ JOIN pg_proc f ON f.oid IN (a.aggtransfn, a.aggfinalfn)
 JOIN pg_language l ON l.oid = f.prolang
 WHERE ap.pronamespace = 'apicount'::regnamespace
 ORDER BY 1, 2;
--- every member of the extension lives in schema apicount (or is a type of it)
+-- every member of the extension lives in schema apicount (or is a type of it),
+-- except the table access method of apicount.requests (access methods have no
+-- schema; it refuses any other table, see the role matrix above)
 SELECT pg_describe_object(d.classid, d.objid, 0) AS member_outside_apicount
 FROM pg_depend d
 WHERE d.refclassid = 'pg_extension'::regclass
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'apicount')
   AND d.deptype = 'e'
-  AND pg_describe_object(d.classid, d.objid, 0) !~ '(^| )apicount\.';
+  AND pg_describe_object(d.classid, d.objid, 0) !~ '(^| )apicount\.'
+  AND pg_describe_object(d.classid, d.objid, 0) <> 'access method apicount_requests';
+-- even a superuser gets no other table with it
+CREATE TABLE sec_fake2 (path text) USING apicount_requests;
+CREATE TABLE sec_heap2 (path text);
+ALTER TABLE sec_heap2 SET ACCESS METHOD apicount_requests;
+DROP TABLE sec_heap2;
+-- requests takes no index, and UPDATE / DELETE find no row
+CREATE INDEX ON apicount.requests (path);
+UPDATE apicount.requests SET path = '/x';
+DELETE FROM apicount.requests;
+-- TRUNCATE of requests itself works; it stays empty
+TRUNCATE apicount.requests;
+SELECT count(*) AS rows_in_requests FROM apicount.requests;
 
 -- clean up
 DROP TABLE public.api_minute, public.caller_minute, sec_victim;

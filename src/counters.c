@@ -176,6 +176,42 @@ apicount_minute_of(TimestampTz ts)
 	return (int32) m;
 }
 
+static int32
+clamp_minute(int64 m)
+{
+	return (int32) Max(Min(m, (int64) PG_INT32_MAX), (int64) PG_INT32_MIN);
+}
+
+int32
+apicount_minute_at_or_after(TimestampTz ts)
+{
+	int64		m;
+
+	if (TIMESTAMP_IS_NOBEGIN(ts))
+		return PG_INT32_MIN;
+	if (TIMESTAMP_IS_NOEND(ts))
+		return PG_INT32_MAX;
+	m = ts / USECS_PER_MINUTE - (ts < 0 && ts % USECS_PER_MINUTE != 0);
+	if (m * USECS_PER_MINUTE < ts)
+		m++;
+	return clamp_minute(m);
+}
+
+int32
+apicount_minute_before(TimestampTz ts)
+{
+	int64		m;
+
+	if (TIMESTAMP_IS_NOBEGIN(ts))
+		return PG_INT32_MIN;
+	if (TIMESTAMP_IS_NOEND(ts))
+		return PG_INT32_MAX;
+	m = ts / USECS_PER_MINUTE - (ts < 0 && ts % USECS_PER_MINUTE != 0);
+	if (m * USECS_PER_MINUTE == ts)
+		m--;
+	return clamp_minute(m);
+}
+
 int
 apicount_slot_of(TimestampTz ts)
 {
@@ -265,9 +301,13 @@ init_entry(CounterEntry *e)
 	}
 }
 
+/* set when the current counters_add sent its delta to the spill counters */
+static bool delta_spilled = false;
+
 static void
 add_spill(const CounterDelta *d)
 {
+	delta_spilled = true;
 	pg_atomic_fetch_add_u64(&apicount_shared->spill_calls, d->calls);
 	pg_atomic_fetch_add_u64(&apicount_shared->spill_ok, d->ok);
 	pg_atomic_fetch_add_u64(&apicount_shared->spill_client_errors,
@@ -385,8 +425,8 @@ add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
 		add_spill(d);
 }
 
-bool
-counters_add(const CounterKey *key,
+static CountedUnder
+counters_add_internal(const CounterKey *key,
 			 const char *method, int method_len,
 			 const char *path, int path_len,
 			 const char *user, int user_len,
@@ -404,7 +444,7 @@ counters_add(const CounterKey *key,
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
 
 	if (add_existing(key, hashcode, delta, slots))
-		return true;
+		return COUNTED_KEY;
 
 	/* a full table sends new keys to overflow without touching strings */
 	if (!(key->flags & KEY_OVERFLOW) &&
@@ -412,7 +452,7 @@ counters_add(const CounterKey *key,
 		apicount_shared->capacity)
 	{
 		add_overflow(key->minute, delta, slots);
-		return false;
+		return COUNTED_OVERFLOW;
 	}
 
 	/* new key: take string references first, never under a partition lock */
@@ -434,7 +474,23 @@ counters_add(const CounterKey *key,
 	}
 	if (!added)
 		add_overflow(key->minute, delta, slots);
-	return added;
+	return added ? COUNTED_KEY : COUNTED_OVERFLOW;
+}
+
+CountedUnder
+counters_add(const CounterKey *key,
+			 const char *method, int method_len,
+			 const char *path, int path_len,
+			 const char *user, int user_len,
+			 const CounterDelta *delta,
+			 const LocalSlot *slots)
+{
+	CountedUnder r;
+
+	delta_spilled = false;
+	r = counters_add_internal(key, method, method_len, path, path_len,
+							  user, user_len, delta, slots);
+	return delta_spilled ? COUNTED_SPILL : r;
 }
 
 void

@@ -8,6 +8,9 @@
  * (strtab.h); keys hold their 64-bit hashes.
  *
  * Locking rules:
+ *	- The named LWLock tranche "apicount" holds COUNTER_PARTITIONS locks,
+ *	  then STRTAB_PARTITIONS (strtab.h), then LAT_PARTITIONS
+ *	  (latency_store.h).
  *	- The table is split into COUNTER_PARTITIONS partitions, each with its
  *	  own LWLock.  Updating an existing entry takes the partition lock in
  *	  shared mode and adds with atomics; creating or removing an entry
@@ -155,12 +158,20 @@ extern Datum counters_key_inet(const CounterKey *key);
 /* stable hash of a string, never 0 */
 extern uint64 apicount_hash_string(const char *s, size_t len);
 
+/* where counters_add counted a delta */
+typedef enum CountedUnder
+{
+	COUNTED_KEY,				/* the key's own entry */
+	COUNTED_OVERFLOW,			/* the minute's overflow entry */
+	COUNTED_SPILL				/* the spill counters (written at flush time) */
+} CountedUnder;
+
 /*
  * Add a committed delta for key (strings given for interning).  Never
- * throws: hits that find no room go to the overflow entry.  Returns true
- * if they were counted under key itself, false if under overflow.
+ * throws: hits that find no room go to the overflow entry, and if even
+ * that has none, to the spill counters.
  */
-extern bool counters_add(const CounterKey *key,
+extern CountedUnder counters_add(const CounterKey *key,
 						 const char *method, int method_len,
 						 const char *path, int path_len,
 						 const char *user, int user_len,
@@ -189,6 +200,13 @@ extern void counters_return_spill(const CounterDelta *d);
 
 /* minute and slot arithmetic */
 extern int32 apicount_minute_of(TimestampTz ts);
+
+/*
+ * Range edges, clamped to int32 (infinities included): the first minute
+ * starting at or after ts, and the last minute starting before ts.
+ */
+extern int32 apicount_minute_at_or_after(TimestampTz ts);
+extern int32 apicount_minute_before(TimestampTz ts);
 extern int	apicount_slot_of(TimestampTz ts);
 
 #endif

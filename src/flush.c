@@ -61,7 +61,9 @@ typedef struct ApiRow
 {
 	ApiRowKey	key;
 	CounterDelta d;
-	uint64	   *hist;			/* dense latency histogram, or NULL */
+	int			npages;			/* latency pages of this row (snapshot indexes) */
+	int			pagecap;
+	int		   *pages;
 } ApiRow;
 
 static MemoryContext FlushContext = NULL;
@@ -223,9 +225,32 @@ api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
 	if (!found)
 	{
 		memset(&row->d, 0, sizeof(CounterDelta));
-		row->hist = NULL;
+		row->npages = row->pagecap = 0;
+		row->pages = NULL;
 	}
 	return row;
+}
+
+/* the histogram of a row's pages; dense is all zeros before and after */
+static Datum
+encode_pages(const LatSnap *lat, const ApiRow *row, uint64 *dense)
+{
+	Datum		d;
+	int			i,
+				b;
+
+	for (i = 0; i < row->npages; i++)
+	{
+		const LatSnap *p = &lat[row->pages[i]];
+
+		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
+			dense[p->key.page * LAT_PAGE_BUCKETS + b] += p->counts[b];
+	}
+	d = PointerGetDatum(lat_dense_to_bytea(dense));
+	for (i = 0; i < row->npages; i++)
+		memset(&dense[lat[row->pages[i]].key.page * LAT_PAGE_BUCKETS], 0,
+			   sizeof(uint64) * LAT_PAGE_BUCKETS);
+	return d;
 }
 
 /*
@@ -247,6 +272,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	Datum	   *cols[11];
 	bool	   *maxnulls;
 	bool	   *histnulls;
+	uint64	   *dense;
 	Oid			types[11] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT8OID,
 		INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, INT8OID, BYTEAOID};
 	Datum		args[11];
@@ -271,14 +297,16 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	}
 	for (i = 0; i < nlat; i++)
 	{
-		int			b;
-
 		row = api_row(rows, lat[i].key.minute, lat[i].key.method_h,
 					  lat[i].key.path_h, hourly);
-		if (row->hist == NULL)
-			row->hist = palloc0(sizeof(uint64) * LAT_NBUCKETS);
-		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
-			row->hist[lat[i].key.page * LAT_PAGE_BUCKETS + b] += lat[i].counts[b];
+		if (row->npages == row->pagecap)
+		{
+			row->pagecap = row->pagecap == 0 ? 4 : row->pagecap * 2;
+			row->pages = row->pages == NULL ?
+				palloc(sizeof(int) * row->pagecap) :
+				repalloc(row->pages, sizeof(int) * row->pagecap);
+		}
+		row->pages[row->npages++] = i;
 	}
 
 	n = hash_get_num_entries(rows);
@@ -288,6 +316,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 		cols[i] = palloc(sizeof(Datum) * n);
 	maxnulls = palloc0(sizeof(bool) * n);
 	histnulls = palloc0(sizeof(bool) * n);
+	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
 	i = 0;
 	hash_seq_init(&seq, rows);
 	while ((row = hash_seq_search(&seq)) != NULL)
@@ -303,9 +332,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 		cols[8][i] = ms_datum(row->d.lat_max_ns);
 		maxnulls[i] = row->d.lat_count == 0;
 		cols[9][i] = Int64GetDatum(row->d.lat_count);
-		histnulls[i] = row->hist == NULL;
-		cols[10][i] = histnulls[i] ? (Datum) 0 :
-			PointerGetDatum(lat_dense_to_bytea(row->hist));
+		histnulls[i] = row->npages == 0;
+		cols[10][i] = histnulls[i] ? (Datum) 0 : encode_pages(lat, row, dense);
 		i++;
 	}
 	for (i = 0; i < 11; i++)

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * ingest.c
- *		The INSTEAD OF INSERT trigger on apicount.requests and hit().
+ *		Rows of apicount.requests (from its table access method) and hit().
  *
  * Owns validation and the mapping from SQL values to a pending hit: datums
  * in, PendingHit out.  Every check happens before anything is recorded, so
@@ -14,7 +14,6 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "commands/trigger.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -28,7 +27,6 @@
 #include "normalize.h"
 #include "pending.h"
 
-PG_FUNCTION_INFO_V1(apicount_requests_insert);
 PG_FUNCTION_INFO_V1(apicount_hit);
 PG_FUNCTION_INFO_V1(apicount_normalize_path_sql);
 
@@ -36,7 +34,7 @@ PG_FUNCTION_INFO_V1(apicount_normalize_path_sql);
 #define MAX_LATENCY_MS			86400000.0	/* one day */
 #define STACK_PATH_BYTES		2048
 
-/* view column order: ts, method, path, client_ip, user_id, status, latency_ms */
+/* column order: ts, method, path, client_ip, user_id, status, latency_ms */
 #define REQ_NATTS 7
 
 void
@@ -220,35 +218,20 @@ ingest_request(const RequestValues *req)
 /*
  * INSTEAD OF INSERT FOR EACH ROW trigger on apicount.requests.
  */
-Datum
-apicount_requests_insert(PG_FUNCTION_ARGS)
+void
+ingest_slot(TupleTableSlot *slot)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	HeapTuple	tuple;
-	TupleDesc	tupdesc;
-	TupleTableSlot *slot;
 	RequestValues req;
 	Datum	   *values;
 	bool	   *nulls;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_INSTEAD(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	if (slot->tts_tupleDescriptor->natts != REQ_NATTS)
 		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("apicount_requests_insert must be an INSTEAD OF INSERT FOR EACH ROW trigger")));
-
-	tuple = trigdata->tg_trigtuple;
-	tupdesc = RelationGetDescr(trigdata->tg_relation);
-	if (tupdesc->natts != REQ_NATTS)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("apicount.requests has %d columns, expected %d",
-						tupdesc->natts, REQ_NATTS)));
+						slot->tts_tupleDescriptor->natts, REQ_NATTS),
+				 errhint("Recreate the extension; its tables must not be altered.")));
 
-	/* the executor's slot holds the row already deformed */
-	slot = trigdata->tg_trigslot;
 	slot_getallattrs(slot);
 	values = slot->tts_values;
 	nulls = slot->tts_isnull;
@@ -270,8 +253,6 @@ apicount_requests_insert(PG_FUNCTION_ARGS)
 		req.latency_ms = DatumGetFloat8(values[6]);
 
 	ingest_request(&req);
-
-	return PointerGetDatum(tuple);
 }
 
 /*

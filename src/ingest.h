@@ -7,6 +7,7 @@
 #define APICOUNT_INGEST_H
 
 #include "fmgr.h"
+#include "executor/tuptable.h"
 #include "utils/timestamp.h"
 
 /* one request as the SQL surface gives it; NULL pointers are SQL NULLs */
@@ -27,6 +28,9 @@ typedef struct RequestValues
 
 /* validate, normalize and record one hit; throws on bad input */
 extern void ingest_request(const RequestValues *req);
+
+/* validate and record one row of apicount.requests (a slot of its table) */
+extern void ingest_slot(TupleTableSlot *slot);
 
 /* ERROR unless the library was preloaded */
 extern void apicount_require_preload(void);

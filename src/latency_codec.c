@@ -29,7 +29,7 @@ double
 lat_bucket_value_ms(int idx)
 {
 	if (idx <= 0)
-		return 0.001;
+		return 0.0;
 	return 2.0 * pow(LAT_GAMMA, idx) / (LAT_GAMMA + 1.0) / 1000.0;
 }
 

@@ -3,8 +3,9 @@
  *		Log-scaled latency buckets and the sparse histogram format.
  *
  * Bucket i >= 1 holds latencies in (G^(i-1), G^i] microseconds with
- * G = LAT_GAMMA; bucket 0 holds everything up to 1 microsecond.  A bucket
- * is reported as 2 G^i / (G + 1) us, within (G - 1) / (G + 1) = 1.48 % of
+ * G = LAT_GAMMA; bucket 0 holds everything up to 1 microsecond and is
+ * reported as 0 (logs in whole milliseconds have many zeros).  A bucket
+ * i >= 1 is reported as 2 G^i / (G + 1) us, within (G - 1) / (G + 1) = 1.48 % of
  * every latency it holds (the DDSketch construction).  Histograms are
  * mergeable by adding bucket counts.
  *

@@ -151,7 +151,9 @@ typedef struct LiveHist
 	uint64		method_h;
 	uint64		path_h;
 	int32		minute;
-	uint64	   *dense;
+	int			npages;			/* snapshot indexes of its pages */
+	int			pagecap;
+	int		   *pages;
 } LiveHist;
 
 /*
@@ -171,45 +173,31 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 	int			nsnap,
 				nhist = 0,
 				i;
-	LiveHist   *hists;
+	LiveHist  **hists;
+	uint64	   *dense;
 	HTAB	   *index;
 	HASHCTL		ctl;
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
-	if (TIMESTAMP_NOT_FINITE(from_ts))
-		from_minute = from_ts < 0 ? PG_INT32_MIN : PG_INT32_MAX;
-	else
-	{
-		from_minute = apicount_minute_of(from_ts);
-		if ((TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
-			from_minute++;
-	}
-	if (TIMESTAMP_NOT_FINITE(to_ts))
-		to_minute = to_ts < 0 ? PG_INT32_MIN : PG_INT32_MAX;
-	else
-	{
-		to_minute = apicount_minute_of(to_ts);
-		if ((TimestampTz) to_minute * USECS_PER_MINUTE == to_ts)
-			to_minute--;
-	}
-
+	/* minutes starting in [from_ts, to_ts), as _live_minutes */
+	from_minute = apicount_minute_at_or_after(from_ts);
+	to_minute = apicount_minute_before(to_ts);
 	snap = latstore_snapshot(from_minute, to_minute, &nsnap);
 
 	/* group the pages per (method, path, minute) */
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = offsetof(LiveHist, dense);
+	ctl.keysize = offsetof(LiveHist, npages);
 	ctl.entrysize = sizeof(LiveHist);
 	ctl.hcxt = CurrentMemoryContext;
 	index = hash_create("apicount live latency", Max(nsnap, 16), &ctl,
 						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	hists = palloc(sizeof(LiveHist) * Max(nsnap, 1));
+	hists = palloc(sizeof(LiveHist *) * Max(nsnap, 1));
 	for (i = 0; i < nsnap; i++)
 	{
 		LiveHist	k;
 		LiveHist   *h;
 		bool		found;
-		int			b;
 
 		memset(&k, 0, sizeof(k));
 		k.method_h = snap[i].key.method_h;
@@ -218,19 +206,29 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		h = hash_search(index, &k, HASH_ENTER, &found);
 		if (!found)
 		{
-			h->dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
-			hists[nhist++] = *h;
+			h->npages = h->pagecap = 0;
+			h->pages = NULL;
+			hists[nhist++] = h;
 		}
-		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
-			h->dense[snap[i].key.page * LAT_PAGE_BUCKETS + b] += snap[i].counts[b];
+		if (h->npages == h->pagecap)
+		{
+			h->pagecap = h->pagecap == 0 ? 4 : h->pagecap * 2;
+			h->pages = h->pages == NULL ? palloc(sizeof(int) * h->pagecap) :
+				repalloc(h->pages, sizeof(int) * h->pagecap);
+		}
+		h->pages[h->npages++] = i;
 	}
 
+	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
 	for (i = 0; i < nhist; i++)
 	{
+		LiveHist   *h = hists[i];
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
-		text	   *m = strtab_get_text(hists[i].method_h);
-		text	   *p = strtab_get_text(hists[i].path_h);
+		text	   *m = strtab_get_text(h->method_h);
+		text	   *p = strtab_get_text(h->path_h);
+		int			j,
+					b;
 
 		/* strings gone: their API's counts went to overflow */
 		if (m == NULL || p == NULL)
@@ -238,11 +236,16 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 			m = cstring_to_text(OVERFLOW_METHOD);
 			p = cstring_to_text(OVERFLOW_PATH);
 		}
-		values[0] = TimestampTzGetDatum((TimestampTz) hists[i].minute * USECS_PER_MINUTE);
+		for (j = 0; j < h->npages; j++)
+			for (b = 0; b < LAT_PAGE_BUCKETS; b++)
+				dense[snap[h->pages[j]].key.page * LAT_PAGE_BUCKETS + b] +=
+					snap[h->pages[j]].counts[b];
+		values[0] = TimestampTzGetDatum((TimestampTz) h->minute * USECS_PER_MINUTE);
 		values[1] = PointerGetDatum(m);
 		values[2] = PointerGetDatum(p);
-		values[3] = PointerGetDatum(lat_dense_to_bytea(hists[i].dense));
+		values[3] = PointerGetDatum(lat_dense_to_bytea(dense));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		memset(dense, 0, sizeof(uint64) * LAT_NBUCKETS);
 	}
 	return (Datum) 0;
 }

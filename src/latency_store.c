@@ -104,6 +104,12 @@ add_unbinned(const LatPair *pairs, int n)
 	pg_atomic_fetch_add_u64(&lathdr->unbinned, total);
 }
 
+void
+latstore_add_unbinned(const LatPair *pairs, int npairs)
+{
+	add_unbinned(pairs, npairs);
+}
+
 static void
 add_page(const LatKey *key, const LatPair *pairs, int n)
 {

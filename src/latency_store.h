@@ -64,6 +64,9 @@ extern void latstore_shmem_init(int64 max_entries, LWLockPadded *locks);
 extern void latstore_add(uint64 method_h, uint64 path_h, int32 minute,
 						 const LatPair *pairs, int npairs);
 
+/* count latencies that cannot be binned (their hits went to spill) */
+extern void latstore_add_unbinned(const LatPair *pairs, int npairs);
+
 /* copy every non-empty page with minute in [from, to], in CurrentMemoryContext */
 extern LatSnap *latstore_snapshot(int32 from_minute, int32 to_minute, int *n);
 

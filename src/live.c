@@ -471,23 +471,9 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
-	if (TIMESTAMP_NOT_FINITE(from_ts))
-		from_minute = PG_INT32_MIN;
-	else
-		from_minute = apicount_minute_of(from_ts);
-	if (TIMESTAMP_NOT_FINITE(to_ts))
-		to_minute = PG_INT32_MAX;
-	else
-	{
-		/* last minute whose start is before to_ts */
-		to_minute = apicount_minute_of(to_ts);
-		if ((TimestampTz) to_minute * USECS_PER_MINUTE == to_ts)
-			to_minute--;
-	}
-	/* a bucket qualifies if it starts at or after from_ts */
-	if (!TIMESTAMP_NOT_FINITE(from_ts) &&
-		(TimestampTz) from_minute * USECS_PER_MINUTE < from_ts)
-		from_minute++;
+	/* buckets starting in [from_ts, to_ts) */
+	from_minute = apicount_minute_at_or_after(from_ts);
+	to_minute = apicount_minute_before(to_ts);
 
 	agg = groupagg_create(1024);
 	counters_lock_all(LW_SHARED);

@@ -174,12 +174,10 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	}
 	if (e->lat_n == e->lat_cap)
 	{
-		int			cap = e->lat_cap == 0 ? 4 : e->lat_cap * 2;
-		LatPair    *p = MemoryContextAlloc(cxt, cap * sizeof(LatPair));
+		int			cap = e->lat_cap == 0 ? 4 : Min(e->lat_cap * 2, LAT_NBUCKETS);
 
-		if (e->lat_n > 0)
-			memcpy(p, e->lat, e->lat_n * sizeof(LatPair));
-		e->lat = p;				/* the old array is freed with the context */
+		e->lat = e->lat_cap == 0 ? MemoryContextAlloc(cxt, cap * sizeof(LatPair))
+			: repalloc(e->lat, cap * sizeof(LatPair));
 		e->lat_cap = cap;
 	}
 	memmove(&e->lat[lo + 1], &e->lat[lo], (e->lat_n - lo) * sizeof(LatPair));
@@ -382,15 +380,21 @@ merge_into_shared(void)
 		hash_seq_init(&seq, lvl->tab);
 		while ((e = hash_seq_search(&seq)) != NULL)
 		{
-			bool		own = counters_add(&e->key, e->method, e->method_len,
-										   e->path, e->path_len,
-										   e->user, e->user_len,
-										   &e->d, e->slots);
+			CountedUnder under = counters_add(&e->key, e->method, e->method_len,
+											  e->path, e->path_len,
+											  e->user, e->user_len,
+											  &e->d, e->slots);
 
-			if (e->lat_n > 0)
-				latstore_add(own ? e->key.method_h : overflow_method_h,
-							 own ? e->key.path_h : overflow_path_h,
+			if (e->lat_n == 0)
+				continue;
+			if (under == COUNTED_KEY)
+				latstore_add(e->key.method_h, e->key.path_h, e->key.minute,
+							 e->lat, e->lat_n);
+			else if (under == COUNTED_OVERFLOW)
+				latstore_add(overflow_method_h, overflow_path_h,
 							 e->key.minute, e->lat, e->lat_n);
+			else
+				latstore_add_unbinned(e->lat, e->lat_n);
 		}
 	}
 }

@@ -200,6 +200,14 @@ is( $node->safe_psql(
 	                           OR coalesce(apicount.latency_count(m.latency_hist), 0) <> t.lc)
 	FROM m FULL JOIN t USING (bucket, method, path)}),
 	'0', 'minutes(): calls, latency_count and histogram totals equal truth per minute');
+is( $node->safe_psql(
+		'postgres', q{
+	SELECT (SELECT count(*) FROM apicount.minutes('-infinity', 'infinity'))
+	     = (SELECT count(*) FROM apicount.minutes(now() - interval '1 day', now() + interval '1 minute'))
+	   AND (SELECT count(*) FROM apicount.minutes(now() - interval '3 hours', '9999-12-31'))
+	     = (SELECT count(*) FROM apicount.minutes(now() - interval '3 hours', now() + interval '1 minute'))
+	   AND (SELECT count(*) FROM apicount.minutes('infinity', 'infinity')) = 0}),
+	't', 'minutes(): infinite and far-future edges select the same rows (live ones included)');
 my $ordered = $node->safe_psql('postgres',
 	q{SELECT bool_and(b >= pb) FROM (SELECT bucket AS b, lag(bucket, 1, '-infinity') OVER () AS pb
 	  FROM apicount.minutes(now() - interval '3 hours')) s});
