@@ -223,13 +223,21 @@ static void
 add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
 				   const LocalSlot *slots, const LatPair *lat, int lat_n)
 {
+	static uint64 overflow_method_h = 0;
+	static uint64 overflow_path_h = 0;
 	CounterKey	okey;
 
+	if (overflow_method_h == 0)
+	{
+		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
+												 strlen(OVERFLOW_METHOD));
+		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
+											   strlen(OVERFLOW_PATH));
+	}
 	memset(&okey, 0, sizeof(okey));
 	okey.minute = minute;
-	okey.method_h = apicount_hash_string(OVERFLOW_METHOD,
-										 strlen(OVERFLOW_METHOD));
-	okey.path_h = apicount_hash_string(OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+	okey.method_h = overflow_method_h;
+	okey.path_h = overflow_path_h;
 	okey.flags = KEY_OVERFLOW | KEY_TRACKED;
 	level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
 			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots, lat, lat_n);
@@ -249,6 +257,7 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 {
 	PendingEntry *e;
 	bool		found;
+	uint32		hashcode = get_hash_value(lvl->tab, key);
 
 	/*
 	 * Memory bound: a level never holds more distinct keys than the shared
@@ -256,14 +265,20 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 	 * New keys past that count as overflow right away (totals unchanged).
 	 */
 	if (!(key->flags & KEY_OVERFLOW) &&
-		hash_get_num_entries(lvl->tab) >= apicount_shared->capacity &&
-		hash_search(lvl->tab, key, HASH_FIND, NULL) == NULL)
+		hash_get_num_entries(lvl->tab) >= apicount_shared->capacity)
 	{
-		add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
-		return;
+		e = hash_search_with_hash_value(lvl->tab, key, hashcode, HASH_FIND,
+										NULL);
+		if (e == NULL)
+		{
+			add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
+			return;
+		}
+		found = true;
 	}
-
-	e = hash_search(lvl->tab, key, HASH_ENTER, &found);
+	else
+		e = hash_search_with_hash_value(lvl->tab, key, hashcode, HASH_ENTER,
+										&found);
 	if (!found)
 	{
 		memset(((char *) e) + sizeof(CounterKey), 0,
@@ -367,10 +382,16 @@ static void
 merge_into_shared(void)
 {
 	PendingLevel *lvl;
-	uint64		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
-														 strlen(OVERFLOW_METHOD));
-	uint64		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
-													   strlen(OVERFLOW_PATH));
+	static uint64 overflow_method_h = 0;
+	static uint64 overflow_path_h = 0;
+
+	if (overflow_method_h == 0)
+	{
+		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
+												 strlen(OVERFLOW_METHOD));
+		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
+											   strlen(OVERFLOW_PATH));
+	}
 
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
 	{
