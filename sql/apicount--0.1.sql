@@ -137,7 +137,7 @@ LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION @extschema@._live_groups(since interval, by_api boolean,
 	by_ip boolean, by_user boolean, path text, min_calls bigint,
-	tracked_only boolean, named_callers boolean,
+	tracked_only boolean, named_callers boolean, with_ok boolean,
 	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
 	OUT calls bigint, OUT ok bigint, OUT errors bigint,
 	OUT unflushed_latency_count bigint, OUT unflushed_latency_sum_ms double precision)
@@ -508,7 +508,7 @@ BEGIN
 	WITH w AS (
 		SELECT lw.method, lw.path, lw.calls, lw.errors,
 		       lw.unflushed_latency_count AS lc, lw.unflushed_latency_sum_ms AS ls
-		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false) lw
+		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false, false) lw
 	), lat AS (
 		-- flushed latency of the minutes the window overlaps
 		SELECT a.method, a.path, sum(a.latency_sum_ms) AS s, sum(a.latency_count) AS c
@@ -559,7 +559,7 @@ BEGIN
 	IF since <= interval '2 minutes' THEN
 		RETURN QUERY
 		SELECT lw.client_ip, lw.user_id, lw.calls, lw.errors
-		FROM @extschema@._live_groups(since, false, want_ip, want_user, p, 1, true, false) lw
+		FROM @extschema@._live_groups(since, false, want_ip, want_user, p, 1, true, false, false) lw
 		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
 		LIMIT n;
 	ELSE
@@ -721,7 +721,7 @@ BEGIN
 	IF since <= interval '2 minutes' THEN
 		RETURN QUERY
 		SELECT lw.method, lw.path, lw.calls, lw.ok, lw.errors
-		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false) lw;
+		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false, true) lw;
 	ELSE
 		RETURN QUERY
 		SELECT am.method, am.path, sum(am.calls)::bigint, sum(am.ok)::bigint, sum(am.errors)::bigint
@@ -755,7 +755,7 @@ BEGIN
 		RETURN QUERY
 		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors
 		FROM @extschema@._live_groups(since, true, want_ip, want_user, NULL,
-		                              min_calls, true, true) lw;
+		                              min_calls, true, true, true) lw;
 	ELSE
 		RETURN QUERY
 		SELECT g.method, g.path, g.ip, g.uid,
@@ -950,7 +950,7 @@ GRANT SELECT ON @extschema@.api_minute, @extschema@.api_hour, @extschema@.caller
 	@extschema@.stats, @extschema@.live, @extschema@.requests TO apicount_reader;
 GRANT EXECUTE ON FUNCTION
 	@extschema@._live_entries(),
-	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean),
+	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean),
 	@extschema@._live_minutes(timestamptz, timestamptz, boolean),
 	@extschema@._read_begin(), @extschema@._read_end(), @extschema@._stats(),
 	@extschema@._api_minutes(timestamptz, timestamptz),

@@ -43,10 +43,18 @@ apicount_hash_string(const char *s, size_t len)
 }
 
 static Size
+entry_tail_offset(void)
+{
+	int			nslots = 60 / apicount_slot_seconds;
+
+	return TYPEALIGN(8, offsetof(CounterEntry, cnt) +
+					 sizeof(pg_atomic_uint32) * (3 * nslots + 3));
+}
+
+static Size
 counters_entry_size(void)
 {
-	return offsetof(CounterEntry, slots) +
-		sizeof(CounterSlot) * (60 / apicount_slot_seconds);
+	return entry_tail_offset() + sizeof(CounterTail);
 }
 
 static int64
@@ -104,6 +112,7 @@ counters_shmem_init(void)
 		apicount_shared->locks = GetNamedLWLockTranche("apicount");
 		apicount_shared->slot_seconds = apicount_slot_seconds;
 		apicount_shared->nslots = 60 / apicount_slot_seconds;
+		apicount_shared->tail_offset = entry_tail_offset();
 		apicount_shared->capacity = apicount_max_entries;
 		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);
 		pg_atomic_init_u32(&apicount_shared->overflow_entries, 0);
@@ -249,34 +258,34 @@ apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
 {
 	int			i;
 
-	if ((uint64) pg_atomic_read_u32(&e->ok) + d->calls >= PG_UINT32_MAX ||
+	if ((uint64) pg_atomic_read_u32(entry_ok(e)) + d->calls >= PG_UINT32_MAX ||
 		(uint64) pg_atomic_read_u32(&e->lat_count) + d->calls >= PG_UINT32_MAX ||
-		(uint64) pg_atomic_read_u32(&e->client_errors) + d->calls >= PG_UINT32_MAX ||
-		(uint64) pg_atomic_read_u32(&e->server_errors) + d->calls >= PG_UINT32_MAX)
+		(uint64) pg_atomic_read_u32(entry_client_errors(e)) + d->calls >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(entry_server_errors(e)) + d->calls >= PG_UINT32_MAX)
 		return false;
 
-	pg_atomic_fetch_add_u64(&e->calls, d->calls);
+	pg_atomic_fetch_add_u64(&entry_tail(e)->calls, d->calls);
 	if (d->ok)
-		pg_atomic_fetch_add_u32(&e->ok, (uint32) d->ok);
+		pg_atomic_fetch_add_u32(entry_ok(e), (uint32) d->ok);
 	if (d->client_errors)
-		pg_atomic_fetch_add_u32(&e->client_errors, (uint32) d->client_errors);
+		pg_atomic_fetch_add_u32(entry_client_errors(e), (uint32) d->client_errors);
 	if (d->server_errors)
-		pg_atomic_fetch_add_u32(&e->server_errors, (uint32) d->server_errors);
+		pg_atomic_fetch_add_u32(entry_server_errors(e), (uint32) d->server_errors);
 	if (d->lat_count)
 	{
 		pg_atomic_fetch_add_u32(&e->lat_count, (uint32) d->lat_count);
 		pg_atomic_fetch_add_u64(&e->lat_sum_ns, d->lat_sum_ns);
-		atomic_max_u64(&e->lat_max_ns, d->lat_max_ns);
+		atomic_max_u64(&entry_tail(e)->lat_max_ns, d->lat_max_ns);
 	}
 	for (i = 0; i < apicount_shared->nslots; i++)
 	{
 		if (slots[i].calls == 0)
 			continue;
-		pg_atomic_fetch_add_u32(&e->slots[i].calls, slots[i].calls);
+		pg_atomic_fetch_add_u32(entry_slot_calls(e, i), slots[i].calls);
 		if (slots[i].ok)
-			pg_atomic_fetch_add_u32(&e->slots[i].ok, slots[i].ok);
+			pg_atomic_fetch_add_u32(entry_slot_ok(e, i), slots[i].ok);
 		if (slots[i].errors)
-			pg_atomic_fetch_add_u32(&e->slots[i].errors, slots[i].errors);
+			pg_atomic_fetch_add_u32(entry_slot_errors(e, i), slots[i].errors);
 	}
 	return true;
 }
@@ -286,19 +295,12 @@ init_entry(CounterEntry *e)
 {
 	int			i;
 
-	pg_atomic_init_u64(&e->calls, 0);
 	pg_atomic_init_u64(&e->lat_sum_ns, 0);
-	pg_atomic_init_u64(&e->lat_max_ns, 0);
-	pg_atomic_init_u32(&e->ok, 0);
-	pg_atomic_init_u32(&e->client_errors, 0);
-	pg_atomic_init_u32(&e->server_errors, 0);
 	pg_atomic_init_u32(&e->lat_count, 0);
-	for (i = 0; i < apicount_shared->nslots; i++)
-	{
-		pg_atomic_init_u32(&e->slots[i].calls, 0);
-		pg_atomic_init_u32(&e->slots[i].ok, 0);
-		pg_atomic_init_u32(&e->slots[i].errors, 0);
-	}
+	for (i = 0; i < 3 * apicount_shared->nslots + 3; i++)
+		pg_atomic_init_u32(&e->cnt[i], 0);
+	pg_atomic_init_u64(&entry_tail(e)->calls, 0);
+	pg_atomic_init_u64(&entry_tail(e)->lat_max_ns, 0);
 }
 
 /* set when the current counters_add sent its delta to the spill counters */
@@ -515,13 +517,13 @@ void
 counters_read_delta(CounterEntry *e, CounterDelta *d)
 {
 	d->truncated = 0;
-	d->calls = pg_atomic_read_u64(&e->calls);
-	d->ok = pg_atomic_read_u32(&e->ok);
-	d->client_errors = pg_atomic_read_u32(&e->client_errors);
-	d->server_errors = pg_atomic_read_u32(&e->server_errors);
+	d->calls = pg_atomic_read_u64(&entry_tail(e)->calls);
+	d->ok = pg_atomic_read_u32(entry_ok(e));
+	d->client_errors = pg_atomic_read_u32(entry_client_errors(e));
+	d->server_errors = pg_atomic_read_u32(entry_server_errors(e));
 	d->lat_count = pg_atomic_read_u32(&e->lat_count);
 	d->lat_sum_ns = pg_atomic_read_u64(&e->lat_sum_ns);
-	d->lat_max_ns = pg_atomic_read_u64(&e->lat_max_ns);
+	d->lat_max_ns = pg_atomic_read_u64(&entry_tail(e)->lat_max_ns);
 }
 
 void
@@ -529,10 +531,10 @@ counters_subtract(CounterEntry *e, const CounterDelta *d)
 {
 	uint64		expected = d->lat_max_ns;
 
-	pg_atomic_fetch_sub_u64(&e->calls, d->calls);
-	pg_atomic_fetch_sub_u32(&e->ok, (uint32) d->ok);
-	pg_atomic_fetch_sub_u32(&e->client_errors, (uint32) d->client_errors);
-	pg_atomic_fetch_sub_u32(&e->server_errors, (uint32) d->server_errors);
+	pg_atomic_fetch_sub_u64(&entry_tail(e)->calls, d->calls);
+	pg_atomic_fetch_sub_u32(entry_ok(e), (uint32) d->ok);
+	pg_atomic_fetch_sub_u32(entry_client_errors(e), (uint32) d->client_errors);
+	pg_atomic_fetch_sub_u32(entry_server_errors(e), (uint32) d->server_errors);
 	pg_atomic_fetch_sub_u32(&e->lat_count, (uint32) d->lat_count);
 	pg_atomic_fetch_sub_u64(&e->lat_sum_ns, d->lat_sum_ns);
 
@@ -541,7 +543,7 @@ counters_subtract(CounterEntry *e, const CounterDelta *d)
 	 * one arrived meanwhile.  A smaller one that arrived meanwhile cannot
 	 * change the minute's maximum.
 	 */
-	pg_atomic_compare_exchange_u64(&e->lat_max_ns, &expected, 0);
+	pg_atomic_compare_exchange_u64(&entry_tail(e)->lat_max_ns, &expected, 0);
 }
 
 bool
@@ -554,7 +556,7 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (!only_if_idle ||
-		(pg_atomic_read_u64(&e->calls) == 0 &&
+		(pg_atomic_read_u64(&entry_tail(e)->calls) == 0 &&
 		 pg_atomic_read_u32(&e->lat_count) == 0))
 	{
 		hash_search_with_hash_value(apicount_counters, &key, hashcode,

@@ -69,13 +69,6 @@ typedef struct CounterDelta
 	uint64		truncated;		/* strings truncated (pending only) */
 } CounterDelta;
 
-typedef struct CounterSlot
-{
-	pg_atomic_uint32 calls;
-	pg_atomic_uint32 ok;
-	pg_atomic_uint32 errors;	/* 4xx + 5xx */
-} CounterSlot;
-
 typedef struct LocalSlot
 {
 	uint32		calls;
@@ -84,24 +77,33 @@ typedef struct LocalSlot
 } LocalSlot;
 
 /*
- * Unflushed deltas.  calls and the latency sum are 64-bit; the others are
- * 32-bit, which holds 4 billion hits of one key between two flushes.  A
- * delta that would pass UINT32_MAX is not added here: counters_add sends
- * that commit's counts to the spill counters instead (see apply_delta).
+ * Unflushed deltas and per-slot counts of one key.  Calls and the latency
+ * sum are 64-bit; the others are 32-bit, which holds 4 billion hits of one
+ * key between two flushes.  A delta that would pass UINT32_MAX is not added
+ * here: counters_add sends that commit's counts to the spill counters
+ * instead (see apply_delta).
+ *
+ * Layout rule: the sliding-window scans read the key, the unflushed
+ * latency and the per-slot calls (and errors, ok) of every entry, so those
+ * come first and contiguous; the fields only the flush reads come last.
+ * With n = apicount.slot_seconds slots per minute, cnt[] holds
+ *		calls[n], errors[n], ok[n], then the minute's unflushed ok,
+ *		client_errors, server_errors,
+ * followed (8-aligned) by a CounterTail.  Use the accessors below.
  */
 typedef struct CounterEntry
 {
 	CounterKey	key;
-	pg_atomic_uint64 calls;
 	pg_atomic_uint64 lat_sum_ns;
-	pg_atomic_uint64 lat_max_ns;
-	pg_atomic_uint32 ok;
-	pg_atomic_uint32 client_errors;
-	pg_atomic_uint32 server_errors;
 	pg_atomic_uint32 lat_count;
-	/* all hits of the minute, per slot of apicount.slot_seconds */
-	CounterSlot slots[FLEXIBLE_ARRAY_MEMBER];
+	pg_atomic_uint32 cnt[FLEXIBLE_ARRAY_MEMBER];
 } CounterEntry;
+
+typedef struct CounterTail
+{
+	pg_atomic_uint64 calls;
+	pg_atomic_uint64 lat_max_ns;
+} CounterTail;
 
 /* global state in shared memory */
 typedef struct ApicountShared
@@ -109,6 +111,7 @@ typedef struct ApicountShared
 	LWLockPadded *locks;		/* COUNTER_PARTITIONS + STRTAB_PARTITIONS */
 	int			nslots;			/* slots per minute */
 	int			slot_seconds;
+	Size		tail_offset;	/* of an entry's CounterTail */
 	int64		capacity;		/* apicount.max_entries */
 	pg_atomic_uint32 normal_entries;
 	pg_atomic_uint32 overflow_entries;
@@ -146,6 +149,49 @@ typedef struct ApicountShared
 
 extern ApicountShared *apicount_shared;
 extern HTAB *apicount_counters;
+
+/* per-slot counts of slot i, and the minute's unflushed totals */
+static inline pg_atomic_uint32 *
+entry_slot_calls(CounterEntry *e, int i)
+{
+	return &e->cnt[i];
+}
+
+static inline pg_atomic_uint32 *
+entry_slot_errors(CounterEntry *e, int i)
+{
+	return &e->cnt[apicount_shared->nslots + i];
+}
+
+static inline pg_atomic_uint32 *
+entry_slot_ok(CounterEntry *e, int i)
+{
+	return &e->cnt[2 * apicount_shared->nslots + i];
+}
+
+static inline pg_atomic_uint32 *
+entry_ok(CounterEntry *e)
+{
+	return &e->cnt[3 * apicount_shared->nslots];
+}
+
+static inline pg_atomic_uint32 *
+entry_client_errors(CounterEntry *e)
+{
+	return &e->cnt[3 * apicount_shared->nslots + 1];
+}
+
+static inline pg_atomic_uint32 *
+entry_server_errors(CounterEntry *e)
+{
+	return &e->cnt[3 * apicount_shared->nslots + 2];
+}
+
+static inline CounterTail *
+entry_tail(CounterEntry *e)
+{
+	return (CounterTail *) ((char *) e + apicount_shared->tail_offset);
+}
 
 extern Size counters_shmem_size(void);
 extern int	counters_lwlock_count(void);

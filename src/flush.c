@@ -544,7 +544,7 @@ flush_free_entries(bool discard)
 	{
 		if (!discard &&
 			(e->key.minute > cutoff ||
-			 pg_atomic_read_u64(&e->calls) != 0 ||
+			 pg_atomic_read_u64(&entry_tail(e)->calls) != 0 ||
 			 pg_atomic_read_u32(&e->lat_count) != 0))
 			continue;
 		if (n == cap)

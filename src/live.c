@@ -93,7 +93,7 @@ collect(int *nrows)
 
 		memset(&r, 0, sizeof(r));
 		for (i = 0; i < nslots; i++)
-			r.calls += pg_atomic_read_u32(&e->slots[i].calls);
+			r.calls += pg_atomic_read_u32(entry_slot_calls(e, i));
 		r.key = e->key;
 		counters_read_delta(e, &r.d);
 		if (n == cap)
@@ -240,31 +240,45 @@ entry_selected(const CounterKey *ck, int dims, uint64 path_h,
 	return true;
 }
 
-/* an entry's hits in global slots [first, cur] */
+/*
+ * An entry's hits in global slots [first, cur]: calls, and errors and ok
+ * when asked for (each is a separate run of the entry, see the layout rule
+ * in counters.h, so a scan that needs only calls reads less memory).
+ */
 static inline void
 window_sums(CounterEntry *e, int64 first, int64 cur, int nslots,
 			uint64 *calls, uint64 *ok, uint64 *errors)
 {
 	int64		base = (int64) e->key.minute * nslots;
+	int			lo = (int) Min(Max(0, first - base), (int64) nslots);
+	int			hi = (int) Max(Min((int64) nslots, cur - base + 1), 0);
 	int			i;
 
-	*calls = *ok = *errors = 0;
-	for (i = (int) Max(0, first - base); i < nslots && base + i <= cur; i++)
+	*calls = 0;
+	for (i = lo; i < hi; i++)
+		*calls += pg_atomic_read_u32(entry_slot_calls(e, i));
+	if (errors)
 	{
-		*calls += pg_atomic_read_u32(&e->slots[i].calls);
-		*ok += pg_atomic_read_u32(&e->slots[i].ok);
-		*errors += pg_atomic_read_u32(&e->slots[i].errors);
+		*errors = 0;
+		for (i = lo; i < hi; i++)
+			*errors += pg_atomic_read_u32(entry_slot_errors(e, i));
+	}
+	if (ok)
+	{
+		*ok = 0;
+		for (i = lo; i < hi; i++)
+			*ok += pg_atomic_read_u32(entry_slot_ok(e, i));
 	}
 }
 
 /*
  * apicount._live_groups(since interval, by_api bool, by_ip bool,
  *		by_user bool, path text, min_calls bigint, tracked_only bool,
- *		named_callers bool)
+ *		named_callers bool, with_ok bool)
  *
  * Hits in the last ceil(since / slot_seconds) slots up to the slot holding
  * now(), grouped in C by the chosen dimensions; groups under min_calls are
- * left out.  Each group also carries the unflushed latency count and sum of
+ * left out; ok is read (and returned) only with with_ok.  Each group also carries the unflushed latency count and sum of
  * the minutes the window overlaps (the rollups hold the flushed part).  tracked_only keeps hits recorded with track_callers on;
  * named_callers also drops overflow hits and hits whose grouped caller
  * fields are NULL (a hit without an IP is no IP caller).
@@ -279,6 +293,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	int64		min_calls;
 	bool		tracked_only;
 	bool		named_callers;
+	bool		with_ok;
 	int64		since_us,
 				k,
 				cur,
@@ -312,6 +327,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	min_calls = PG_ARGISNULL(5) ? 1 : PG_GETARG_INT64(5);
 	tracked_only = PG_GETARG_BOOL(6);
 	named_callers = PG_GETARG_BOOL(7);
+	with_ok = PG_GETARG_BOOL(8);
 
 	slot_seconds = apicount_shared->slot_seconds;
 	nslots = apicount_shared->nslots;
@@ -358,14 +374,12 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		hash_seq_init(&seq, apicount_counters);
 		while ((e = hash_seq_search(&seq)) != NULL)
 		{
-			uint64		calls = 0,
-						ok,
-						errors;
+			uint64		calls = 0;
 			GroupKey	gk;
 
 			if (entry_selected(&e->key, dims, path_h, tracked_only,
 							   named_callers, min_minute, cur / nslots) &&
-				(window_sums(e, first, cur, nslots, &calls, &ok, &errors),
+				(window_sums(e, first, cur, nslots, &calls, NULL, NULL),
 				 calls > 0))
 			{
 				group_key(&e->key, dims, &gk);
@@ -410,7 +424,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 								named_callers, min_minute, cur / nslots))
 				continue;
 		}
-		window_sums(e, first, cur, nslots, &calls, &ok, &errors);
+		window_sums(e, first, cur, nslots, &calls, with_ok ? &ok : NULL,
+					&errors);
 		lat_count = pg_atomic_read_u32(&e->lat_count);
 		if (calls == 0 && lat_count == 0)
 			continue;
@@ -438,6 +453,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			continue;
 		values[4] = Int64GetDatum(g->calls);
 		values[5] = Int64GetDatum(g->ok);
+		nulls[5] = !with_ok;
 		values[6] = Int64GetDatum(g->errors);
 		values[7] = Int64GetDatum(g->d.lat_count);
 		values[8] = Float8GetDatum((double) g->d.lat_sum_ns / 1000000.0);
