@@ -9,6 +9,7 @@ OBJS = \
 	src/normalize.o \
 	src/strtab.o \
 	src/counters.o \
+	src/entry_table.o \
 	src/pending.o \
 	src/ingest.o \
 	src/requests_am.o \

@@ -23,12 +23,12 @@
 #include "utils/inet.h"
 
 #include "counters.h"
+#include "entry_table.h"
 #include "guc.h"
 #include "latency_store.h"
 #include "strtab.h"
 
 ApicountShared *apicount_shared = NULL;
-HTAB	   *apicount_counters = NULL;
 
 static uint64 overflow_method_h;
 static uint64 overflow_path_h;
@@ -85,8 +85,8 @@ counters_shmem_size(void)
 {
 	Size		size = MAXALIGN(sizeof(ApicountShared));
 
-	size = add_size(size, hash_estimate_size(total_capacity(),
-											 counters_entry_size()));
+	size = add_size(size, etab_shmem_size(total_capacity(),
+										  counters_entry_size()));
 	size = add_size(size, strtab_shmem_size(strtab_capacity()));
 	size = add_size(size, latstore_shmem_size(apicount_max_entries));
 	return size;
@@ -95,14 +95,13 @@ counters_shmem_size(void)
 bool
 counters_ready(void)
 {
-	return apicount_shared != NULL && apicount_counters != NULL;
+	return apicount_shared != NULL && etab_ready();
 }
 
 void
 counters_shmem_init(void)
 {
 	bool		found;
-	HASHCTL		info;
 
 	apicount_shared = ShmemInitStruct("apicount", sizeof(ApicountShared),
 									  &found);
@@ -135,15 +134,7 @@ counters_shmem_init(void)
 		apicount_shared->shmem_bytes = counters_shmem_size();
 	}
 
-	memset(&info, 0, sizeof(info));
-	info.keysize = sizeof(CounterKey);
-	info.entrysize = counters_entry_size();
-	info.num_partitions = COUNTER_PARTITIONS;
-	apicount_counters = ShmemInitHash("apicount counters",
-									  total_capacity(), total_capacity(),
-									  &info,
-									  HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
-									  HASH_FIXED_SIZE);
+	etab_shmem_init(total_capacity(), counters_entry_size());
 
 	strtab_shmem_init(strtab_capacity(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
@@ -330,8 +321,7 @@ add_existing(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 	CounterEntry *e;
 
 	LWLockAcquire(lock, LW_SHARED);
-	e = hash_search_with_hash_value(apicount_counters, key, hashcode,
-									HASH_FIND, NULL);
+	e = etab_find(key, hashcode);
 	if (e != NULL && !apply_delta(e, d, slots))
 	{
 		/* would wrap a 32-bit delta: counted as spill, exactly */
@@ -377,8 +367,7 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 	}
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	e = hash_search_with_hash_value(apicount_counters, key, hashcode,
-									HASH_ENTER_NULL, &found);
+	e = etab_enter(key, hashcode, &found);
 	if (e != NULL)
 	{
 		if (!found)
@@ -409,7 +398,7 @@ add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
 	key.method_h = overflow_method_h;
 	key.path_h = overflow_path_h;
 	key.flags = KEY_OVERFLOW | KEY_TRACKED;
-	hashcode = get_hash_value(apicount_counters, &key);
+	hashcode = etab_hash(&key);
 
 	pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, d->calls);
 	if (add_existing(&key, hashcode, d, slots))
@@ -435,7 +424,7 @@ counters_add_internal(const CounterKey *key,
 			 const CounterDelta *delta,
 			 const LocalSlot *slots)
 {
-	uint32		hashcode = get_hash_value(apicount_counters, key);
+	uint32		hashcode = etab_hash(key);
 	bool		created = false;
 	bool		added = false;
 
@@ -550,7 +539,7 @@ bool
 counters_remove(CounterEntry *e, bool only_if_idle)
 {
 	CounterKey	key = e->key;
-	uint32		hashcode = get_hash_value(apicount_counters, &key);
+	uint32		hashcode = etab_hash(&key);
 	LWLock	   *lock = partition_lock(hashcode);
 	bool		removed = false;
 
@@ -559,8 +548,7 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 		(pg_atomic_read_u64(&entry_tail(e)->calls) == 0 &&
 		 pg_atomic_read_u32(&e->lat_count) == 0))
 	{
-		hash_search_with_hash_value(apicount_counters, &key, hashcode,
-									HASH_REMOVE, NULL);
+		etab_remove(e, hashcode);
 		removed = true;
 	}
 	LWLockRelease(lock);

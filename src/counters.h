@@ -2,7 +2,8 @@
  * counters.h
  *		The shared-memory counter table.
  *
- * One entry per (minute, method, path, client_ip, user_id): unflushed
+ * One entry per (minute, method, path, client_ip, user_id), stored by
+ * entry_table.c (scans use etab_next there): unflushed
  * minute totals (deltas the worker has not written yet) plus per-slot
  * counts for the exact sliding windows.  Strings live in the string table
  * (strtab.h); keys hold their 64-bit hashes.
@@ -148,7 +149,6 @@ typedef struct ApicountShared
 } ApicountShared;
 
 extern ApicountShared *apicount_shared;
-extern HTAB *apicount_counters;
 
 /* per-slot counts of slot i, and the minute's unflushed totals */
 static inline pg_atomic_uint32 *

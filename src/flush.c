@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "entry_table.h"
 #include "flush.h"
 #include "guc.h"
 #include "latency_sql.h"
@@ -131,13 +132,13 @@ take_snapshot(int *nitems)
 	int			n = 0;
 	FlushItem  *items = MemoryContextAllocHuge(FlushContext,
 											   cap * sizeof(FlushItem));
-	HASH_SEQ_STATUS seq;
+	uint32		cursor;
 	CounterEntry *e;
 	CounterDelta spill;
 
 	counters_lock_all(LW_SHARED);
-	hash_seq_init(&seq, apicount_counters);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	cursor = 0;
+	while ((e = etab_next(&cursor)) != NULL)
 	{
 		CounterDelta d;
 
@@ -529,7 +530,7 @@ flush_free_entries(bool discard)
 				n = 0,
 				i;
 	CounterEntry **cand;
-	HASH_SEQ_STATUS seq;
+	uint32		cursor;
 	CounterEntry *e;
 
 	ensure_context();
@@ -539,8 +540,8 @@ flush_free_entries(bool discard)
 	cand = MemoryContextAllocHuge(FlushContext, cap * sizeof(CounterEntry *));
 
 	counters_lock_all(LW_SHARED);
-	hash_seq_init(&seq, apicount_counters);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	cursor = 0;
+	while ((e = etab_next(&cursor)) != NULL)
 	{
 		if (!discard &&
 			(e->key.minute > cutoff ||

@@ -24,6 +24,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "entry_table.h"
 #include "groupagg.h"
 #include "ingest.h"
 #include "latency_store.h"
@@ -80,13 +81,13 @@ collect(int *nrows)
 	int			cap = 1024;
 	int			n = 0;
 	LiveRow    *rows = palloc_extended(cap * sizeof(LiveRow), MCXT_ALLOC_HUGE);
-	HASH_SEQ_STATUS seq;
+	uint32		cursor;
 	CounterEntry *e;
 	int			nslots = apicount_shared->nslots;
 
 	counters_lock_all(LW_SHARED);
-	hash_seq_init(&seq, apicount_counters);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	cursor = 0;
+	while ((e = etab_next(&cursor)) != NULL)
 	{
 		LiveRow		r;
 		int			i;
@@ -303,7 +304,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int32		min_minute;
 	GroupAgg   *agg;
-	HASH_SEQ_STATUS seq;
+	uint32		cursor;
 	CounterEntry *e;
 	GroupRow   *g;
 	uint64	   *bucket = NULL;
@@ -365,14 +366,14 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	{
 		int			n = 0;
 
-		Size		max_entries = hash_get_num_entries(apicount_counters) + 1024;
+		Size		max_entries = etab_count() + 1024;
 
 		bucket = palloc0(sizeof(uint64) * PREFILTER_BUCKETS);
 		entry_fp = palloc_extended(sizeof(uint64) * max_entries, MCXT_ALLOC_HUGE);
 		entry_ptr = palloc_extended(sizeof(CounterEntry *) * max_entries,
 									MCXT_ALLOC_HUGE);
-		hash_seq_init(&seq, apicount_counters);
-		while ((e = hash_seq_search(&seq)) != NULL)
+		cursor = 0;
+		while ((e = etab_next(&cursor)) != NULL)
 		{
 			uint64		calls = 0;
 			GroupKey	gk;
@@ -398,8 +399,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	 */
 	agg = groupagg_create(1024);
 	i = 0;
-	if (entry_fp == NULL)
-		hash_seq_init(&seq, apicount_counters);
+	cursor = 0;
 	for (;;)
 	{
 		uint64		calls = 0,
@@ -418,7 +418,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		}
 		else
 		{
-			if ((e = hash_seq_search(&seq)) == NULL)
+			if ((e = etab_next(&cursor)) == NULL)
 				break;
 			if (!entry_selected(&e->key, dims, path_h, tracked_only,
 								named_callers, min_minute, cur / nslots))
@@ -480,7 +480,7 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 	int32		from_minute,
 				to_minute;
 	GroupAgg   *agg;
-	HASH_SEQ_STATUS seq;
+	uint32		cursor;
 	CounterEntry *e;
 	GroupRow   *g;
 	int			i;
@@ -493,8 +493,8 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 	agg = groupagg_create(1024);
 	counters_lock_all(LW_SHARED);
-	hash_seq_init(&seq, apicount_counters);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	cursor = 0;
+	while ((e = etab_next(&cursor)) != NULL)
 	{
 		CounterDelta d;
 		GroupKey	gk;

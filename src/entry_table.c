@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ * entry_table.c
+ *		Shared pool of counter entries with a per-partition open-addressing
+ *		index (linear probing, backward-shift deletion).
+ *
+ * Index slots hold entry number + 1 (0 = empty).  Each partition's index
+ * has a power-of-two size of at least twice its share of the pool and is
+ * never filled past 3/4: a partition at that load reports "no room", as a
+ * full pool does, and its hits go to overflow.  With a uniform hash a
+ * partition holds about 1/16 of the entries, so this does not happen
+ * before the pool itself is full.
+ *
+ * Locking rules: see entry_table.h.  A deletion shifts index slots of its
+ * own partition only, under that partition's exclusive lock.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "entry_table.h"
+
+typedef struct EtabHeader
+{
+	slock_t		mutex;			/* protects free_head and free_next[] */
+	uint32		free_head;		/* entry number + 1, 0 = none */
+	uint32		pool_size;
+	uint32		index_mask;		/* per-partition index size - 1 */
+	pg_atomic_uint32 in_use_count;
+	uint32		part_used[COUNTER_PARTITIONS];	/* under the partition lock */
+} EtabHeader;
+
+static EtabHeader *hdr = NULL;
+static char *pool = NULL;		/* pool_size entries of entry_size bytes */
+static Size entry_size = 0;
+static uint8 *in_use = NULL;	/* pool_size flags */
+static uint32 *free_next = NULL;	/* free list links */
+static uint32 *index_slots = NULL;	/* COUNTER_PARTITIONS x (mask + 1) */
+
+static uint32
+index_size_for(int64 capacity)
+{
+	uint32		want = (uint32) (2 * (capacity / COUNTER_PARTITIONS + 1));
+	uint32		size = 16;
+
+	while (size < want)
+		size <<= 1;
+	return size;
+}
+
+Size
+etab_shmem_size(int64 capacity, Size esize)
+{
+	Size		size = MAXALIGN(sizeof(EtabHeader));
+
+	size = add_size(size, mul_size((Size) capacity, MAXALIGN(esize)));
+	size = add_size(size, MAXALIGN((Size) capacity));
+	size = add_size(size, MAXALIGN(mul_size((Size) capacity, sizeof(uint32))));
+	size = add_size(size, mul_size(mul_size(COUNTER_PARTITIONS,
+											index_size_for(capacity)),
+								   sizeof(uint32)));
+	return size;
+}
+
+void
+etab_shmem_init(int64 capacity, Size esize)
+{
+	bool		found;
+	char	   *base;
+	uint32		isize = index_size_for(capacity);
+
+	entry_size = MAXALIGN(esize);
+	base = ShmemInitStruct("apicount counter entries",
+						   etab_shmem_size(capacity, esize), &found);
+	hdr = (EtabHeader *) base;
+	base += MAXALIGN(sizeof(EtabHeader));
+	pool = base;
+	base += (Size) capacity * entry_size;
+	in_use = (uint8 *) base;
+	base += MAXALIGN((Size) capacity);
+	free_next = (uint32 *) base;
+	base += MAXALIGN((Size) capacity * sizeof(uint32));
+	index_slots = (uint32 *) base;
+
+	if (!found)
+	{
+		uint32		i;
+
+		SpinLockInit(&hdr->mutex);
+		hdr->pool_size = (uint32) capacity;
+		hdr->index_mask = isize - 1;
+		pg_atomic_init_u32(&hdr->in_use_count, 0);
+		memset(hdr->part_used, 0, sizeof(hdr->part_used));
+		memset(in_use, 0, (Size) capacity);
+		memset(index_slots, 0,
+			   (Size) COUNTER_PARTITIONS * isize * sizeof(uint32));
+		/* free list in ascending order, so the pool fills from its start */
+		for (i = 0; i < (uint32) capacity; i++)
+			free_next[i] = (i + 1 < (uint32) capacity) ? i + 2 : 0;
+		hdr->free_head = capacity > 0 ? 1 : 0;
+	}
+}
+
+bool
+etab_ready(void)
+{
+	return hdr != NULL;
+}
+
+static inline CounterEntry *
+entry_at(uint32 n)
+{
+	return (CounterEntry *) (pool + (Size) n * entry_size);
+}
+
+static inline uint32
+entry_number(const CounterEntry *e)
+{
+	return (uint32) (((const char *) e - pool) / entry_size);
+}
+
+static inline uint32 *
+part_index(uint32 hashcode)
+{
+	return index_slots + (Size) (hashcode % COUNTER_PARTITIONS) *
+		(hdr->index_mask + 1);
+}
+
+static inline uint32
+home_slot(uint32 hashcode)
+{
+	return (hashcode / COUNTER_PARTITIONS) & hdr->index_mask;
+}
+
+uint32
+etab_hash(const CounterKey *key)
+{
+	return hash_bytes((const unsigned char *) key, sizeof(CounterKey));
+}
+
+CounterEntry *
+etab_find(const CounterKey *key, uint32 hashcode)
+{
+	uint32	   *slots = part_index(hashcode);
+	uint32		pos = home_slot(hashcode);
+
+	for (;;)
+	{
+		uint32		v = slots[pos];
+		CounterEntry *e;
+
+		if (v == 0)
+			return NULL;
+		e = entry_at(v - 1);
+		if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
+			return e;
+		pos = (pos + 1) & hdr->index_mask;
+	}
+}
+
+CounterEntry *
+etab_enter(const CounterKey *key, uint32 hashcode, bool *found)
+{
+	uint32	   *slots = part_index(hashcode);
+	uint32		part = hashcode % COUNTER_PARTITIONS;
+	uint32		pos = home_slot(hashcode);
+	uint32		n;
+	CounterEntry *e;
+
+	for (;;)
+	{
+		uint32		v = slots[pos];
+
+		if (v == 0)
+			break;
+		e = entry_at(v - 1);
+		if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
+		{
+			*found = true;
+			return e;
+		}
+		pos = (pos + 1) & hdr->index_mask;
+	}
+	*found = false;
+
+	/* at most 3/4 full, so that probes stay short and always end */
+	if ((hdr->part_used[part] + 1) * 4 > (hdr->index_mask + 1) * 3)
+		return NULL;
+
+	SpinLockAcquire(&hdr->mutex);
+	n = hdr->free_head;
+	if (n != 0)
+		hdr->free_head = free_next[n - 1];
+	SpinLockRelease(&hdr->mutex);
+	if (n == 0)
+		return NULL;
+
+	e = entry_at(n - 1);
+	memset(e, 0, entry_size);
+	e->key = *key;
+	in_use[n - 1] = 1;
+	hdr->part_used[part]++;
+	pg_atomic_fetch_add_u32(&hdr->in_use_count, 1);
+	/* publish last: a reader of the slot sees a complete entry */
+	pg_write_barrier();
+	slots[pos] = n;
+	return e;
+}
+
+void
+etab_remove(CounterEntry *e, uint32 hashcode)
+{
+	uint32	   *slots = part_index(hashcode);
+	uint32		part = hashcode % COUNTER_PARTITIONS;
+	uint32		mask = hdr->index_mask;
+	uint32		n = entry_number(e) + 1;
+	uint32		pos = home_slot(hashcode);
+	uint32		next;
+
+	while (slots[pos] != n)
+	{
+		Assert(slots[pos] != 0);
+		pos = (pos + 1) & mask;
+	}
+
+	/* backward-shift deletion: keep every probe chain unbroken */
+	slots[pos] = 0;
+	next = (pos + 1) & mask;
+	while (slots[next] != 0)
+	{
+		uint32		home = home_slot(etab_hash(&entry_at(slots[next] - 1)->key));
+
+		/* move it if its home is not in the cyclic range (pos, next] */
+		if (((next - home) & mask) >= ((next - pos) & mask))
+		{
+			slots[pos] = slots[next];
+			slots[next] = 0;
+			pos = next;
+		}
+		next = (next + 1) & mask;
+	}
+
+	in_use[n - 1] = 0;
+	hdr->part_used[part]--;
+	pg_atomic_fetch_sub_u32(&hdr->in_use_count, 1);
+	SpinLockAcquire(&hdr->mutex);
+	free_next[n - 1] = hdr->free_head;
+	hdr->free_head = n;
+	SpinLockRelease(&hdr->mutex);
+}
+
+CounterEntry *
+etab_next(uint32 *cursor)
+{
+	uint32		i = *cursor;
+	uint32		size = hdr->pool_size;
+
+	while (i < size && !in_use[i])
+		i++;
+	if (i >= size)
+	{
+		*cursor = size;
+		return NULL;
+	}
+	*cursor = i + 1;
+	return entry_at(i);
+}
+
+uint32
+etab_count(void)
+{
+	return pg_atomic_read_u32(&hdr->in_use_count);
+}
