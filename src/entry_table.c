@@ -53,9 +53,9 @@ index_size_for(int64 capacity)
 Size
 etab_shmem_size(int64 capacity, Size esize)
 {
-	Size		size = MAXALIGN(sizeof(EtabHeader));
+	Size		size = TYPEALIGN(8, sizeof(EtabHeader));
 
-	size = add_size(size, mul_size((Size) capacity, MAXALIGN(esize)));
+	size = add_size(size, mul_size((Size) capacity, TYPEALIGN(8, esize)));
 	size = add_size(size, MAXALIGN((Size) capacity));
 	size = add_size(size, MAXALIGN(mul_size((Size) capacity, sizeof(uint32))));
 	size = add_size(size, mul_size(mul_size(COUNTER_PARTITIONS,
@@ -71,11 +71,11 @@ etab_shmem_init(int64 capacity, Size esize)
 	char	   *base;
 	uint32		isize = index_size_for(capacity);
 
-	entry_size = MAXALIGN(esize);
+	entry_size = TYPEALIGN(8, esize);	/* entries hold 64-bit atomics */
 	base = ShmemInitStruct("apicount counter entries",
 						   etab_shmem_size(capacity, esize), &found);
 	hdr = (EtabHeader *) base;
-	base += MAXALIGN(sizeof(EtabHeader));
+	base += TYPEALIGN(8, sizeof(EtabHeader));
 	pool = base;
 	base += (Size) capacity * entry_size;
 	in_use = (uint8 *) base;

@@ -6,10 +6,11 @@
  * Owns the TableAmRoutine.  INSERT calls tuple_insert once per row and
  * COPY calls multi_insert with batches of rows, so neither goes through a
  * trigger.  Scans are always empty, so UPDATE and DELETE find nothing; the
- * update, delete and lock callbacks still refuse, as do indexes, CLUSTER
- * and moving the table.  The relation has a storage file that stays empty
- * (created like any table's, so that TRUNCATE, DROP and pg_relation_size
- * behave as usual).
+ * update, delete and lock callbacks still refuse, as do indexes.  The
+ * relation has a storage file that stays empty (created like any table's,
+ * so that TRUNCATE, DROP, VACUUM FULL, SET TABLESPACE and pg_relation_size
+ * behave as usual).  AFTER ROW triggers would get no row (nothing is
+ * stored to fetch); they are not supported.
  *
  * Error rule: a row that fails validation raises an ERROR before anything
  * of it is recorded; the statement's earlier rows go with its
@@ -252,12 +253,12 @@ requests_tuple_lock(Relation rel, ItemPointer tid, Snapshot snapshot,
 /* ---- storage: an empty file, like any new table's ---- */
 
 /*
- * Only apicount.requests may use this access method: any other table would
- * let whoever can create tables record hits without INSERT on
- * apicount.requests.  Creating storage is how every table (CREATE TABLE,
- * ALTER TABLE SET ACCESS METHOD, TRUNCATE) gets one, so refuse there,
- * unless CREATE EXTENSION apicount is creating it or it is
- * apicount.requests itself (TRUNCATE).
+ * Only tables of schema apicount may use this access method: anywhere else
+ * it would let whoever can create tables record hits without INSERT on
+ * apicount.requests.  Creating storage is how every table gets one (CREATE
+ * TABLE, ALTER TABLE SET ACCESS METHOD, TRUNCATE, and the transient table
+ * of VACUUM FULL and CLUSTER), so refuse there.  Only the extension's owner
+ * can create tables in schema apicount (nobody else has CREATE on it).
  */
 static void
 check_is_requests(Relation rel)
@@ -268,8 +269,7 @@ check_is_requests(Relation rel)
 		CurrentExtensionObject == get_extension_oid("apicount", true))
 		return;
 	nsp = get_namespace_name(RelationGetNamespace(rel));
-	if (nsp != NULL && strcmp(nsp, "apicount") == 0 &&
-		strcmp(RelationGetRelationName(rel), "requests") == 0)
+	if (nsp != NULL && strcmp(nsp, "apicount") == 0)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -300,7 +300,10 @@ requests_set_new_storage(Relation rel, const RelFileLocator *newrlocator,
 static void
 requests_copy_data(Relation rel, const RelFileLocator *newrlocator)
 {
-	refuse("moving to another tablespace");
+	/* nothing stored: new empty storage, the old one dropped at commit */
+	smgrclose(RelationCreateStorage(*newrlocator, rel->rd_rel->relpersistence,
+									true));
+	RelationDropStorage(rel);
 }
 #else
 static void
@@ -326,7 +329,10 @@ requests_set_new_storage(Relation rel, const RelFileNode *newrnode,
 static void
 requests_copy_data(Relation rel, const RelFileNode *newrnode)
 {
-	refuse("moving to another tablespace");
+	/* nothing stored: new empty storage, the old one dropped at commit */
+	smgrclose(RelationCreateStorage(*newrnode, rel->rd_rel->relpersistence,
+									true));
+	RelationDropStorage(rel);
 }
 #endif
 
@@ -344,7 +350,10 @@ requests_copy_for_cluster(Relation OldTable, Relation NewTable,
 						  double *num_tuples, double *tups_vacuumed,
 						  double *tups_recently_dead)
 {
-	refuse("CLUSTER and VACUUM FULL");
+	/* VACUUM FULL: nothing stored, nothing to copy */
+	*num_tuples = 0;
+	*tups_vacuumed = 0;
+	*tups_recently_dead = 0;
 }
 
 static void
