@@ -260,6 +260,20 @@ AS $$
 	FROM @extschema@._live_minutes(from_bucket, to_ts, false) l
 $$;
 
+-- the whole UTC hours [h0, h1) inside [from_bucket, to_ts); h0 = h1 = to_ts
+-- when there is none (the range is then read from minutes only)
+CREATE FUNCTION @extschema@._whole_hours(from_bucket timestamptz, to_ts timestamptz,
+	OUT h0 timestamptz, OUT h1 timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN a < b THEN a ELSE to_ts END, CASE WHEN a < b THEN b ELSE to_ts END
+	FROM (SELECT CASE WHEN date_trunc('hour', from_bucket, 'UTC') < from_bucket
+	                  THEN date_trunc('hour', from_bucket, 'UTC') + interval '1 hour'
+	                  ELSE date_trunc('hour', from_bucket, 'UTC') END AS a,
+	             date_trunc('hour', to_ts, 'UTC') AS b) x
+$$;
+
 -- API-level rows over [from_bucket, to_ts), flushed + unflushed, reading
 -- whole UTC hours from api_hour and only the partial hours at the edges from
 -- api_minute (bucket is the hour's start for hourly rows)
@@ -272,17 +286,10 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	h0 timestamptz := date_trunc('hour', from_bucket, 'UTC');
-	h1 timestamptz := date_trunc('hour', to_ts, 'UTC');
+	h0 timestamptz;
+	h1 timestamptz;
 BEGIN
-	IF h0 < from_bucket THEN
-		h0 := h0 + interval '1 hour';
-	END IF;
-	IF h0 >= h1 THEN
-		-- no whole hour inside: minutes only
-		h0 := to_ts;
-		h1 := to_ts;
-	END IF;
+	SELECT w.h0, w.h1 INTO h0, h1 FROM @extschema@._whole_hours(from_bucket, to_ts) w;
 	RETURN QUERY
 	SELECT a.bucket, a.method, a.path, a.calls, a.ok,
 	       a.client_errors + a.server_errors, a.latency_sum_ms, a.latency_count
@@ -316,15 +323,11 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	h0 timestamptz := date_trunc('hour', from_bucket, 'UTC');
-	h1 timestamptz := date_trunc('hour', to_ts, 'UTC');
+	h0 timestamptz := to_ts;
+	h1 timestamptz := to_ts;
 BEGIN
-	IF h0 < from_bucket THEN
-		h0 := h0 + interval '1 hour';
-	END IF;
-	IF NOT hourly OR h0 >= h1 THEN
-		h0 := to_ts;
-		h1 := to_ts;
+	IF hourly THEN
+		SELECT w.h0, w.h1 INTO h0, h1 FROM @extschema@._whole_hours(from_bucket, to_ts) w;
 	END IF;
 	RETURN QUERY
 	SELECT a.bucket, a.method, a.path, a.latency_hist
@@ -955,6 +958,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@._read_begin(), @extschema@._read_end(), @extschema@._stats(),
 	@extschema@._api_minutes(timestamptz, timestamptz),
 	@extschema@._api_rows(timestamptz, timestamptz),
+	@extschema@._whole_hours(timestamptz, timestamptz),
 	@extschema@._window_start(interval),
 	@extschema@._caller_minutes(timestamptz, timestamptz),
 	@extschema@._check_n(integer), @extschema@._check_since(interval),

@@ -30,8 +30,9 @@
 
 ApicountShared *apicount_shared = NULL;
 
-static uint64 overflow_method_h;
-static uint64 overflow_path_h;
+/* hashes of OVERFLOW_METHOD and OVERFLOW_PATH, set at shared memory init */
+uint64		apicount_overflow_method_h;
+uint64		apicount_overflow_path_h;
 
 uint64
 apicount_hash_string(const char *s, size_t len)
@@ -142,15 +143,17 @@ counters_shmem_init(void)
 						apicount_shared->locks + COUNTER_PARTITIONS +
 						STRTAB_PARTITIONS);
 
-	overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
-											 strlen(OVERFLOW_METHOD));
-	overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
-										   strlen(OVERFLOW_PATH));
+	apicount_overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
+													  strlen(OVERFLOW_METHOD));
+	apicount_overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
+													strlen(OVERFLOW_PATH));
 	if (!found)
 	{
 		/* the overflow strings stay for the life of the server */
-		strtab_ref(overflow_method_h, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD));
-		strtab_ref(overflow_path_h, OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+		strtab_ref(apicount_overflow_method_h, OVERFLOW_METHOD,
+				   strlen(OVERFLOW_METHOD));
+		strtab_ref(apicount_overflow_path_h, OVERFLOW_PATH,
+				   strlen(OVERFLOW_PATH));
 	}
 }
 
@@ -166,14 +169,27 @@ counters_key_inet(const CounterKey *key)
 	return InetPGetDatum(ip);
 }
 
+void
+counters_overflow_key(int32 minute, CounterKey *key)
+{
+	memset(key, 0, sizeof(CounterKey));
+	key->minute = minute;
+	key->method_h = apicount_overflow_method_h;
+	key->path_h = apicount_overflow_path_h;
+	key->flags = KEY_OVERFLOW | KEY_TRACKED;
+}
+
+/* the minute holding ts (floor division, also before 2000) */
+static inline int64
+minute_floor(TimestampTz ts)
+{
+	return ts / USECS_PER_MINUTE - (ts < 0 && ts % USECS_PER_MINUTE != 0);
+}
+
 int32
 apicount_minute_of(TimestampTz ts)
 {
-	int64		m = ts / USECS_PER_MINUTE;
-
-	if (ts < 0 && ts % USECS_PER_MINUTE != 0)
-		m--;
-	return (int32) m;
+	return (int32) minute_floor(ts);
 }
 
 static int32
@@ -191,7 +207,7 @@ apicount_minute_at_or_after(TimestampTz ts)
 		return PG_INT32_MIN;
 	if (TIMESTAMP_IS_NOEND(ts))
 		return PG_INT32_MAX;
-	m = ts / USECS_PER_MINUTE - (ts < 0 && ts % USECS_PER_MINUTE != 0);
+	m = minute_floor(ts);
 	if (m * USECS_PER_MINUTE < ts)
 		m++;
 	return clamp_minute(m);
@@ -206,7 +222,7 @@ apicount_minute_before(TimestampTz ts)
 		return PG_INT32_MIN;
 	if (TIMESTAMP_IS_NOEND(ts))
 		return PG_INT32_MAX;
-	m = ts / USECS_PER_MINUTE - (ts < 0 && ts % USECS_PER_MINUTE != 0);
+	m = minute_floor(ts);
 	if (m * USECS_PER_MINUTE == ts)
 		m--;
 	return clamp_minute(m);
@@ -393,24 +409,22 @@ add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
 	bool		created;
 	bool		added;
 
-	memset(&key, 0, sizeof(key));
-	key.minute = minute;
-	key.method_h = overflow_method_h;
-	key.path_h = overflow_path_h;
-	key.flags = KEY_OVERFLOW | KEY_TRACKED;
+	counters_overflow_key(minute, &key);
 	hashcode = etab_hash(&key);
 
 	pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, d->calls);
 	if (add_existing(&key, hashcode, d, slots))
 		return;
 	/* overflow strings are permanent; the entry takes references anyway */
-	strtab_ref(overflow_method_h, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD));
-	strtab_ref(overflow_path_h, OVERFLOW_PATH, strlen(OVERFLOW_PATH));
+	strtab_ref(apicount_overflow_method_h, OVERFLOW_METHOD,
+			   strlen(OVERFLOW_METHOD));
+	strtab_ref(apicount_overflow_path_h, OVERFLOW_PATH,
+			   strlen(OVERFLOW_PATH));
 	added = create_and_add(&key, hashcode, d, slots, &created);
 	if (!created)
 	{
-		strtab_unref(overflow_method_h);
-		strtab_unref(overflow_path_h);
+		strtab_unref(apicount_overflow_method_h);
+		strtab_unref(apicount_overflow_path_h);
 	}
 	if (!added)
 		add_spill(d);

@@ -198,6 +198,13 @@ extern int	counters_lwlock_count(void);
 extern void counters_shmem_init(void);
 extern bool counters_ready(void);
 
+/* hashes of OVERFLOW_METHOD and OVERFLOW_PATH */
+extern uint64 apicount_overflow_method_h;
+extern uint64 apicount_overflow_path_h;
+
+/* the key of the minute's overflow entry */
+extern void counters_overflow_key(int32 minute, CounterKey *key);
+
 /* the key's client_ip as an inet datum (key->ip_family must be set) */
 extern Datum counters_key_inet(const CounterKey *key);
 

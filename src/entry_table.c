@@ -140,15 +140,18 @@ etab_hash(const CounterKey *key)
 	return hash_bytes((const unsigned char *) key, sizeof(CounterKey));
 }
 
-CounterEntry *
-etab_find(const CounterKey *key, uint32 hashcode)
+/*
+ * Probe the partition's index for key: the entry, or NULL with *pos at the
+ * empty slot that ends the probe (where the key would go).
+ */
+static CounterEntry *
+probe(const CounterKey *key, uint32 hashcode, uint32 **slots, uint32 *pos)
 {
-	uint32	   *slots = part_index(hashcode);
-	uint32		pos = home_slot(hashcode);
-
+	*slots = part_index(hashcode);
+	*pos = home_slot(hashcode);
 	for (;;)
 	{
-		uint32		v = slots[pos];
+		uint32		v = (*slots)[*pos];
 		CounterEntry *e;
 
 		if (v == 0)
@@ -156,34 +159,32 @@ etab_find(const CounterKey *key, uint32 hashcode)
 		e = entry_at(v - 1);
 		if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
 			return e;
-		pos = (pos + 1) & hdr->index_mask;
+		*pos = (*pos + 1) & hdr->index_mask;
 	}
+}
+
+CounterEntry *
+etab_find(const CounterKey *key, uint32 hashcode)
+{
+	uint32	   *slots;
+	uint32		pos;
+
+	return probe(key, hashcode, &slots, &pos);
 }
 
 CounterEntry *
 etab_enter(const CounterKey *key, uint32 hashcode, bool *found)
 {
-	uint32	   *slots = part_index(hashcode);
+	uint32	   *slots;
 	uint32		part = hashcode % COUNTER_PARTITIONS;
-	uint32		pos = home_slot(hashcode);
+	uint32		pos;
 	uint32		n;
 	CounterEntry *e;
 
-	for (;;)
-	{
-		uint32		v = slots[pos];
-
-		if (v == 0)
-			break;
-		e = entry_at(v - 1);
-		if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
-		{
-			*found = true;
-			return e;
-		}
-		pos = (pos + 1) & hdr->index_mask;
-	}
-	*found = false;
+	e = probe(key, hashcode, &slots, &pos);
+	*found = e != NULL;
+	if (e != NULL)
+		return e;
 
 	/* at most 3/4 full, so that probes stay short and always end */
 	if ((hdr->part_used[part] + 1) * 4 > (hdr->index_mask + 1) * 3)

@@ -62,9 +62,7 @@ typedef struct ApiRow
 {
 	ApiRowKey	key;
 	CounterDelta d;
-	int			npages;			/* latency pages of this row (snapshot indexes) */
-	int			pagecap;
-	int		   *pages;
+	LatPageList lat;			/* latency pages of this row */
 } ApiRow;
 
 static MemoryContext FlushContext = NULL;
@@ -165,12 +163,8 @@ take_snapshot(int *nitems)
 			items = repalloc_huge(items, (cap + 1) * sizeof(FlushItem));
 		memset(&items[n], 0, sizeof(FlushItem));
 		items[n].entry = NULL;
-		items[n].key.minute = apicount_minute_of(GetCurrentTimestamp());
-		items[n].key.method_h = apicount_hash_string(OVERFLOW_METHOD,
-													 strlen(OVERFLOW_METHOD));
-		items[n].key.path_h = apicount_hash_string(OVERFLOW_PATH,
-												   strlen(OVERFLOW_PATH));
-		items[n].key.flags = KEY_OVERFLOW | KEY_TRACKED;
+		counters_overflow_key(apicount_minute_of(GetCurrentTimestamp()),
+							  &items[n].key);
 		items[n].d = spill;
 		n++;
 	}
@@ -226,32 +220,9 @@ api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
 	if (!found)
 	{
 		memset(&row->d, 0, sizeof(CounterDelta));
-		row->npages = row->pagecap = 0;
-		row->pages = NULL;
+		memset(&row->lat, 0, sizeof(LatPageList));
 	}
 	return row;
-}
-
-/* the histogram of a row's pages; dense is all zeros before and after */
-static Datum
-encode_pages(const LatSnap *lat, const ApiRow *row, uint64 *dense)
-{
-	Datum		d;
-	int			i,
-				b;
-
-	for (i = 0; i < row->npages; i++)
-	{
-		const LatSnap *p = &lat[row->pages[i]];
-
-		for (b = 0; b < LAT_PAGE_BUCKETS; b++)
-			dense[p->key.page * LAT_PAGE_BUCKETS + b] += p->counts[b];
-	}
-	d = PointerGetDatum(lat_dense_to_bytea(dense));
-	for (i = 0; i < row->npages; i++)
-		memset(&dense[lat[row->pages[i]].key.page * LAT_PAGE_BUCKETS], 0,
-			   sizeof(uint64) * LAT_PAGE_BUCKETS);
-	return d;
 }
 
 /*
@@ -300,14 +271,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		row = api_row(rows, lat[i].key.minute, lat[i].key.method_h,
 					  lat[i].key.path_h, hourly);
-		if (row->npages == row->pagecap)
-		{
-			row->pagecap = row->pagecap == 0 ? 4 : row->pagecap * 2;
-			row->pages = row->pages == NULL ?
-				palloc(sizeof(int) * row->pagecap) :
-				repalloc(row->pages, sizeof(int) * row->pagecap);
-		}
-		row->pages[row->npages++] = i;
+		lat_pages_append(&row->lat, i);
 	}
 
 	n = hash_get_num_entries(rows);
@@ -333,8 +297,9 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 		cols[8][i] = ms_datum(row->d.lat_max_ns);
 		maxnulls[i] = row->d.lat_count == 0;
 		cols[9][i] = Int64GetDatum(row->d.lat_count);
-		histnulls[i] = row->npages == 0;
-		cols[10][i] = histnulls[i] ? (Datum) 0 : encode_pages(lat, row, dense);
+		histnulls[i] = row->lat.n == 0;
+		cols[10][i] = histnulls[i] ? (Datum) 0 :
+			PointerGetDatum(lat_pages_to_bytea(lat, &row->lat, dense));
 		i++;
 	}
 	for (i = 0; i < 11; i++)
@@ -376,10 +341,8 @@ take_latency_snapshot(int *n)
 		if (strtab_get(snap[i].key.method_h, &c, 1) < 0 ||
 			strtab_get(snap[i].key.path_h, &c, 1) < 0)
 		{
-			snap[i].key.method_h = apicount_hash_string(OVERFLOW_METHOD,
-														strlen(OVERFLOW_METHOD));
-			snap[i].key.path_h = apicount_hash_string(OVERFLOW_PATH,
-													  strlen(OVERFLOW_PATH));
+			snap[i].key.method_h = apicount_overflow_method_h;
+			snap[i].key.path_h = apicount_overflow_path_h;
 		}
 	}
 	return snap;

@@ -46,6 +46,40 @@ lat_dense_to_bytea(const uint64 *dense)
 	return b;
 }
 
+void
+lat_pages_append(LatPageList *list, int page)
+{
+	if (list->n == list->cap)
+	{
+		list->cap = list->cap == 0 ? 4 : list->cap * 2;
+		list->pages = list->pages == NULL ?
+			palloc(sizeof(int) * list->cap) :
+			repalloc(list->pages, sizeof(int) * list->cap);
+	}
+	list->pages[list->n++] = page;
+}
+
+bytea *
+lat_pages_to_bytea(const LatSnap *snap, const LatPageList *list, uint64 *dense)
+{
+	bytea	   *b;
+	int			i,
+				j;
+
+	for (i = 0; i < list->n; i++)
+	{
+		const LatSnap *p = &snap[list->pages[i]];
+
+		for (j = 0; j < LAT_PAGE_BUCKETS; j++)
+			dense[p->key.page * LAT_PAGE_BUCKETS + j] += p->counts[j];
+	}
+	b = lat_dense_to_bytea(dense);
+	for (i = 0; i < list->n; i++)
+		memset(&dense[snap[list->pages[i]].key.page * LAT_PAGE_BUCKETS], 0,
+			   sizeof(uint64) * LAT_PAGE_BUCKETS);
+	return b;
+}
+
 static void
 decode_into(bytea *b, uint64 *dense)
 {
@@ -151,9 +185,7 @@ typedef struct LiveHist
 	uint64		method_h;
 	uint64		path_h;
 	int32		minute;
-	int			npages;			/* snapshot indexes of its pages */
-	int			pagecap;
-	int		   *pages;
+	LatPageList pages;
 } LiveHist;
 
 /*
@@ -187,7 +219,7 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 
 	/* group the pages per (method, path, minute) */
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = offsetof(LiveHist, npages);
+	ctl.keysize = offsetof(LiveHist, pages);
 	ctl.entrysize = sizeof(LiveHist);
 	ctl.hcxt = CurrentMemoryContext;
 	index = hash_create("apicount live latency", Max(nsnap, 16), &ctl,
@@ -206,17 +238,10 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		h = hash_search(index, &k, HASH_ENTER, &found);
 		if (!found)
 		{
-			h->npages = h->pagecap = 0;
-			h->pages = NULL;
+			memset(&h->pages, 0, sizeof(LatPageList));
 			hists[nhist++] = h;
 		}
-		if (h->npages == h->pagecap)
-		{
-			h->pagecap = h->pagecap == 0 ? 4 : h->pagecap * 2;
-			h->pages = h->pages == NULL ? palloc(sizeof(int) * h->pagecap) :
-				repalloc(h->pages, sizeof(int) * h->pagecap);
-		}
-		h->pages[h->npages++] = i;
+		lat_pages_append(&h->pages, i);
 	}
 
 	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
@@ -227,8 +252,6 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		bool		nulls[4] = {false, false, false, false};
 		text	   *m = strtab_get_text(h->method_h);
 		text	   *p = strtab_get_text(h->path_h);
-		int			j,
-					b;
 
 		/* strings gone: their API's counts went to overflow */
 		if (m == NULL || p == NULL)
@@ -236,16 +259,11 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 			m = cstring_to_text(OVERFLOW_METHOD);
 			p = cstring_to_text(OVERFLOW_PATH);
 		}
-		for (j = 0; j < h->npages; j++)
-			for (b = 0; b < LAT_PAGE_BUCKETS; b++)
-				dense[snap[h->pages[j]].key.page * LAT_PAGE_BUCKETS + b] +=
-					snap[h->pages[j]].counts[b];
 		values[0] = TimestampTzGetDatum((TimestampTz) h->minute * USECS_PER_MINUTE);
 		values[1] = PointerGetDatum(m);
 		values[2] = PointerGetDatum(p);
-		values[3] = PointerGetDatum(lat_dense_to_bytea(dense));
+		values[3] = PointerGetDatum(lat_pages_to_bytea(snap, &h->pages, dense));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		memset(dense, 0, sizeof(uint64) * LAT_NBUCKETS);
 	}
 	return (Datum) 0;
 }

@@ -223,22 +223,9 @@ static void
 add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
 				   const LocalSlot *slots, const LatPair *lat, int lat_n)
 {
-	static uint64 overflow_method_h = 0;
-	static uint64 overflow_path_h = 0;
 	CounterKey	okey;
 
-	if (overflow_method_h == 0)
-	{
-		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
-												 strlen(OVERFLOW_METHOD));
-		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
-											   strlen(OVERFLOW_PATH));
-	}
-	memset(&okey, 0, sizeof(okey));
-	okey.minute = minute;
-	okey.method_h = overflow_method_h;
-	okey.path_h = overflow_path_h;
-	okey.flags = KEY_OVERFLOW | KEY_TRACKED;
+	counters_overflow_key(minute, &okey);
 	level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
 			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots, lat, lat_n);
 }
@@ -382,16 +369,6 @@ static void
 merge_into_shared(void)
 {
 	PendingLevel *lvl;
-	static uint64 overflow_method_h = 0;
-	static uint64 overflow_path_h = 0;
-
-	if (overflow_method_h == 0)
-	{
-		overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
-												 strlen(OVERFLOW_METHOD));
-		overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
-											   strlen(OVERFLOW_PATH));
-	}
 
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
 	{
@@ -412,7 +389,7 @@ merge_into_shared(void)
 				latstore_add(e->key.method_h, e->key.path_h, e->key.minute,
 							 e->lat, e->lat_n);
 			else if (under == COUNTED_OVERFLOW)
-				latstore_add(overflow_method_h, overflow_path_h,
+				latstore_add(apicount_overflow_method_h, apicount_overflow_path_h,
 							 e->key.minute, e->lat, e->lat_n);
 			else
 				latstore_add_unbinned(e->lat, e->lat_n);
