@@ -90,6 +90,19 @@ start_cluster "$W" "$PORT" \
 q -f "$WL/setup.sql" >/dev/null || die "bench setup SQL failed"
 wait_worker
 
+# the floor of workload 1: apicount's access method without the counting (bench/noop_am),
+# loaded by path from the work directory (never installed)
+if want tput; then
+    make -s -C "$ROOT/bench/noop_am" PG_CONFIG="$PGBIN/pg_config" >"$W/noop_am.log" 2>&1 ||
+        { cat "$W/noop_am.log" >&2; die "building bench/noop_am failed"; }
+    install -m 644 "$ROOT/bench/noop_am/noop_am.so" "$W/noop_am.so"
+    q -c "CREATE FUNCTION bench.noop_am_handler(internal) RETURNS table_am_handler
+              AS '$W/noop_am.so', 'apicount_noop_am_handler' LANGUAGE C" \
+      -c "CREATE ACCESS METHOD bench_noop TYPE TABLE HANDLER bench.noop_am_handler" \
+      -c "CREATE TABLE bench.req_noop (LIKE apicount.requests INCLUDING DEFAULTS) USING bench_noop" \
+        >/dev/null || die "creating bench.req_noop failed"
+fi
+
 # ---- machine info -------------------------------------------------------------------------
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
 MEM_TOTAL=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || echo unknown)
@@ -125,7 +138,7 @@ redis_run() {  # prints ops/s of ZINCRBY (or "error")
 }
 
 if want tput; then
-    declare -a T_SEL=() T_LOG=() T_UNL=() T_INS=() T_HIT=() T_HOT=() T_RED=() T_EXP=()
+    declare -a T_SEL=() T_LOG=() T_UNL=() T_INS=() T_HIT=() T_HOT=() T_RED=() T_EXP=() T_NOOP=()
     REDIS_N=""
     if [ -n "$HAVE_REDIS" ]; then
         # shellcheck disable=SC2119
@@ -156,11 +169,13 @@ if want tput; then
         fresh_apicount
         T_HOT+=("$(pgb ac_hot "$WL/ac_hot.sql")")
         T_EXP+=("$(pgb exprs_only "$WL/exprs_only.sql")")
+        T_NOOP+=("$(pgb noop_insert "$WL/noop_insert.sql")")
         if [ -n "$REDIS_N" ]; then T_RED+=("$(redis_run "$REDIS_N")"); fi
     done
     stop_redis "$W/redis"
     SEL=$(best "${T_SEL[@]}") LOGD=$(best "${T_LOG[@]}") UNL=$(best "${T_UNL[@]}")
     INS=$(best "${T_INS[@]}") HIT=$(best "${T_HIT[@]}") HOT=$(best "${T_HOT[@]}") EXP=$(best "${T_EXP[@]}")
+    NOOP=$(best "${T_NOOP[@]}")
     RED=$([ ${#T_RED[@]} -gt 0 ] && best "${T_RED[@]}" || echo "n/a")
 fi
 
@@ -326,6 +341,8 @@ if want tput; then
     row "2. SELECT apicount.hit()" "$HIT" tps "Redis ZINCRBY" "$RED" "ops/s" ratio -
     row "3. hot key (one path, one IP)" "$HOT" tps "SELECT 1" "$SEL" tps ratio 0.80
     row "(diagnostic) the expressions of 1 and 2 without apicount" "$EXP" tps "SELECT 1" "$SEL" tps ratio -
+    row "(diagnostic) 1 without the counting: the same INSERT, access method with ingest left out" "$NOOP" tps "SELECT 1" "$SEL" tps ratio -
+    row "(diagnostic) 1 against its own floor" "$INS" tps "the same INSERT without the counting" "$NOOP" tps ratio -
 fi
 if want copy; then
     row "4. COPY 1M rows into apicount.requests" "$COPY_AC" "rows/s" "COPY, UNLOGGED, no index" "$COPY_UNL" "rows/s" ratio 1.0

@@ -3,7 +3,10 @@
  *		Shared pool of counter entries with a per-partition open-addressing
  *		index (linear probing, backward-shift deletion).
  *
- * Index slots hold entry number + 1 (0 = empty).  Each partition's index
+ * Index slots hold entry number + 1 (0 = empty) in their low 26 bits and
+ * the top 6 bits of the key's hash above them, so that a probe reads an
+ * entry (a cache miss) only when those bits match: a lookup of a key that
+ * is not there rarely touches an entry at all.  Each partition's index
  * has a power-of-two size of at least twice its share of the pool and is
  * never filled past 3/4: a partition at that load reports "no room", as a
  * full pool does, and its hits go to overflow.  With a uniform hash a
@@ -31,6 +34,9 @@ typedef struct EtabHeader
 	pg_atomic_uint32 in_use_count;
 	uint32		part_used[COUNTER_PARTITIONS];	/* under the partition lock */
 } EtabHeader;
+
+#define SLOT_NUMBER_BITS	26
+#define SLOT_NUMBER_MASK	((((uint32) 1) << SLOT_NUMBER_BITS) - 1)
 
 static EtabHeader *hdr = NULL;
 static char *pool = NULL;		/* pool_size entries of entry_size bytes */
@@ -70,6 +76,11 @@ etab_shmem_init(int64 capacity, Size esize)
 	bool		found;
 	char	   *base;
 	uint32		isize = index_size_for(capacity);
+
+	/* apicount.max_entries is capped well below this (guc.c) */
+	if (capacity >= (int64) SLOT_NUMBER_MASK)
+		elog(FATAL, "apicount: %lld counter entries do not fit the index",
+			 (long long) capacity);
 
 	entry_size = TYPEALIGN(8, esize);	/* entries hold 64-bit atomics */
 	base = ShmemInitStruct("apicount counter entries",
@@ -121,6 +132,20 @@ entry_number(const CounterEntry *e)
 	return (uint32) (((const char *) e - pool) / entry_size);
 }
 
+/* the hash bits an index slot keeps beside the entry number */
+static inline uint32
+slot_tag(uint32 hashcode)
+{
+	return hashcode & ~SLOT_NUMBER_MASK;
+}
+
+/* entry number + 1 of an index slot (0: empty) */
+static inline uint32
+slot_number(uint32 v)
+{
+	return v & SLOT_NUMBER_MASK;
+}
+
 static inline uint32 *
 part_index(uint32 hashcode)
 {
@@ -147,18 +172,23 @@ etab_hash(const CounterKey *key)
 static CounterEntry *
 probe(const CounterKey *key, uint32 hashcode, uint32 **slots, uint32 *pos)
 {
+	uint32		tag = slot_tag(hashcode);
+
 	*slots = part_index(hashcode);
 	*pos = home_slot(hashcode);
 	for (;;)
 	{
 		uint32		v = (*slots)[*pos];
-		CounterEntry *e;
 
 		if (v == 0)
 			return NULL;
-		e = entry_at(v - 1);
-		if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
-			return e;
+		if ((v & ~SLOT_NUMBER_MASK) == tag)
+		{
+			CounterEntry *e = entry_at(slot_number(v) - 1);
+
+			if (memcmp(&e->key, key, sizeof(CounterKey)) == 0)
+				return e;
+		}
 		*pos = (*pos + 1) & hdr->index_mask;
 	}
 }
@@ -206,7 +236,7 @@ etab_enter(const CounterKey *key, uint32 hashcode, bool *found)
 	pg_atomic_fetch_add_u32(&hdr->in_use_count, 1);
 	/* publish last: a reader of the slot sees a complete entry */
 	pg_write_barrier();
-	slots[pos] = n;
+	slots[pos] = n | slot_tag(hashcode);
 	return e;
 }
 
@@ -220,7 +250,7 @@ etab_remove(CounterEntry *e, uint32 hashcode)
 	uint32		pos = home_slot(hashcode);
 	uint32		next;
 
-	while (slots[pos] != n)
+	while (slot_number(slots[pos]) != n)
 	{
 		Assert(slots[pos] != 0);
 		pos = (pos + 1) & mask;
@@ -231,7 +261,7 @@ etab_remove(CounterEntry *e, uint32 hashcode)
 	next = (pos + 1) & mask;
 	while (slots[next] != 0)
 	{
-		uint32		home = home_slot(etab_hash(&entry_at(slots[next] - 1)->key));
+		uint32		home = home_slot(etab_hash(&entry_at(slot_number(slots[next]) - 1)->key));
 
 		/* move it if its home is not in the cyclic range (pos, next] */
 		if (((next - home) & mask) >= ((next - pos) & mask))

@@ -17,6 +17,7 @@
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include <sys/socket.h>
 
 #include "utils/inet.h"
@@ -68,17 +69,21 @@ normalize_or_error(const char *in, int len, char *out)
 	return (int) outlen;
 }
 
-void
-ingest_request(const RequestValues *req)
+/*
+ * Validate and normalize one request into *hit (its key hashed, ready for
+ * pending_add).  The normalized path goes to stackbuf (3 * STACK_PATH_BYTES
+ * + 4 bytes) when it fits and stackbuf is not NULL, else to a palloc'd
+ * buffer in the current memory context.  Throws on bad input.
+ */
+static void
+prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
 {
-	char		stackbuf[3 * STACK_PATH_BYTES + 4];
 	char	   *path;
 	int			path_len;
-	char		method[APICOUNT_MAX_METHOD + 1];
+	char	   *method = hit->method_buf;
 	size_t		method_len;
 	const char *user = NULL;
 	int			user_len = 0;
-	PendingHit	hit;
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 	TimestampTz ts;
 	NormResult	r;
@@ -95,7 +100,8 @@ ingest_request(const RequestValues *req)
 		const char *in = VARDATA_ANY(req->path);
 		int			len = VARSIZE_ANY_EXHDR(req->path);
 
-		path = len <= STACK_PATH_BYTES ? stackbuf : palloc(3 * (Size) len + 4);
+		path = (stackbuf != NULL && len <= STACK_PATH_BYTES) ? stackbuf :
+			palloc(3 * (Size) len + 4);
 		path_len = normalize_or_error(in, len, path);
 	}
 	if (path_len > APICOUNT_MAX_PATH)
@@ -175,53 +181,59 @@ ingest_request(const RequestValues *req)
 						 apicount_retention_text)));
 
 	/* build the key */
-	memset(&hit, 0, sizeof(hit));
-	hit.key.minute = apicount_minute_of(ts);
-	hit.key.method_h = apicount_hash_string(method, method_len);
-	hit.key.path_h = apicount_hash_string(path, path_len);
+	memset(hit, 0, offsetof(PendingHit, method_buf));
+	hit->key.minute = apicount_minute_of(ts);
+	hit->key.method_h = apicount_hash_string(method, method_len);
+	hit->key.path_h = apicount_hash_string(path, path_len);
 	if (apicount_track_callers)
 	{
-		hit.key.flags |= KEY_TRACKED;
+		hit->key.flags |= KEY_TRACKED;
 		if (user != NULL)
-			hit.key.user_h = apicount_hash_string(user, user_len);
+			hit->key.user_h = apicount_hash_string(user, user_len);
 		if (req->has_ip)
 		{
 			inet	   *ip = DatumGetInetPP(req->client_ip);
 
-			hit.key.ip_family = ip_family(ip);
-			hit.key.ip_bits = ip_bits(ip);
-			memcpy(hit.key.ip_addr, ip_addr(ip), ip_addrsize(ip));
+			hit->key.ip_family = ip_family(ip);
+			hit->key.ip_bits = ip_bits(ip);
+			memcpy(hit->key.ip_addr, ip_addr(ip), ip_addrsize(ip));
 		}
 	}
 	else
 		user = NULL;
 
-	hit.method = method;
-	hit.method_len = (int) method_len;
-	hit.path = path;
-	hit.path_len = path_len;
-	hit.user = hit.key.user_h != 0 ? user : NULL;
-	hit.user_len = hit.key.user_h != 0 ? user_len : 0;
-	hit.status = req->has_status ? req->status : 0;
-	hit.has_latency = req->has_latency;
-	hit.latency_ns = req->has_latency ?
+	hit->method = method;
+	hit->method_len = (int) method_len;
+	hit->path = path;
+	hit->path_len = path_len;
+	hit->user = hit->key.user_h != 0 ? user : NULL;
+	hit->user_len = hit->key.user_h != 0 ? user_len : 0;
+	hit->status = req->has_status ? req->status : 0;
+	hit->has_latency = req->has_latency;
+	hit->latency_ns = req->has_latency ?
 		(uint64) llround(req->latency_ms * 1000000.0) : 0;
-	hit.slot = apicount_slot_of(ts);
-	hit.truncated = truncated;
+	hit->slot = apicount_slot_of(ts);
+	hit->truncated = truncated;
 
-	pending_add(&hit);
-
-	if (path != stackbuf)
-		pfree(path);
+	pending_prepare(hit);
 }
 
-/*
- * INSTEAD OF INSERT FOR EACH ROW trigger on apicount.requests.
- */
 void
-ingest_slot(TupleTableSlot *slot)
+ingest_request(const RequestValues *req)
 {
-	RequestValues req;
+	char		stackbuf[3 * STACK_PATH_BYTES + 4];
+	PendingHit	hit;
+
+	prepare_hit(req, &hit, stackbuf);
+	pending_add(&hit);
+	if (hit.path != stackbuf)
+		pfree(unconstify(char *, hit.path));
+}
+
+/* the values of one row of apicount.requests */
+static void
+slot_to_request(TupleTableSlot *slot, RequestValues *req)
+{
 	Datum	   *values;
 	bool	   *nulls;
 
@@ -236,23 +248,69 @@ ingest_slot(TupleTableSlot *slot)
 	values = slot->tts_values;
 	nulls = slot->tts_isnull;
 
-	memset(&req, 0, sizeof(req));
-	req.has_ts = !nulls[0];
-	if (req.has_ts)
-		req.ts = DatumGetTimestampTz(values[0]);
-	req.method = nulls[1] ? NULL : DatumGetTextPP(values[1]);
-	req.path = nulls[2] ? NULL : DatumGetTextPP(values[2]);
-	req.has_ip = !nulls[3];
-	req.client_ip = values[3];
-	req.user_id = nulls[4] ? NULL : DatumGetTextPP(values[4]);
-	req.has_status = !nulls[5];
-	if (req.has_status)
-		req.status = DatumGetInt32(values[5]);
-	req.has_latency = !nulls[6];
-	if (req.has_latency)
-		req.latency_ms = DatumGetFloat8(values[6]);
+	memset(req, 0, sizeof(*req));
+	req->has_ts = !nulls[0];
+	if (req->has_ts)
+		req->ts = DatumGetTimestampTz(values[0]);
+	req->method = nulls[1] ? NULL : DatumGetTextPP(values[1]);
+	req->path = nulls[2] ? NULL : DatumGetTextPP(values[2]);
+	req->has_ip = !nulls[3];
+	req->client_ip = values[3];
+	req->user_id = nulls[4] ? NULL : DatumGetTextPP(values[4]);
+	req->has_status = !nulls[5];
+	if (req->has_status)
+		req->status = DatumGetInt32(values[5]);
+	req->has_latency = !nulls[6];
+	if (req->has_latency)
+		req->latency_ms = DatumGetFloat8(values[6]);
+}
 
+/* one row of apicount.requests (INSERT) */
+void
+ingest_slot(TupleTableSlot *slot)
+{
+	RequestValues req;
+
+	slot_to_request(slot, &req);
 	ingest_request(&req);
+}
+
+/*
+ * A batch of rows (COPY).  Every row is validated and its key hashed
+ * first, which also starts loading the index slots the keys will probe;
+ * then the rows are recorded, their index slots by now in cache.  A bad
+ * row throws before the batch records anything, and the statement's
+ * earlier batches go with its (sub)transaction, as a single row's would.
+ * *row tells the error context which row is being handled (1-based).
+ */
+void
+ingest_slots(TupleTableSlot **slots, int nslots, int *row)
+{
+	MemoryContext batchcxt;
+	MemoryContext oldcxt;
+	PendingHit *hits;
+	int			i;
+
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext,
+									 "apicount batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(batchcxt);
+	hits = palloc(sizeof(PendingHit) * nslots);
+	for (i = 0; i < nslots; i++)
+	{
+		RequestValues req;
+
+		*row = i + 1;
+		slot_to_request(slots[i], &req);
+		prepare_hit(&req, &hits[i], NULL);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	for (i = 0; i < nslots; i++)
+	{
+		*row = i + 1;
+		pending_add(&hits[i]);
+	}
+	MemoryContextDelete(batchcxt);
 }
 
 /*

@@ -32,6 +32,9 @@ extern void ingest_request(const RequestValues *req);
 /* validate and record one row of apicount.requests (a slot of its table) */
 extern void ingest_slot(TupleTableSlot *slot);
 
+/* the same for a batch of rows; *row is the row being handled (1-based) */
+extern void ingest_slots(TupleTableSlot **slots, int nslots, int *row);
+
 /* ERROR unless the library was preloaded */
 extern void apicount_require_preload(void);
 

@@ -2,8 +2,12 @@
  * pending.c
  *		Per-transaction local counts and their merge at commit.
  *
- * Owns the stack of savepoint levels.  Each level is a small hash of
- * key -> counts in its own memory context; a released savepoint merges its
+ * Owns the stack of savepoint levels.  Each level maps key -> counts: the
+ * entries are packed in blocks and found through an open-addressing index
+ * of (hash, pointer) pairs (lib/simplehash.h), in the level's own memory
+ * contexts.  COPY hashes a whole batch of keys first and prefetches their
+ * index slots (pending_prepare), then records the rows (pending_add), so
+ * the index lookups mostly hit the cache.  A released savepoint merges its
  * level into its parent, a rolled-back one deletes it, and the top-level
  * commit merges everything into shared memory (counters_add), one call per
  * distinct key, so a COPY of a million rows costs one merge per key.
@@ -20,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "utils/memutils.h"
 
 #include "counters.h"
@@ -28,7 +33,8 @@
 
 typedef struct PendingEntry
 {
-	CounterKey	key;
+	CounterKey	key;			/* first: the index refers to entries by it */
+	struct PendingEntry *next;	/* the level's entries, newest first */
 	char	   *method;
 	char	   *path;
 	char	   *user;
@@ -37,17 +43,69 @@ typedef struct PendingEntry
 	int16		user_len;
 	int16		lat_n;			/* latency buckets used */
 	int16		lat_cap;
-	LatPair    *lat;			/* sorted by idx, in the level's strcxt */
+	LatPair    *lat;			/* sorted by idx, in the level's datacxt */
 	CounterDelta d;
 	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PendingEntry;
 
+StaticAssertDecl(offsetof(PendingEntry, key) == 0,
+				 "a pending entry must start with its key");
+
+/* counts to add to an entry: one hit, or a whole entry of a child level */
+typedef struct Counts
+{
+	const CounterDelta *d;
+	const LocalSlot *slots;		/* every slot, or only slots[0] (below) */
+	int			slot;			/* -1: slots[] has every slot; else its one */
+	const LatPair *lat;
+	int			lat_n;
+} Counts;
+
+/*
+ * The level's index: open addressing (lib/simplehash.h), 16 bytes a key,
+ * holding the key's hash and a pointer to its entry.  A lookup compares
+ * stored hashes first and reads an entry only on a hash match, so a key
+ * that is not there (most rows of a COPY once the level is full) costs one
+ * probe of a compact array rather than a walk through 300-byte entries.
+ */
+static inline uint32
+key_hash(const CounterKey *key)
+{
+	return hash_bytes((const unsigned char *) key, sizeof(CounterKey));
+}
+
+typedef struct PendingRef
+{
+	const CounterKey *key;		/* &entry->key */
+	uint32		hash;
+	char		status;
+} PendingRef;
+
+#define SH_PREFIX			pendidx
+#define SH_ELEMENT_TYPE		PendingRef
+#define SH_KEY_TYPE			const CounterKey *
+#define SH_KEY				key
+#define SH_HASH_KEY(tb, k)	key_hash(k)
+#define SH_EQUAL(tb, a, b)	(memcmp((a), (b), sizeof(CounterKey)) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a)	((a)->hash)
+#define SH_SCOPE			static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
 typedef struct PendingLevel
 {
 	int			nest_level;
-	MemoryContext cxt;			/* the level and its hash table */
-	MemoryContext strcxt;		/* copies of the key strings */
-	HTAB	   *tab;
+	MemoryContext cxt;			/* the level and its index */
+	MemoryContext datacxt;		/* entries, key strings, latency pairs */
+	pendidx_hash *idx;
+	PendingEntry *entries;		/* newest first */
+	uint32		nentries;
+	char	   *bump;			/* free space of the current entry block */
+	Size		bump_left;
+	char	   *first_block;	/* FIRST_BLOCK_ENTRIES entries, in cxt */
+	PendingEntry *overflow;		/* the overflow entry last used, or NULL */
 	struct PendingLevel *next;	/* the enclosing level */
 } PendingLevel;
 
@@ -56,17 +114,25 @@ static PendingLevel *top_level = NULL;
 /*
  * One emptied level kept for the next transaction, so that the common
  * one-statement transaction does not create and destroy a memory context
- * and a hash table each time.
+ * and an index each time.
  */
 static PendingLevel *spare_level = NULL;
 
 #define SPARE_MAX_ENTRIES	256
+#define FIRST_BLOCK_ENTRIES 4
+#define BLOCK_MAX_ENTRIES	256
 
 static Size
 pending_entry_size(void)
 {
-	return offsetof(PendingEntry, slots) +
-		sizeof(LocalSlot) * apicount_shared->nslots;
+	return MAXALIGN(offsetof(PendingEntry, slots) +
+					sizeof(LocalSlot) * apicount_shared->nslots);
+}
+
+static inline PendingEntry *
+entry_of(const PendingRef *ref)
+{
+	return (PendingEntry *) unconstify(CounterKey *, ref->key);
 }
 
 static PendingLevel *
@@ -74,7 +140,6 @@ push_level(int nest_level)
 {
 	MemoryContext cxt;
 	PendingLevel *lvl;
-	HASHCTL		ctl;
 
 	if (spare_level != NULL)
 	{
@@ -91,14 +156,13 @@ push_level(int nest_level)
 	lvl = MemoryContextAllocZero(cxt, sizeof(PendingLevel));
 	lvl->nest_level = nest_level;
 	lvl->cxt = cxt;
-	lvl->strcxt = AllocSetContextCreate(cxt, "apicount pending strings",
-										ALLOCSET_SMALL_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(CounterKey);
-	ctl.entrysize = pending_entry_size();
-	ctl.hcxt = cxt;
-	lvl->tab = hash_create("apicount pending hits", 16, &ctl,
-						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	lvl->datacxt = AllocSetContextCreate(cxt, "apicount pending entries",
+										 ALLOCSET_SMALL_SIZES);
+	lvl->idx = pendidx_create(cxt, 16, NULL);
+	lvl->first_block = MemoryContextAlloc(cxt, FIRST_BLOCK_ENTRIES *
+										  pending_entry_size());
+	lvl->bump = lvl->first_block;
+	lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
 	lvl->next = top_level;
 	top_level = lvl;
 	return lvl;
@@ -110,21 +174,49 @@ pop_level(void)
 	PendingLevel *lvl = top_level;
 
 	top_level = lvl->next;
-	if (spare_level == NULL &&
-		hash_get_num_entries(lvl->tab) <= SPARE_MAX_ENTRIES)
+	if (spare_level == NULL && lvl->nentries <= SPARE_MAX_ENTRIES)
 	{
-		HASH_SEQ_STATUS seq;
 		PendingEntry *e;
 
-		hash_seq_init(&seq, lvl->tab);
-		while ((e = hash_seq_search(&seq)) != NULL)
-			hash_search(lvl->tab, &e->key, HASH_REMOVE, NULL);
-		MemoryContextReset(lvl->strcxt);
+		for (e = lvl->entries; e != NULL; e = e->next)
+			pendidx_delete(lvl->idx, &e->key);
+		MemoryContextReset(lvl->datacxt);
+		lvl->entries = NULL;
+		lvl->nentries = 0;
+		lvl->bump = lvl->first_block;
+		lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
+		lvl->overflow = NULL;
 		lvl->next = NULL;
 		spare_level = lvl;
 		return;
 	}
 	MemoryContextDelete(lvl->cxt);
+}
+
+/*
+ * A zeroed entry from the level's current block.  The first block belongs
+ * to the level and is reused with it, so a one-row transaction allocates
+ * nothing; later blocks grow with the level (up to BLOCK_MAX_ENTRIES
+ * entries), so a large COPY gets entries packed back to back.
+ */
+static PendingEntry *
+alloc_entry(PendingLevel *lvl)
+{
+	Size		esize = pending_entry_size();
+	PendingEntry *e;
+
+	if (lvl->bump_left < esize)
+	{
+		uint32		n = Min(lvl->nentries, BLOCK_MAX_ENTRIES);
+
+		lvl->bump = MemoryContextAlloc(lvl->datacxt, n * esize);
+		lvl->bump_left = n * esize;
+	}
+	e = (PendingEntry *) lvl->bump;
+	lvl->bump += esize;
+	lvl->bump_left -= esize;
+	memset(e, 0, esize);
+	return e;
 }
 
 static char *
@@ -187,13 +279,13 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 }
 
 static void
-add_counts(PendingEntry *e, MemoryContext cxt, const CounterDelta *d,
-		   const LocalSlot *slots, const LatPair *lat, int lat_n)
+add_counts(PendingEntry *e, MemoryContext cxt, const Counts *c)
 {
+	const CounterDelta *d = c->d;
 	int			i;
 
-	for (i = 0; i < lat_n; i++)
-		add_latency(e, cxt, lat[i].idx, lat[i].count);
+	for (i = 0; i < c->lat_n; i++)
+		add_latency(e, cxt, c->lat[i].idx, c->lat[i].count);
 
 	e->d.calls += d->calls;
 	e->d.ok += d->ok;
@@ -203,31 +295,42 @@ add_counts(PendingEntry *e, MemoryContext cxt, const CounterDelta *d,
 	e->d.lat_sum_ns += d->lat_sum_ns;
 	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
 	e->d.truncated += d->truncated;
+	if (c->slot >= 0)
+	{
+		e->slots[c->slot].calls += c->slots[0].calls;
+		e->slots[c->slot].ok += c->slots[0].ok;
+		e->slots[c->slot].errors += c->slots[0].errors;
+		return;
+	}
 	for (i = 0; i < apicount_shared->nslots; i++)
 	{
-		e->slots[i].calls += slots[i].calls;
-		e->slots[i].ok += slots[i].ok;
-		e->slots[i].errors += slots[i].errors;
+		e->slots[i].calls += c->slots[i].calls;
+		e->slots[i].ok += c->slots[i].ok;
+		e->slots[i].errors += c->slots[i].errors;
 	}
 }
 
 static void level_add(PendingLevel *lvl, const CounterKey *key,
-					  const char *method, int method_len,
+					  uint32 hashcode, const char *method, int method_len,
 					  const char *path, int path_len,
 					  const char *user, int user_len,
-					  const CounterDelta *d, const LocalSlot *slots,
-					  const LatPair *lat, int lat_n);
+					  const Counts *c);
 
 /* count a hit under the minute's overflow key */
 static void
-add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
-				   const LocalSlot *slots, const LatPair *lat, int lat_n)
+add_overflow_local(PendingLevel *lvl, int32 minute, const Counts *c)
 {
 	CounterKey	okey;
 
+	/* rows past the level's bound come here one after another */
+	if (lvl->overflow != NULL && lvl->overflow->key.minute == minute)
+	{
+		add_counts(lvl->overflow, lvl->datacxt, c);
+		return;
+	}
 	counters_overflow_key(minute, &okey);
-	level_add(lvl, &okey, OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
-			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, d, slots, lat, lat_n);
+	level_add(lvl, &okey, key_hash(&okey), OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
+			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, c);
 }
 
 /*
@@ -235,16 +338,15 @@ add_overflow_local(PendingLevel *lvl, int32 minute, const CounterDelta *d,
  * (a 64-bit collision) is routed to the overflow key rather than merged.
  */
 static void
-level_add(PendingLevel *lvl, const CounterKey *key,
+level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		  const char *method, int method_len,
 		  const char *path, int path_len,
 		  const char *user, int user_len,
-		  const CounterDelta *d, const LocalSlot *slots,
-		  const LatPair *lat, int lat_n)
+		  const Counts *c)
 {
+	PendingRef *ref;
 	PendingEntry *e;
 	bool		found;
-	uint32		hashcode = get_hash_value(lvl->tab, key);
 
 	/*
 	 * Memory bound: a level never holds more distinct keys than the shared
@@ -252,38 +354,73 @@ level_add(PendingLevel *lvl, const CounterKey *key,
 	 * New keys past that count as overflow right away (totals unchanged).
 	 */
 	if (!(key->flags & KEY_OVERFLOW) &&
-		hash_get_num_entries(lvl->tab) >= apicount_shared->capacity)
+		lvl->nentries >= apicount_shared->capacity)
 	{
-		e = hash_search_with_hash_value(lvl->tab, key, hashcode, HASH_FIND,
-										NULL);
-		if (e == NULL)
+		ref = pendidx_lookup_hash(lvl->idx, key, hashcode);
+		if (ref == NULL)
 		{
-			add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
+			add_overflow_local(lvl, key->minute, c);
 			return;
 		}
 		found = true;
 	}
 	else
-		e = hash_search_with_hash_value(lvl->tab, key, hashcode, HASH_ENTER,
-										&found);
+		ref = pendidx_insert_hash(lvl->idx, key, hashcode, &found);
 	if (!found)
 	{
-		memset(((char *) e) + sizeof(CounterKey), 0,
-			   pending_entry_size() - sizeof(CounterKey));
-		e->method = copy_string(lvl->strcxt, method, method_len);
-		e->method_len = method_len;
-		e->path = copy_string(lvl->strcxt, path, path_len);
-		e->path_len = path_len;
-		e->user = copy_string(lvl->strcxt, user, user_len);
-		e->user_len = user_len;
+		/* the index holds the caller's key until the entry has its copy */
+		PG_TRY();
+		{
+			e = alloc_entry(lvl);
+			e->key = *key;
+			e->method = copy_string(lvl->datacxt, method, method_len);
+			e->method_len = method_len;
+			e->path = copy_string(lvl->datacxt, path, path_len);
+			e->path_len = path_len;
+			e->user = copy_string(lvl->datacxt, user, user_len);
+			e->user_len = user_len;
+		}
+		PG_CATCH();
+		{
+			pendidx_delete_item(lvl->idx, ref);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		ref->key = &e->key;
+		e->next = lvl->entries;
+		lvl->entries = e;
+		lvl->nentries++;
+		if (key->flags & KEY_OVERFLOW)
+			lvl->overflow = e;
 	}
-	else if (!same_strings(e, method, method_len, path, path_len,
-						   user, user_len))
+	else
 	{
-		add_overflow_local(lvl, key->minute, d, slots, lat, lat_n);
-		return;
+		e = entry_of(ref);
+		if (!same_strings(e, method, method_len, path, path_len,
+						  user, user_len))
+		{
+			add_overflow_local(lvl, key->minute, c);
+			return;
+		}
+		if (key->flags & KEY_OVERFLOW)
+			lvl->overflow = e;
 	}
-	add_counts(e, lvl->strcxt, d, slots, lat, lat_n);
+	add_counts(e, lvl->datacxt, c);
+}
+
+void
+pending_prepare(PendingHit *hit)
+{
+	hit->keyhash = key_hash(&hit->key);
+	if (top_level != NULL &&
+		top_level->nest_level == GetCurrentTransactionNestLevel())
+	{
+		pendidx_hash *idx = top_level->idx;
+
+#if defined(__GNUC__) || defined(__clang__)
+		__builtin_prefetch(&idx->data[hit->keyhash & idx->sizemask]);
+#endif
+	}
 }
 
 void
@@ -291,8 +428,9 @@ pending_add(const PendingHit *hit)
 {
 	int			nest = GetCurrentTransactionNestLevel();
 	CounterDelta d;
-	LocalSlot	slots[MAX_SLOTS];
+	LocalSlot	slot;
 	LatPair		lat;
+	Counts		c;
 	bool		ok = false;
 	bool		client_error = false;
 	bool		server_error = false;
@@ -320,14 +458,17 @@ pending_add(const PendingHit *hit)
 		lat.idx = (uint16) lat_bucket_of(hit->latency_ns);
 		lat.count = 1;
 	}
-	memset(slots, 0, sizeof(LocalSlot) * apicount_shared->nslots);
-	slots[hit->slot].calls = 1;
-	slots[hit->slot].ok = ok;
-	slots[hit->slot].errors = client_error || server_error;
+	slot.calls = 1;
+	slot.ok = ok;
+	slot.errors = client_error || server_error;
+	c.d = &d;
+	c.slots = &slot;
+	c.slot = hit->slot;
+	c.lat = &lat;
+	c.lat_n = hit->has_latency ? 1 : 0;
 
-	level_add(top_level, &hit->key, hit->method, hit->method_len,
-			  hit->path, hit->path_len, hit->user, hit->user_len,
-			  &d, slots, &lat, hit->has_latency ? 1 : 0);
+	level_add(top_level, &hit->key, hit->keyhash, hit->method, hit->method_len,
+			  hit->path, hit->path_len, hit->user, hit->user_len, &c);
 }
 
 static bool
@@ -336,7 +477,7 @@ pending_is_empty(void)
 	PendingLevel *lvl;
 
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
-		if (hash_get_num_entries(lvl->tab) > 0)
+		if (lvl->nentries > 0)
 			return false;
 	return true;
 }
@@ -346,14 +487,20 @@ merge_level_into_parent(void)
 {
 	PendingLevel *child = top_level;
 	PendingLevel *parent = child->next;
-	HASH_SEQ_STATUS seq;
 	PendingEntry *e;
 
-	hash_seq_init(&seq, child->tab);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		level_add(parent, &e->key, e->method, e->method_len,
-				  e->path, e->path_len, e->user, e->user_len,
-				  &e->d, e->slots, e->lat, e->lat_n);
+	for (e = child->entries; e != NULL; e = e->next)
+	{
+		Counts		c;
+
+		c.d = &e->d;
+		c.slots = e->slots;
+		c.slot = -1;
+		c.lat = e->lat;
+		c.lat_n = e->lat_n;
+		level_add(parent, &e->key, key_hash(&e->key), e->method, e->method_len,
+				  e->path, e->path_len, e->user, e->user_len, &c);
+	}
 	pop_level();
 }
 
@@ -372,11 +519,9 @@ merge_into_shared(void)
 
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
 	{
-		HASH_SEQ_STATUS seq;
 		PendingEntry *e;
 
-		hash_seq_init(&seq, lvl->tab);
-		while ((e = hash_seq_search(&seq)) != NULL)
+		for (e = lvl->entries; e != NULL; e = e->next)
 		{
 			CountedUnder under = counters_add(&e->key, e->method, e->method_len,
 											  e->path, e->path_len,

@@ -12,6 +12,7 @@
 #define APICOUNT_PENDING_H
 
 #include "counters.h"
+#include "normalize.h"
 
 typedef struct PendingHit
 {
@@ -27,8 +28,16 @@ typedef struct PendingHit
 	uint64		latency_ns;
 	int			slot;
 	int			truncated;		/* strings of this hit cut to their limit */
+	uint32		keyhash;		/* set by pending_prepare */
+	char		method_buf[APICOUNT_MAX_METHOD + 1];	/* method points here */
 } PendingHit;
 
+/*
+ * pending_prepare hashes the hit's key and starts loading the index slot
+ * it will probe; pending_add (after it, possibly many rows later, as a COPY
+ * batch does) records the hit.
+ */
+extern void pending_prepare(PendingHit *hit);
 extern void pending_add(const PendingHit *hit);
 extern void pending_register_callbacks(void);
 
