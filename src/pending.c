@@ -94,6 +94,8 @@ typedef struct PendingRef
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
+#define OVERFLOW_CACHE		16
+
 typedef struct PendingLevel
 {
 	int			nest_level;
@@ -105,7 +107,8 @@ typedef struct PendingLevel
 	char	   *bump;			/* free space of the current entry block */
 	Size		bump_left;
 	char	   *first_block;	/* FIRST_BLOCK_ENTRIES entries, in cxt */
-	PendingEntry *overflow;		/* the overflow entry last used, or NULL */
+	/* overflow entries by minute % OVERFLOW_CACHE (a COPY spans minutes) */
+	PendingEntry *overflow[OVERFLOW_CACHE];
 	struct PendingLevel *next;	/* the enclosing level */
 } PendingLevel;
 
@@ -185,7 +188,7 @@ pop_level(void)
 		lvl->nentries = 0;
 		lvl->bump = lvl->first_block;
 		lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
-		lvl->overflow = NULL;
+		memset(lvl->overflow, 0, sizeof(lvl->overflow));
 		lvl->next = NULL;
 		spare_level = lvl;
 		return;
@@ -247,17 +250,22 @@ same_strings(PendingEntry *e, const char *method, int method_len,
 static void
 add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 {
-	int			lo = 0,
-				hi = e->lat_n;
+	int			lo = 0;
 
-	while (lo < hi)
+	/* branch-free lower bound: the buckets of a busy key are unpredictable */
+	if (e->lat_n > 0)
 	{
-		int			mid = (lo + hi) / 2;
+		const LatPair *base = e->lat;
+		int			n = e->lat_n;
 
-		if (e->lat[mid].idx < idx)
-			lo = mid + 1;
-		else
-			hi = mid;
+		while (n > 1)
+		{
+			int			half = n / 2;
+
+			base = (base[half].idx < idx) ? base + half : base;
+			n -= half;
+		}
+		lo = (int) (base - e->lat) + (base->idx < idx);
 	}
 	if (lo < e->lat_n && e->lat[lo].idx == idx)
 	{
@@ -320,14 +328,16 @@ static void level_add(PendingLevel *lvl, const CounterKey *key,
 static void
 add_overflow_local(PendingLevel *lvl, int32 minute, const Counts *c)
 {
+	/* rows past the level's bound come here one after another */
+	PendingEntry *cached = lvl->overflow[(uint32) minute % OVERFLOW_CACHE];
 	CounterKey	okey;
 
-	/* rows past the level's bound come here one after another */
-	if (lvl->overflow != NULL && lvl->overflow->key.minute == minute)
+	if (cached != NULL && cached->key.minute == minute)
 	{
-		add_counts(lvl->overflow, lvl->datacxt, c);
+		add_counts(cached, lvl->datacxt, c);
 		return;
 	}
+
 	counters_overflow_key(minute, &okey);
 	level_add(lvl, &okey, key_hash(&okey), OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
 			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, c);
@@ -391,7 +401,7 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		lvl->entries = e;
 		lvl->nentries++;
 		if (key->flags & KEY_OVERFLOW)
-			lvl->overflow = e;
+			lvl->overflow[(uint32) key->minute % OVERFLOW_CACHE] = e;
 	}
 	else
 	{
@@ -403,7 +413,7 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 			return;
 		}
 		if (key->flags & KEY_OVERFLOW)
-			lvl->overflow = e;
+			lvl->overflow[(uint32) key->minute % OVERFLOW_CACHE] = e;
 	}
 	add_counts(e, lvl->datacxt, c);
 }
@@ -418,7 +428,11 @@ pending_prepare(PendingHit *hit)
 		pendidx_hash *idx = top_level->idx;
 
 #if defined(__GNUC__) || defined(__clang__)
-		__builtin_prefetch(&idx->data[hit->keyhash & idx->sizemask]);
+		const char *slot = (const char *) &idx->data[hit->keyhash & idx->sizemask];
+
+		/* a probe runs on past its first slot about as often as not */
+		__builtin_prefetch(slot);
+		__builtin_prefetch(slot + sizeof(PendingRef) * 3);
 #endif
 	}
 }
