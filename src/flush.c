@@ -348,12 +348,69 @@ take_latency_snapshot(int *n)
 	return snap;
 }
 
+/* one caller_minute row, its strings resolved */
+typedef struct CallerRow
+{
+	const FlushItem *item;
+	text	   *method;
+	text	   *path;
+	text	   *user;			/* NULL: no user id */
+} CallerRow;
+
+/* byte order of two texts: the order of the "C" collation */
+static int
+text_bytes_cmp(const text *a, const text *b)
+{
+	int			la = VARSIZE_ANY_EXHDR(a);
+	int			lb = VARSIZE_ANY_EXHDR(b);
+	int			r = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
+
+	return r != 0 ? r : (la > lb) - (la < lb);
+}
+
+/*
+ * The order of caller_minute's unique key (bucket, method, path, client_ip,
+ * user_id) as far as bytes tell it: rows upserted in this order probe and
+ * fill neighbouring index pages one after another instead of a random page
+ * each.  Under a collation other than "C" paths may come in another order
+ * than the index's, but each path's rows still come together.
+ */
+static int
+caller_row_cmp(const void *pa, const void *pb)
+{
+	const CallerRow *a = (const CallerRow *) pa;
+	const CallerRow *b = (const CallerRow *) pb;
+	const CounterKey *ka = &a->item->key;
+	const CounterKey *kb = &b->item->key;
+	int			r;
+
+	if (ka->minute != kb->minute)
+		return ka->minute < kb->minute ? -1 : 1;
+	if ((r = text_bytes_cmp(a->method, b->method)) != 0)
+		return r;
+	if ((r = text_bytes_cmp(a->path, b->path)) != 0)
+		return r;
+	/* NULL client_ip and user_id sort last, as in the index */
+	if ((ka->ip_family == 0) != (kb->ip_family == 0))
+		return ka->ip_family == 0 ? 1 : -1;
+	if (ka->ip_family != kb->ip_family)
+		return ka->ip_family < kb->ip_family ? -1 : 1;
+	if ((r = memcmp(ka->ip_addr, kb->ip_addr, sizeof(ka->ip_addr))) != 0)
+		return r;
+	if (ka->ip_bits != kb->ip_bits)
+		return ka->ip_bits < kb->ip_bits ? -1 : 1;
+	if ((a->user == NULL) != (b->user == NULL))
+		return a->user == NULL ? 1 : -1;
+	return a->user == NULL ? 0 : text_bytes_cmp(a->user, b->user);
+}
+
 static void
 upsert_caller_rows(FlushItem *items, int nitems)
 {
 	int			n = 0,
 				i,
 				c;
+	CallerRow  *rows;
 	Datum	   *cols[9];
 	bool	   *ipnulls;
 	bool	   *usernulls;
@@ -361,32 +418,44 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		INT8OID, INT8OID, INT8OID, INT8OID};
 	Datum		args[9];
 
-	for (c = 0; c < 9; c++)
-		cols[c] = palloc(sizeof(Datum) * Max(nitems, 1));
-	ipnulls = palloc0(sizeof(bool) * Max(nitems, 1));
-	usernulls = palloc0(sizeof(bool) * Max(nitems, 1));
-
+	rows = palloc(sizeof(CallerRow) * Max(nitems, 1));
 	for (i = 0; i < nitems; i++)
 	{
 		FlushItem  *it = &items[i];
 
 		if (!(it->key.flags & KEY_TRACKED) || it->d.calls == 0)
 			continue;
-		cols[0][n] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
-		cols[1][n] = string_datum(it->key.method_h);
-		cols[2][n] = string_datum(it->key.path_h);
-		ipnulls[n] = it->key.ip_family == 0;
-		cols[3][n] = ipnulls[n] ? (Datum) 0 : counters_key_inet(&it->key);
-		usernulls[n] = it->key.user_h == 0;
-		cols[4][n] = usernulls[n] ? (Datum) 0 : string_datum(it->key.user_h);
-		cols[5][n] = Int64GetDatum(it->d.calls);
-		cols[6][n] = Int64GetDatum(it->d.ok);
-		cols[7][n] = Int64GetDatum(it->d.client_errors);
-		cols[8][n] = Int64GetDatum(it->d.server_errors);
+		rows[n].item = it;
+		rows[n].method = DatumGetTextPP(string_datum(it->key.method_h));
+		rows[n].path = DatumGetTextPP(string_datum(it->key.path_h));
+		rows[n].user = it->key.user_h == 0 ? NULL :
+			DatumGetTextPP(string_datum(it->key.user_h));
 		n++;
 	}
 	if (n == 0)
 		return;
+	qsort(rows, n, sizeof(CallerRow), caller_row_cmp);
+
+	for (c = 0; c < 9; c++)
+		cols[c] = palloc(sizeof(Datum) * n);
+	ipnulls = palloc0(sizeof(bool) * n);
+	usernulls = palloc0(sizeof(bool) * n);
+	for (i = 0; i < n; i++)
+	{
+		const FlushItem *it = rows[i].item;
+
+		cols[0][i] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
+		cols[1][i] = PointerGetDatum(rows[i].method);
+		cols[2][i] = PointerGetDatum(rows[i].path);
+		ipnulls[i] = it->key.ip_family == 0;
+		cols[3][i] = ipnulls[i] ? (Datum) 0 : counters_key_inet(&it->key);
+		usernulls[i] = rows[i].user == NULL;
+		cols[4][i] = usernulls[i] ? (Datum) 0 : PointerGetDatum(rows[i].user);
+		cols[5][i] = Int64GetDatum(it->d.calls);
+		cols[6][i] = Int64GetDatum(it->d.ok);
+		cols[7][i] = Int64GetDatum(it->d.client_errors);
+		cols[8][i] = Int64GetDatum(it->d.server_errors);
+	}
 	for (c = 0; c < 9; c++)
 	{
 		Oid			elemtype = types[c];
