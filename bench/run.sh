@@ -9,7 +9,7 @@
 # non-zero only when the harness itself breaks (dependencies, build, server start, SQL setup).
 #
 # Knobs (environment): BENCH_DURATION (pgbench -T seconds, 10), BENCH_ROUNDS (interleaved
-# rounds per throughput pair, best taken, 2), BENCH_CLIENTS (8), BENCH_THREADS (2),
+# rounds per throughput pair, best taken, 3), BENCH_CLIENTS (8), BENCH_THREADS (2),
 # BENCH_QUERY_RUNS (20), BENCH_COPY_ROWS (1000000), BENCH_FSYNC (on), BENCH_KEEP=1 keeps the
 # work directory, BENCH_ONLY (space-separated subset of: mem tput copy query flush).
 set -euo pipefail
@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 
 DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-8}
 THREADS=${BENCH_THREADS:-2}
 QUERY_RUNS=${BENCH_QUERY_RUNS:-20}
