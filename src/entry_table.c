@@ -77,7 +77,7 @@ etab_shmem_init(int64 capacity, Size esize)
 	char	   *base;
 	uint32		isize = index_size_for(capacity);
 
-	/* apicount.max_entries is capped well below this (guc.c) */
+	/* apicount.max_entries (at most 50,000,000, guc.c) stays below this */
 	if (capacity >= (int64) SLOT_NUMBER_MASK)
 		elog(FATAL, "apicount: %lld counter entries do not fit the index",
 			 (long long) capacity);

@@ -6,7 +6,8 @@
  * Why not dynahash: the sliding-window queries read every entry, and a
  * dynahash walk visits entries in hash order, one cache miss after another
  * (most of a 100,000-entry scan).  Here a scan walks the pool in memory
- * order.  Lookups probe the partition's index, an array of entry numbers.
+ * order.  Lookups probe the partition's index, an array of entry numbers
+ * tagged with 6 bits of their key's hash.
  *
  * Locking rules (the partition LWLocks of counters.h):
  *	- etab_find: the key's partition lock, shared or exclusive;

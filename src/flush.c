@@ -351,10 +351,14 @@ take_latency_snapshot(int *n)
 /* one caller_minute row, its strings resolved */
 typedef struct CallerRow
 {
-	const FlushItem *item;
+	const FlushItem *item;		/* the first item of the row (key) */
 	text	   *method;
 	text	   *path;
 	text	   *user;			/* NULL: no user id */
+	int64		calls;
+	int64		ok;
+	int64		client_errors;
+	int64		server_errors;
 } CallerRow;
 
 /* byte order of two texts: the order of the "C" collation */
@@ -373,7 +377,8 @@ text_bytes_cmp(const text *a, const text *b)
  * user_id) as far as bytes tell it: rows upserted in this order probe and
  * fill neighbouring index pages one after another instead of a random page
  * each.  Under a collation other than "C" paths may come in another order
- * than the index's, but each path's rows still come together.
+ * than the index's, but each path's rows still come together.  Returns 0
+ * exactly when two rows are the same caller_minute row.
  */
 static int
 caller_row_cmp(const void *pa, const void *pb)
@@ -418,7 +423,9 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		INT8OID, INT8OID, INT8OID, INT8OID};
 	Datum		args[9];
 
-	rows = palloc(sizeof(CallerRow) * Max(nitems, 1));
+	/* up to max_entries items: may pass 1 GB */
+	rows = MemoryContextAllocHuge(CurrentMemoryContext,
+								  sizeof(CallerRow) * Max(nitems, 1));
 	for (i = 0; i < nitems; i++)
 	{
 		FlushItem  *it = &items[i];
@@ -430,11 +437,38 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		rows[n].path = DatumGetTextPP(string_datum(it->key.path_h));
 		rows[n].user = it->key.user_h == 0 ? NULL :
 			DatumGetTextPP(string_datum(it->key.user_h));
+		rows[n].calls = it->d.calls;
+		rows[n].ok = it->d.ok;
+		rows[n].client_errors = it->d.client_errors;
+		rows[n].server_errors = it->d.server_errors;
 		n++;
 	}
 	if (n == 0)
 		return;
 	qsort(rows, n, sizeof(CallerRow), caller_row_cmp);
+
+	/*
+	 * Two entries can be one row: a hit sent as method '*' and path
+	 * '(overflow)' without IP and user id names the minute's overflow row.
+	 * One upsert may not touch a row twice, so merge them here.
+	 */
+	{
+		int			w = 0;
+
+		for (i = 1; i < n; i++)
+		{
+			if (caller_row_cmp(&rows[w], &rows[i]) == 0)
+			{
+				rows[w].calls += rows[i].calls;
+				rows[w].ok += rows[i].ok;
+				rows[w].client_errors += rows[i].client_errors;
+				rows[w].server_errors += rows[i].server_errors;
+			}
+			else
+				rows[++w] = rows[i];
+		}
+		n = w + 1;
+	}
 
 	for (c = 0; c < 9; c++)
 		cols[c] = palloc(sizeof(Datum) * n);
@@ -451,10 +485,10 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		cols[3][i] = ipnulls[i] ? (Datum) 0 : counters_key_inet(&it->key);
 		usernulls[i] = rows[i].user == NULL;
 		cols[4][i] = usernulls[i] ? (Datum) 0 : PointerGetDatum(rows[i].user);
-		cols[5][i] = Int64GetDatum(it->d.calls);
-		cols[6][i] = Int64GetDatum(it->d.ok);
-		cols[7][i] = Int64GetDatum(it->d.client_errors);
-		cols[8][i] = Int64GetDatum(it->d.server_errors);
+		cols[5][i] = Int64GetDatum(rows[i].calls);
+		cols[6][i] = Int64GetDatum(rows[i].ok);
+		cols[7][i] = Int64GetDatum(rows[i].client_errors);
+		cols[8][i] = Int64GetDatum(rows[i].server_errors);
 	}
 	for (c = 0; c < 9; c++)
 	{

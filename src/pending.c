@@ -183,6 +183,7 @@ pop_level(void)
 
 		for (e = lvl->entries; e != NULL; e = e->next)
 			pendidx_delete(lvl->idx, &e->key);
+		Assert(lvl->idx->members == 0);
 		MemoryContextReset(lvl->datacxt);
 		lvl->entries = NULL;
 		lvl->nentries = 0;
@@ -210,7 +211,9 @@ alloc_entry(PendingLevel *lvl)
 
 	if (lvl->bump_left < esize)
 	{
-		uint32		n = Min(lvl->nentries, BLOCK_MAX_ENTRIES);
+		/* the first block may be used up by entries that failed to link */
+		uint32		n = Min(Max(lvl->nentries, FIRST_BLOCK_ENTRIES),
+							BLOCK_MAX_ENTRIES);
 
 		lvl->bump = MemoryContextAlloc(lvl->datacxt, n * esize);
 		lvl->bump_left = n * esize;
@@ -428,11 +431,11 @@ pending_prepare(PendingHit *hit)
 		pendidx_hash *idx = top_level->idx;
 
 #if defined(__GNUC__) || defined(__clang__)
-		const char *slot = (const char *) &idx->data[hit->keyhash & idx->sizemask];
+		uint32		home = hit->keyhash & idx->sizemask;
 
 		/* a probe runs on past its first slot about as often as not */
-		__builtin_prefetch(slot);
-		__builtin_prefetch(slot + sizeof(PendingRef) * 3);
+		__builtin_prefetch(&idx->data[home]);
+		__builtin_prefetch(&idx->data[(home + 3) & idx->sizemask]);
 #endif
 	}
 }
@@ -449,6 +452,7 @@ pending_add(const PendingHit *hit)
 	bool		client_error = false;
 	bool		server_error = false;
 
+	Assert(hit->keyhash == key_hash(&hit->key));	/* pending_prepare ran */
 	if (top_level == NULL || top_level->nest_level < nest)
 		push_level(nest);
 

@@ -5,7 +5,8 @@
  * Hits are aggregated per key in backend memory and reach shared memory
  * only when the top transaction commits; a rolled-back savepoint drops its
  * level.  Memory rule: everything lives in per-level contexts under
- * TopMemoryContext and is freed at transaction end.
+ * TopMemoryContext and is freed at transaction end (one emptied level and
+ * its first block of entries are kept for the next transaction).
  *-------------------------------------------------------------------------
  */
 #ifndef APICOUNT_PENDING_H

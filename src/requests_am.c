@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * requests_am.c
  *		The table access method of apicount.requests: every row inserted is
- *		counted (ingest_slot) and nothing is stored.
+ *		counted (ingest_slot, or ingest_slots for a COPY batch) and nothing is
+ *		stored.
  *
  * Owns the TableAmRoutine.  INSERT calls tuple_insert once per row and
  * COPY calls multi_insert with batches of rows, so neither goes through a

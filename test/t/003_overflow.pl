@@ -166,5 +166,39 @@ is($node->safe_psql('postgres', qq{
 is($node->safe_psql('postgres', 'SELECT sum(calls) FROM apicount.api_minute'),
 	$N + 5 + $R, 'recovery: api_minute total is exactly ' . ($N + 5 + $R));
 
+# ---- a hit that names the overflow row itself ------------------------------------------------
+# A request with method '*' and path '(overflow)', no IP and no user id, maps to the same
+# api_minute and caller_minute rows as the minute's overflow entry.  With both dirty in one
+# flush, the caller upsert must merge them (an upsert may not touch one row twice).
+my ($cap2, $entries2, $failures) = split /\|/,
+  $node->safe_psql('postgres', 'SELECT capacity, entries, flush_failures FROM apicount.stats');
+my $room = $cap2 - $entries2;
+my $fill = $room + 100;
+$node->safe_psql('postgres', qq{
+	SET apicount.normalize_paths = off;
+	INSERT INTO apicount.requests (ts, method, path, status)
+	VALUES ($base + interval '7 minutes', '*', '(overflow)', 200);
+	INSERT INTO apicount.requests (ts, path, status)
+	SELECT $base + interval '7 minutes', '/fill/f' || g, 200 FROM generate_series(1, $fill) g;});
+my ($ovf7_live) = $node->safe_psql('postgres', qq{
+	SELECT coalesce(sum(calls), 0) FROM apicount.live
+	WHERE method = '*' AND path = '(overflow)' AND bucket = $base + interval '7 minutes'});
+cmp_ok($ovf7_live, '>=', 2,
+	"minute 7: the user's '*' '(overflow)' entry and the overflow entry are both live ($ovf7_live calls)");
+my ($fret, $flushed, $ferr) = $node->psql('postgres', 'SELECT apicount.flush()');
+is($fret, 0, 'minute 7: flush() succeeds') or diag($ferr);
+is($node->safe_psql('postgres', 'SELECT flush_failures FROM apicount.stats'),
+	$failures, 'minute 7: flush_failures unchanged');
+is($node->safe_psql('postgres', qq{
+		SELECT a.calls || '|' || c.calls FROM apicount.api_minute a, apicount.caller_minute c
+		WHERE a.method = '*' AND a.path = '(overflow)' AND a.bucket = $base + interval '7 minutes'
+		  AND c.method = '*' AND c.path = '(overflow)' AND c.bucket = a.bucket
+		  AND c.client_ip IS NULL AND c.user_id IS NULL}),
+	"$ovf7_live|$ovf7_live",
+	"minute 7: api_minute and caller_minute hold the user's hit and the overflow hits in one row");
+is($node->safe_psql('postgres', qq{
+		SELECT sum(calls) FROM apicount.api_minute WHERE bucket = $base + interval '7 minutes'}),
+	$fill + 1, 'minute 7: api_minute total is every hit of the minute (' . ($fill + 1) . ')');
+
 $node->stop('fast');
 done_testing();
