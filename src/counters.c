@@ -198,15 +198,27 @@ clamp_minute(int64 m)
 	return (int32) Max(Min(m, (int64) PG_INT32_MAX), (int64) PG_INT32_MIN);
 }
 
+/* -infinity and infinity are the first and last minutes */
+static bool
+infinite_minute(TimestampTz ts, int32 *minute)
+{
+	if (TIMESTAMP_IS_NOBEGIN(ts))
+		*minute = PG_INT32_MIN;
+	else if (TIMESTAMP_IS_NOEND(ts))
+		*minute = PG_INT32_MAX;
+	else
+		return false;
+	return true;
+}
+
 int32
 apicount_minute_at_or_after(TimestampTz ts)
 {
 	int64		m;
+	int32		edge;
 
-	if (TIMESTAMP_IS_NOBEGIN(ts))
-		return PG_INT32_MIN;
-	if (TIMESTAMP_IS_NOEND(ts))
-		return PG_INT32_MAX;
+	if (infinite_minute(ts, &edge))
+		return edge;
 	m = minute_floor(ts);
 	if (m * USECS_PER_MINUTE < ts)
 		m++;
@@ -217,11 +229,10 @@ int32
 apicount_minute_before(TimestampTz ts)
 {
 	int64		m;
+	int32		edge;
 
-	if (TIMESTAMP_IS_NOBEGIN(ts))
-		return PG_INT32_MIN;
-	if (TIMESTAMP_IS_NOEND(ts))
-		return PG_INT32_MAX;
+	if (infinite_minute(ts, &edge))
+		return edge;
 	m = minute_floor(ts);
 	if (m * USECS_PER_MINUTE == ts)
 		m--;
@@ -431,14 +442,13 @@ add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
 }
 
 static CountedUnder
-counters_add_internal(const CounterKey *key,
+counters_add_internal(const CounterKey *key, uint32 hashcode,
 			 const char *method, int method_len,
 			 const char *path, int path_len,
 			 const char *user, int user_len,
 			 const CounterDelta *delta,
 			 const LocalSlot *slots)
 {
-	uint32		hashcode = etab_hash(key);
 	bool		created = false;
 	bool		added = false;
 
@@ -483,7 +493,7 @@ counters_add_internal(const CounterKey *key,
 }
 
 CountedUnder
-counters_add(const CounterKey *key,
+counters_add(const CounterKey *key, uint32 hashcode,
 			 const char *method, int method_len,
 			 const char *path, int path_len,
 			 const char *user, int user_len,
@@ -493,7 +503,8 @@ counters_add(const CounterKey *key,
 	CountedUnder r;
 
 	delta_spilled = false;
-	r = counters_add_internal(key, method, method_len, path, path_len,
+	Assert(hashcode == etab_hash(key));
+	r = counters_add_internal(key, hashcode, method, method_len, path, path_len,
 							  user, user_len, delta, slots);
 	return delta_spilled ? COUNTED_SPILL : r;
 }

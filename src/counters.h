@@ -220,11 +220,11 @@ typedef enum CountedUnder
 } CountedUnder;
 
 /*
- * Add a committed delta for key (strings given for interning).  Never
- * throws: hits that find no room go to the overflow entry, and if even
- * that has none, to the spill counters.
+ * Add a committed delta for key (strings given for interning); hashcode is
+ * etab_hash(key).  Never throws: hits that find no room go to the overflow
+ * entry, and if even that has none, to the spill counters.
  */
-extern CountedUnder counters_add(const CounterKey *key,
+extern CountedUnder counters_add(const CounterKey *key, uint32 hashcode,
 						 const char *method, int method_len,
 						 const char *path, int path_len,
 						 const char *user, int user_len,

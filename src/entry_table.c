@@ -182,7 +182,7 @@ probe(const CounterKey *key, uint32 hashcode, uint32 **slots, uint32 *pos)
 
 		if (v == 0)
 			return NULL;
-		if ((v & ~SLOT_NUMBER_MASK) == tag)
+		if (slot_tag(v) == tag)
 		{
 			CounterEntry *e = entry_at(slot_number(v) - 1);
 

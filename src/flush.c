@@ -409,6 +409,33 @@ caller_row_cmp(const void *pa, const void *pb)
 	return a->user == NULL ? 0 : text_bytes_cmp(a->user, b->user);
 }
 
+/*
+ * Merge sorted rows that are one caller_minute row; returns how many are
+ * left.  Two entries can be one row: a hit sent as method '*' and path
+ * '(overflow)' without IP and user id names the minute's overflow row, and
+ * so do the spill counters.  One upsert may not touch a row twice.
+ */
+static int
+merge_equal_rows(CallerRow *rows, int n)
+{
+	int			w = 0;
+	int			i;
+
+	for (i = 1; i < n; i++)
+	{
+		if (caller_row_cmp(&rows[w], &rows[i]) == 0)
+		{
+			rows[w].calls += rows[i].calls;
+			rows[w].ok += rows[i].ok;
+			rows[w].client_errors += rows[i].client_errors;
+			rows[w].server_errors += rows[i].server_errors;
+		}
+		else
+			rows[++w] = rows[i];
+	}
+	return w + 1;
+}
+
 static void
 upsert_caller_rows(FlushItem *items, int nitems)
 {
@@ -447,28 +474,7 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		return;
 	qsort(rows, n, sizeof(CallerRow), caller_row_cmp);
 
-	/*
-	 * Two entries can be one row: a hit sent as method '*' and path
-	 * '(overflow)' without IP and user id names the minute's overflow row.
-	 * One upsert may not touch a row twice, so merge them here.
-	 */
-	{
-		int			w = 0;
-
-		for (i = 1; i < n; i++)
-		{
-			if (caller_row_cmp(&rows[w], &rows[i]) == 0)
-			{
-				rows[w].calls += rows[i].calls;
-				rows[w].ok += rows[i].ok;
-				rows[w].client_errors += rows[i].client_errors;
-				rows[w].server_errors += rows[i].server_errors;
-			}
-			else
-				rows[++w] = rows[i];
-		}
-		n = w + 1;
-	}
+	n = merge_equal_rows(rows, n);
 
 	for (c = 0; c < 9; c++)
 		cols[c] = palloc(sizeof(Datum) * n);

@@ -24,16 +24,17 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "common/hashfn.h"
 #include "utils/memutils.h"
 
 #include "counters.h"
+#include "entry_table.h"
 #include "latency_store.h"
 #include "pending.h"
 
 typedef struct PendingEntry
 {
 	CounterKey	key;			/* first: the index refers to entries by it */
+	uint32		hash;			/* etab_hash(&key), for the index and at commit */
 	struct PendingEntry *next;	/* the level's entries, newest first */
 	char	   *method;
 	char	   *path;
@@ -68,12 +69,6 @@ typedef struct Counts
  * that is not there (most rows of a COPY once the level is full) costs one
  * probe of a compact array rather than a walk through 300-byte entries.
  */
-static inline uint32
-key_hash(const CounterKey *key)
-{
-	return hash_bytes((const unsigned char *) key, sizeof(CounterKey));
-}
-
 typedef struct PendingRef
 {
 	const CounterKey *key;		/* &entry->key */
@@ -85,7 +80,7 @@ typedef struct PendingRef
 #define SH_ELEMENT_TYPE		PendingRef
 #define SH_KEY_TYPE			const CounterKey *
 #define SH_KEY				key
-#define SH_HASH_KEY(tb, k)	key_hash(k)
+#define SH_HASH_KEY(tb, k)	etab_hash(k)
 #define SH_EQUAL(tb, a, b)	(memcmp((a), (b), sizeof(CounterKey)) == 0)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a)	((a)->hash)
@@ -138,6 +133,21 @@ entry_of(const PendingRef *ref)
 	return (PendingEntry *) unconstify(CounterKey *, ref->key);
 }
 
+/* where the level's cached overflow entry of a minute is kept */
+static inline PendingEntry **
+overflow_slot(PendingLevel *lvl, int32 minute)
+{
+	return &lvl->overflow[(uint32) minute % OVERFLOW_CACHE];
+}
+
+/* allocate entries from the level's own first block again */
+static void
+rewind_entries(PendingLevel *lvl)
+{
+	lvl->bump = lvl->first_block;
+	lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
+}
+
 static PendingLevel *
 push_level(int nest_level)
 {
@@ -164,8 +174,7 @@ push_level(int nest_level)
 	lvl->idx = pendidx_create(cxt, 16, NULL);
 	lvl->first_block = MemoryContextAlloc(cxt, FIRST_BLOCK_ENTRIES *
 										  pending_entry_size());
-	lvl->bump = lvl->first_block;
-	lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
+	rewind_entries(lvl);
 	lvl->next = top_level;
 	top_level = lvl;
 	return lvl;
@@ -187,8 +196,7 @@ pop_level(void)
 		MemoryContextReset(lvl->datacxt);
 		lvl->entries = NULL;
 		lvl->nentries = 0;
-		lvl->bump = lvl->first_block;
-		lvl->bump_left = FIRST_BLOCK_ENTRIES * pending_entry_size();
+		rewind_entries(lvl);
 		memset(lvl->overflow, 0, sizeof(lvl->overflow));
 		lvl->next = NULL;
 		spare_level = lvl;
@@ -332,7 +340,7 @@ static void
 add_overflow_local(PendingLevel *lvl, int32 minute, const Counts *c)
 {
 	/* rows past the level's bound come here one after another */
-	PendingEntry *cached = lvl->overflow[(uint32) minute % OVERFLOW_CACHE];
+	PendingEntry *cached = *overflow_slot(lvl, minute);
 	CounterKey	okey;
 
 	if (cached != NULL && cached->key.minute == minute)
@@ -342,7 +350,7 @@ add_overflow_local(PendingLevel *lvl, int32 minute, const Counts *c)
 	}
 
 	counters_overflow_key(minute, &okey);
-	level_add(lvl, &okey, key_hash(&okey), OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
+	level_add(lvl, &okey, etab_hash(&okey), OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
 			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, c);
 }
 
@@ -359,52 +367,39 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 {
 	PendingRef *ref;
 	PendingEntry *e;
-	bool		found;
 
-	/*
-	 * Memory bound: a level never holds more distinct keys than the shared
-	 * table has entries, since at commit the surplus would overflow anyway.
-	 * New keys past that count as overflow right away (totals unchanged).
-	 */
-	if (!(key->flags & KEY_OVERFLOW) &&
-		lvl->nentries >= apicount_shared->capacity)
+	ref = pendidx_lookup_hash(lvl->idx, key, hashcode);
+	if (ref == NULL)
 	{
-		ref = pendidx_lookup_hash(lvl->idx, key, hashcode);
-		if (ref == NULL)
+		bool		found;
+
+		/*
+		 * Memory bound: a level never holds more distinct keys than the
+		 * shared table has entries, since at commit the surplus would
+		 * overflow anyway.  New keys past that count as overflow right away
+		 * (totals unchanged).
+		 */
+		if (!(key->flags & KEY_OVERFLOW) &&
+			lvl->nentries >= apicount_shared->capacity)
 		{
 			add_overflow_local(lvl, key->minute, c);
 			return;
 		}
-		found = true;
-	}
-	else
-		ref = pendidx_insert_hash(lvl->idx, key, hashcode, &found);
-	if (!found)
-	{
-		/* the index holds the caller's key until the entry has its copy */
-		PG_TRY();
-		{
-			e = alloc_entry(lvl);
-			e->key = *key;
-			e->method = copy_string(lvl->datacxt, method, method_len);
-			e->method_len = method_len;
-			e->path = copy_string(lvl->datacxt, path, path_len);
-			e->path_len = path_len;
-			e->user = copy_string(lvl->datacxt, user, user_len);
-			e->user_len = user_len;
-		}
-		PG_CATCH();
-		{
-			pendidx_delete_item(lvl->idx, ref);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		ref->key = &e->key;
+		/* the entry is complete before the index refers to it */
+		e = alloc_entry(lvl);
+		e->key = *key;
+		e->hash = hashcode;
+		e->method = copy_string(lvl->datacxt, method, method_len);
+		e->method_len = method_len;
+		e->path = copy_string(lvl->datacxt, path, path_len);
+		e->path_len = path_len;
+		e->user = copy_string(lvl->datacxt, user, user_len);
+		e->user_len = user_len;
+		pendidx_insert_hash(lvl->idx, &e->key, hashcode, &found);
+		Assert(!found);
 		e->next = lvl->entries;
 		lvl->entries = e;
 		lvl->nentries++;
-		if (key->flags & KEY_OVERFLOW)
-			lvl->overflow[(uint32) key->minute % OVERFLOW_CACHE] = e;
 	}
 	else
 	{
@@ -415,16 +410,16 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 			add_overflow_local(lvl, key->minute, c);
 			return;
 		}
-		if (key->flags & KEY_OVERFLOW)
-			lvl->overflow[(uint32) key->minute % OVERFLOW_CACHE] = e;
 	}
+	if (key->flags & KEY_OVERFLOW)
+		*overflow_slot(lvl, key->minute) = e;
 	add_counts(e, lvl->datacxt, c);
 }
 
 void
 pending_prepare(PendingHit *hit)
 {
-	hit->keyhash = key_hash(&hit->key);
+	hit->keyhash = etab_hash(&hit->key);
 	if (top_level != NULL &&
 		top_level->nest_level == GetCurrentTransactionNestLevel())
 	{
@@ -452,7 +447,7 @@ pending_add(const PendingHit *hit)
 	bool		client_error = false;
 	bool		server_error = false;
 
-	Assert(hit->keyhash == key_hash(&hit->key));	/* pending_prepare ran */
+	Assert(hit->keyhash == etab_hash(&hit->key));	/* pending_prepare ran */
 	if (top_level == NULL || top_level->nest_level < nest)
 		push_level(nest);
 
@@ -516,7 +511,7 @@ merge_level_into_parent(void)
 		c.slot = -1;
 		c.lat = e->lat;
 		c.lat_n = e->lat_n;
-		level_add(parent, &e->key, key_hash(&e->key), e->method, e->method_len,
+		level_add(parent, &e->key, e->hash, e->method, e->method_len,
 				  e->path, e->path_len, e->user, e->user_len, &c);
 	}
 	pop_level();
@@ -541,7 +536,7 @@ merge_into_shared(void)
 
 		for (e = lvl->entries; e != NULL; e = e->next)
 		{
-			CountedUnder under = counters_add(&e->key, e->method, e->method_len,
+			CountedUnder under = counters_add(&e->key, e->hash, e->method, e->method_len,
 											  e->path, e->path_len,
 											  e->user, e->user_len,
 											  &e->d, e->slots);

@@ -14,23 +14,7 @@
 #include <string.h>
 
 #include "latency_codec.h"
-
-static int	n_test = 0;
-static int	n_fail = 0;
-
-static void
-check(int cond, const char *name, const char *detail)
-{
-	n_test++;
-	if (cond)
-		printf("ok %d - %s\n", n_test, name);
-	else
-	{
-		n_fail++;
-		printf("not ok %d - %s%s%s\n", n_test, name, detail ? ": " : "",
-			   detail ? detail : "");
-	}
-}
+#include "unit_tap.h"
 
 static uint64_t rng_state = 88172645463325252ULL;
 
@@ -253,6 +237,5 @@ main(void)
 	memset(dense, 0, sizeof(dense));
 	check(lat_percentile_ms(dense, 0.5) < 0, "empty histogram has no percentile", NULL);
 
-	printf("1..%d\n", n_test);
-	return n_fail == 0 ? 0 : 1;
+	return tap_done();
 }

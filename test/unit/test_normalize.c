@@ -12,23 +12,7 @@
 #include <string.h>
 
 #include "normalize.h"
-
-static int	n_test = 0;
-static int	n_fail = 0;
-
-static void
-check(int cond, const char *name, const char *detail)
-{
-	n_test++;
-	if (cond)
-		printf("ok %d - %s\n", n_test, name);
-	else
-	{
-		n_fail++;
-		printf("not ok %d - %s%s%s\n", n_test, name, detail ? ": " : "",
-			   detail ? detail : "");
-	}
-}
+#include "unit_tap.h"
 
 static void
 path_case(const char *in, int normalize, NormResult want_r, const char *want)
@@ -117,6 +101,5 @@ main(void)
 			  "clip 3-byte chars at a boundary", NULL);
 	}
 
-	printf("1..%d\n", n_test);
-	return n_fail == 0 ? 0 : 1;
+	return tap_done();
 }
