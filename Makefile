@@ -15,6 +15,7 @@ OBJS = \
 	src/requests_am.o \
 	src/readlock.o \
 	src/flush.o \
+	src/known_rows.o \
 	src/worker.o \
 	src/worker_txn.o \
 	src/groupagg.o \

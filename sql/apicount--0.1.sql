@@ -54,12 +54,12 @@ CREATE TABLE @extschema@.api_minute (
 	-- log-bucketed latency histogram (see latency_merge, latency_percentile)
 	latency_hist    bytea,
 	PRIMARY KEY (bucket, method, path)
-) WITH (fillfactor = 70);	-- room for HOT updates by the flush upserts
+) WITH (fillfactor = 50);	-- see caller_minute
 CREATE INDEX api_minute_path_bucket ON @extschema@.api_minute (path, bucket);
 
 -- the same per hour (UTC), written by the same flushes; long ranges read it
 CREATE TABLE @extschema@.api_hour (LIKE @extschema@.api_minute INCLUDING DEFAULTS,
-	PRIMARY KEY (bucket, method, path)) WITH (fillfactor = 70);
+	PRIMARY KEY (bucket, method, path)) WITH (fillfactor = 50);
 
 CREATE TABLE @extschema@.caller_minute (
 	bucket          timestamptz NOT NULL,
@@ -72,7 +72,13 @@ CREATE TABLE @extschema@.caller_minute (
 	client_errors   bigint NOT NULL DEFAULT 0,
 	server_errors   bigint NOT NULL DEFAULT 0,
 	CONSTRAINT caller_minute_key UNIQUE NULLS NOT DISTINCT (bucket, method, path, client_ip, user_id)
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 50);
+-- Fill factor 50: every flush updates the rows of the current minute again,
+-- all rows of a page in one go, and a page with room for a second version
+-- of each row takes those updates as HOT updates (no index entries, dead
+-- versions pruned in place).  Measured with 70, 100,000 rows written and
+-- updated 5 times in one minute: twice the flush time, and a table of 31 MB
+-- against 20 MB.
 CREATE INDEX caller_minute_path_bucket ON @extschema@.caller_minute (path, bucket);
 
 -- rollups are data: keep them in pg_dump output
@@ -211,7 +217,9 @@ CREATE FUNCTION @extschema@._stats(
 	OUT flush_failures bigint, OUT last_flush_at timestamptz,
 	OUT last_flush_ms double precision, OUT worker_pid integer,
 	OUT shared_memory_bytes bigint, OUT latency_pages bigint,
-	OUT latency_pages_capacity bigint, OUT latency_unbinned bigint)
+	OUT latency_pages_capacity bigint, OUT latency_unbinned bigint,
+	OUT caller_rows_inserted bigint, OUT caller_rows_updated bigint,
+	OUT caller_rows_upserted bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'apicount_stats'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;

@@ -121,6 +121,9 @@ counters_shmem_init(void)
 		pg_atomic_init_u64(&apicount_shared->truncated, 0);
 		pg_atomic_init_u64(&apicount_shared->flushes, 0);
 		pg_atomic_init_u64(&apicount_shared->flush_failures, 0);
+		pg_atomic_init_u64(&apicount_shared->caller_rows_inserted, 0);
+		pg_atomic_init_u64(&apicount_shared->caller_rows_updated, 0);
+		pg_atomic_init_u64(&apicount_shared->caller_rows_upserted, 0);
 		pg_atomic_init_u64(&apicount_shared->last_flush_at, 0);
 		pg_atomic_init_u64(&apicount_shared->last_flush_us, 0);
 		pg_atomic_init_u64(&apicount_shared->spill_calls, 0);

@@ -125,6 +125,10 @@ typedef struct ApicountShared
 	pg_atomic_uint64 flush_failures;
 	pg_atomic_uint64 last_flush_at; /* TimestampTz */
 	pg_atomic_uint64 last_flush_us;
+	/* caller_minute rows written by plain insert, update by TID, upsert */
+	pg_atomic_uint64 caller_rows_inserted;
+	pg_atomic_uint64 caller_rows_updated;
+	pg_atomic_uint64 caller_rows_upserted;
 	Size		shmem_bytes;
 
 	/* hits that found neither an entry nor an overflow entry */

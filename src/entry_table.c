@@ -304,3 +304,15 @@ etab_count(void)
 {
 	return pg_atomic_read_u32(&hdr->in_use_count);
 }
+
+uint32
+etab_number(const CounterEntry *e)
+{
+	return entry_number(e);
+}
+
+uint32
+etab_pool_size(void)
+{
+	return hdr->pool_size;
+}

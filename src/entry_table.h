@@ -40,4 +40,8 @@ extern CounterEntry *etab_next(uint32 *cursor);
 /* entries in use */
 extern uint32 etab_count(void);
 
+/* an entry's number in the pool (0 .. etab_pool_size() - 1) */
+extern uint32 etab_number(const CounterEntry *e);
+extern uint32 etab_pool_size(void);
+
 #endif

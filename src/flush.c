@@ -29,6 +29,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -38,6 +39,7 @@
 #include "entry_table.h"
 #include "flush.h"
 #include "guc.h"
+#include "known_rows.h"
 #include "latency_sql.h"
 #include "latency_store.h"
 #include "readlock.h"
@@ -49,6 +51,7 @@ typedef struct FlushItem
 	CounterEntry *entry;		/* NULL for the spill counters */
 	CounterKey	key;
 	CounterDelta d;
+	ItemPointerData tid;		/* where the flush wrote the caller row */
 } FlushItem;
 
 typedef struct ApiRowKey
@@ -67,20 +70,36 @@ typedef struct ApiRow
 
 static MemoryContext FlushContext = NULL;
 
+/* caller rows written by each statement in the current flush */
+typedef struct CallerWrites
+{
+	int64		inserted;
+	int64		updated;
+	int64		upserted;
+} CallerWrites;
+
+static CallerWrites caller_writes;
+
 /* how long a flush waits for query functions in progress before retrying */
 #define READLOCK_WAIT_MS	5000
+
+/*
+ * The statements take one array per column and unnest them in the select
+ * list: a ProjectSet streams the rows, where a function scan in FROM would
+ * first copy them all into a tuplestore (spilled to disk past work_mem).
+ */
 
 /* %s: api_minute or api_hour (same columns, same key) */
 static const char *api_upsert_sql =
 "INSERT INTO apicount.%s AS t "
 "(bucket, method, path, calls, ok, client_errors, server_errors, "
 " latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
-"SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
+"SELECT pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
 " pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
 " pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
 " pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
 " pg_catalog.unnest($8::pg_catalog.float8[]), pg_catalog.unnest($9::pg_catalog.float8[]), "
-" pg_catalog.unnest($10::pg_catalog.int8[]), pg_catalog.unnest($11::pg_catalog.bytea[])) "
+" pg_catalog.unnest($10::pg_catalog.int8[]), pg_catalog.unnest($11::pg_catalog.bytea[]) "
 "ON CONFLICT (bucket, method, path) DO UPDATE SET "
 " calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
 " ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
@@ -92,20 +111,55 @@ static const char *api_upsert_sql =
 " latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
 "  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
 
+/* caller_minute's columns, $1 .. $9 */
+#define CALLER_COLUMNS \
+"bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors"
+#define CALLER_UNNEST \
+"pg_catalog.unnest($1::pg_catalog.timestamptz[]), " \
+"pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), " \
+"pg_catalog.unnest($4::pg_catalog.inet[]), pg_catalog.unnest($5::pg_catalog.text[]), " \
+"pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), " \
+"pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])"
+
 static const char *caller_upsert_sql =
-"INSERT INTO apicount.caller_minute AS t "
-"(bucket, method, path, client_ip, user_id, calls, ok, client_errors, "
-" server_errors) "
-"SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
-" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
-" pg_catalog.unnest($4::pg_catalog.inet[]), pg_catalog.unnest($5::pg_catalog.text[]), "
-" pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
-" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])) "
+"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS ") "
+"SELECT " CALLER_UNNEST " "
 "ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
 " calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
 " ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
 " client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors";
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors "
+"RETURNING t.ctid";
+
+/* rows that are not there yet (known_rows.h): no conflict handling */
+static const char *caller_insert_sql =
+"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS ") "
+"SELECT " CALLER_UNNEST " "
+"RETURNING ctid";
+
+/*
+ * Rows this worker wrote before, by the TID it got back ($10; $11 numbers
+ * the rows): only where the TID still holds the row's key.  RETURNING
+ * tells which rows were found.
+ */
+static const char *caller_update_sql =
+"UPDATE apicount.caller_minute AS t SET "
+" calls = t.calls OPERATOR(pg_catalog.+) u.calls, "
+" ok = t.ok OPERATOR(pg_catalog.+) u.ok, "
+" client_errors = t.client_errors OPERATOR(pg_catalog.+) u.client_errors, "
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) u.server_errors "
+"FROM (SELECT " CALLER_UNNEST ", pg_catalog.unnest($10::pg_catalog.tid[]), "
+"       pg_catalog.unnest($11::pg_catalog.int4[])) "
+" AS u(" CALLER_COLUMNS ", tid, ord) "
+"WHERE t.ctid OPERATOR(pg_catalog.=) u.tid "
+" AND t.bucket OPERATOR(pg_catalog.=) u.bucket "
+" AND t.method OPERATOR(pg_catalog.=) u.method "
+" AND t.path OPERATOR(pg_catalog.=) u.path "
+" AND (t.client_ip OPERATOR(pg_catalog.=) u.client_ip "
+"      OR (t.client_ip IS NULL AND u.client_ip IS NULL)) "
+" AND (t.user_id OPERATOR(pg_catalog.=) u.user_id "
+"      OR (t.user_id IS NULL AND u.user_id IS NULL)) "
+"RETURNING u.ord, t.ctid";
 
 static void
 ensure_context(void)
@@ -151,6 +205,7 @@ take_snapshot(int *nitems)
 		items[n].entry = e;
 		items[n].key = e->key;
 		items[n].d = d;
+		ItemPointerSetInvalid(&items[n].tid);
 		n++;
 	}
 	counters_unlock_all();
@@ -166,6 +221,7 @@ take_snapshot(int *nitems)
 		counters_overflow_key(apicount_minute_of(GetCurrentTimestamp()),
 							  &items[n].key);
 		items[n].d = spill;
+		ItemPointerSetInvalid(&items[n].tid);
 		n++;
 	}
 	*nitems = n;
@@ -351,7 +407,7 @@ take_latency_snapshot(int *n)
 /* one caller_minute row, its strings resolved */
 typedef struct CallerRow
 {
-	const FlushItem *item;		/* the first item of the row (key) */
+	FlushItem  *item;			/* the first item of the row (key, TID) */
 	text	   *method;
 	text	   *path;
 	text	   *user;			/* NULL: no user id */
@@ -359,6 +415,8 @@ typedef struct CallerRow
 	int64		ok;
 	int64		client_errors;
 	int64		server_errors;
+	KnownRow	known;			/* known_rows.h */
+	ItemPointerData tid;		/* for ROW_AT_TID */
 } CallerRow;
 
 /* byte order of two texts: the order of the "C" collation */
@@ -409,11 +467,29 @@ caller_row_cmp(const void *pa, const void *pb)
 	return a->user == NULL ? 0 : text_bytes_cmp(a->user, b->user);
 }
 
+/* the key of a minute's overflow row, which several entries can share */
+static bool
+is_overflow_row(const CounterKey *key)
+{
+	return key->method_h == apicount_overflow_method_h &&
+		key->path_h == apicount_overflow_path_h &&
+		key->ip_family == 0 && key->user_h == 0;
+}
+
+/* heap order of two rows' TIDs */
+static int
+caller_tid_cmp(const void *pa, const void *pb)
+{
+	return ItemPointerCompare(&((CallerRow *) pa)->tid,
+							  &((CallerRow *) pb)->tid);
+}
+
 /*
  * Merge sorted rows that are one caller_minute row; returns how many are
  * left.  Two entries can be one row: a hit sent as method '*' and path
  * '(overflow)' without IP and user id names the minute's overflow row, and
  * so do the spill counters.  One upsert may not touch a row twice.
+ * Rows of other keys are one entry each (is_overflow_row).
  */
 static int
 merge_equal_rows(CallerRow *rows, int n)
@@ -421,6 +497,8 @@ merge_equal_rows(CallerRow *rows, int n)
 	int			w = 0;
 	int			i;
 
+	if (n == 0)
+		return 0;
 	for (i = 1; i < n; i++)
 	{
 		if (caller_row_cmp(&rows[w], &rows[i]) == 0)
@@ -429,6 +507,8 @@ merge_equal_rows(CallerRow *rows, int n)
 			rows[w].ok += rows[i].ok;
 			rows[w].client_errors += rows[i].client_errors;
 			rows[w].server_errors += rows[i].server_errors;
+			/* two entries, one row: write it the safe way */
+			rows[w].known = ROW_UNKNOWN;
 		}
 		else
 			rows[++w] = rows[i];
@@ -436,19 +516,182 @@ merge_equal_rows(CallerRow *rows, int n)
 	return w + 1;
 }
 
+/*
+ * Execute one of the caller statements over rows[0 .. n-1] (with their
+ * TIDs and numbers as $10 and $11 for the update) and note where each row now is.  The insert
+ * and the upsert return one TID per row, in order; the update returns the
+ * row number and TID of the rows it found, and the others are appended to
+ * missed[] (*nmissed), if given.
+ */
+static void
+write_caller_rows(const char *sql, CallerRow *rows, int n,
+				  CallerRow *missed, int *nmissed)
+{
+	Datum	   *cols[11];
+	bool	   *ipnulls;
+	bool	   *usernulls;
+	Oid			types[11] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, TIDOID, INT4OID};
+	Datum		args[11];
+	int			nargs = missed != NULL ? 11 : 9;
+	int			ret;
+	bool	   *found = NULL;
+	uint64		r;
+	int			i,
+				c;
+
+	for (c = 0; c < nargs; c++)
+		cols[c] = palloc(sizeof(Datum) * n);
+	ipnulls = palloc0(sizeof(bool) * n);
+	usernulls = palloc0(sizeof(bool) * n);
+	for (i = 0; i < n; i++)
+	{
+		const FlushItem *it = rows[i].item;
+
+		cols[0][i] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
+		cols[1][i] = PointerGetDatum(rows[i].method);
+		cols[2][i] = PointerGetDatum(rows[i].path);
+		ipnulls[i] = it->key.ip_family == 0;
+		cols[3][i] = ipnulls[i] ? (Datum) 0 : counters_key_inet(&it->key);
+		usernulls[i] = rows[i].user == NULL;
+		cols[4][i] = usernulls[i] ? (Datum) 0 : PointerGetDatum(rows[i].user);
+		cols[5][i] = Int64GetDatum(rows[i].calls);
+		cols[6][i] = Int64GetDatum(rows[i].ok);
+		cols[7][i] = Int64GetDatum(rows[i].client_errors);
+		cols[8][i] = Int64GetDatum(rows[i].server_errors);
+		if (missed != NULL)
+		{
+			cols[9][i] = PointerGetDatum(&rows[i].tid);
+			cols[10][i] = Int32GetDatum(i + 1);
+		}
+	}
+	for (c = 0; c < nargs; c++)
+	{
+		Oid			elemtype = types[c];
+
+		args[c] = make_array(cols[c], c == 3 ? ipnulls : c == 4 ? usernulls : NULL,
+							 n, elemtype);
+		types[c] = get_array_type(elemtype);
+	}
+	ret = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+	if (ret != (missed != NULL ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING))
+		elog(ERROR, "apicount: writing caller_minute failed (SPI result %d)", ret);
+	if (missed == NULL && SPI_processed != (uint64) n)
+		elog(ERROR, "apicount: caller_minute returned %llu rows for %d",
+			 (unsigned long long) SPI_processed, n);
+	if (missed != NULL)
+		found = palloc0(sizeof(bool) * n);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		row = (int64) r;
+		Datum		tid;
+
+		if (missed != NULL)
+		{
+			row = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)) - 1;
+			if (isnull || row < 0 || row >= n || found[row])
+				elog(ERROR, "apicount: unexpected row number from caller_minute");
+			found[row] = true;
+		}
+		tid = SPI_getbinval(tup, desc, missed != NULL ? 2 : 1, &isnull);
+		if (isnull)
+			elog(ERROR, "apicount: caller_minute returned no TID");
+		ItemPointerCopy((ItemPointer) DatumGetPointer(tid), &rows[row].item->tid);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	if (missed != NULL)
+	{
+		for (i = 0; i < n; i++)
+			if (!found[i])
+				missed[(*nmissed)++] = rows[i];
+		pfree(found);
+	}
+	for (c = 0; c < nargs; c++)
+	{
+		pfree(DatumGetPointer(args[c]));
+		pfree(cols[c]);
+	}
+	pfree(ipnulls);
+	pfree(usernulls);
+}
+
+/*
+ * Insert rows that are not there yet, in a subtransaction: false when one
+ * was there after all (a unique violation), and nothing was written.
+ */
+static bool
+insert_new_caller_rows(CallerRow *rows, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool inserted = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		write_caller_rows(caller_insert_sql, rows, n, NULL, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* end the subtransaction whatever the error, as PL/pgSQL does */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		ereport(LOG,
+				(errmsg("apicount: caller_minute already had rows the worker had not written; upserting them"),
+				 errdetail("%s", edata->detail ? edata->detail : edata->message)));
+		FreeErrorData(edata);
+		inserted = false;
+	}
+	PG_END_TRY();
+	return inserted;
+}
+
+/*
+ * The update by TID must run as a nested loop of TID scans, whatever the
+ * planner thinks of a hash join over a sequential scan of caller_minute
+ * (reverted at the end of the flush transaction).
+ */
+static void
+prefer_tid_scans(void)
+{
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Write the caller rows, each the cheapest safe way (known_rows.h): rows
+ * last written at a known TID by an update there, rows known to be new by
+ * a plain insert, and the others, or where either guess was wrong, by the
+ * upsert.  Each row's new TID lands in its first item.
+ */
 static void
 upsert_caller_rows(FlushItem *items, int nitems)
 {
 	int			n = 0,
-				i,
-				c;
+				nnew = 0,
+				nat = 0,
+				nother = 0,
+				i;
 	CallerRow  *rows;
-	Datum	   *cols[9];
-	bool	   *ipnulls;
-	bool	   *usernulls;
-	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
-		INT8OID, INT8OID, INT8OID, INT8OID};
-	Datum		args[9];
+	CallerRow  *newrows;
+	CallerRow  *atrows;
 
 	/* up to max_entries items: may pass 1 GB */
 	rows = MemoryContextAllocHuge(CurrentMemoryContext,
@@ -468,45 +711,63 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		rows[n].ok = it->d.ok;
 		rows[n].client_errors = it->d.client_errors;
 		rows[n].server_errors = it->d.server_errors;
+		rows[n].known = it->entry == NULL ? ROW_UNKNOWN :
+			known_rows_get(it->entry, &rows[n].tid);
+		if (is_overflow_row(&it->key))
+			rows[n].known = ROW_UNKNOWN;
 		n++;
 	}
 	if (n == 0)
 		return;
-	qsort(rows, n, sizeof(CallerRow), caller_row_cmp);
 
-	n = merge_equal_rows(rows, n);
-
-	for (c = 0; c < 9; c++)
-		cols[c] = palloc(sizeof(Datum) * n);
-	ipnulls = palloc0(sizeof(bool) * n);
-	usernulls = palloc0(sizeof(bool) * n);
+	/* split, keeping the order; the other rows stay in rows[] */
+	newrows = MemoryContextAllocHuge(CurrentMemoryContext,
+									 sizeof(CallerRow) * n);
+	atrows = MemoryContextAllocHuge(CurrentMemoryContext,
+									sizeof(CallerRow) * n);
 	for (i = 0; i < n; i++)
 	{
-		const FlushItem *it = rows[i].item;
-
-		cols[0][i] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
-		cols[1][i] = PointerGetDatum(rows[i].method);
-		cols[2][i] = PointerGetDatum(rows[i].path);
-		ipnulls[i] = it->key.ip_family == 0;
-		cols[3][i] = ipnulls[i] ? (Datum) 0 : counters_key_inet(&it->key);
-		usernulls[i] = rows[i].user == NULL;
-		cols[4][i] = usernulls[i] ? (Datum) 0 : PointerGetDatum(rows[i].user);
-		cols[5][i] = Int64GetDatum(rows[i].calls);
-		cols[6][i] = Int64GetDatum(rows[i].ok);
-		cols[7][i] = Int64GetDatum(rows[i].client_errors);
-		cols[8][i] = Int64GetDatum(rows[i].server_errors);
+		if (rows[i].known == ROW_NEW)
+			newrows[nnew++] = rows[i];
+		else if (rows[i].known == ROW_AT_TID)
+			atrows[nat++] = rows[i];
+		else
+			rows[nother++] = rows[i];
 	}
-	for (c = 0; c < 9; c++)
+
+	/*
+	 * Inserts and upserts go in the unique index's order, updates by TID in
+	 * heap order.  Overflow rows, the only ones entries share, are all
+	 * upserted (see the loop above), so merging among those is enough.
+	 */
+	qsort(rows, nother, sizeof(CallerRow), caller_row_cmp);
+	nother = merge_equal_rows(rows, nother);
+	qsort(newrows, nnew, sizeof(CallerRow), caller_row_cmp);
+	qsort(atrows, nat, sizeof(CallerRow), caller_tid_cmp);
+
+	if (nat > 0)
 	{
-		Oid			elemtype = types[c];
+		int			before = nother;
 
-		args[c] = make_array(cols[c], c == 3 ? ipnulls : c == 4 ? usernulls : NULL,
-							 n, elemtype);
-		types[c] = get_array_type(elemtype);
+		prefer_tid_scans();
+		write_caller_rows(caller_update_sql, atrows, nat, rows, &nother);
+		caller_writes.updated += nat - (nother - before);
 	}
-	if (SPI_execute_with_args(caller_upsert_sql, 9, types, args, NULL, false,
-							  0) != SPI_OK_INSERT)
-		elog(ERROR, "apicount: upsert into caller_minute failed");
+	if (nnew > 0)
+	{
+		if (insert_new_caller_rows(newrows, nnew))
+			caller_writes.inserted += nnew;
+		else
+		{
+			memcpy(rows + nother, newrows, sizeof(CallerRow) * nnew);
+			nother += nnew;
+		}
+	}
+	if (nother > 0)
+	{
+		write_caller_rows(caller_upsert_sql, rows, nother, NULL, NULL);
+		caller_writes.upserted += nother;
+	}
 }
 
 bool
@@ -527,6 +788,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 	lat = take_latency_snapshot(&nlat);
 	MemoryContextSwitchTo(oldcxt);
 	*written = 0;
+	memset(&caller_writes, 0, sizeof(caller_writes));
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -577,10 +839,21 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		int			i;
 
 		for (i = 0; i < nitems; i++)
-			if (items[i].entry != NULL)
-				counters_subtract(items[i].entry, &items[i].d);
+		{
+			if (items[i].entry == NULL)
+				continue;
+			counters_subtract(items[i].entry, &items[i].d);
+			if ((items[i].key.flags & KEY_TRACKED) && items[i].d.calls != 0)
+				known_rows_written(items[i].entry, &items[i].tid);
+		}
 		latstore_subtract(lat, nlat);
 		readlock_release_exclusive();
+		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_inserted,
+								caller_writes.inserted);
+		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_updated,
+								caller_writes.updated);
+		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_upserted,
+								caller_writes.upserted);
 		*written = nitems;
 	}
 	else
@@ -630,7 +903,12 @@ flush_free_entries(bool discard)
 	counters_unlock_all();
 
 	for (i = 0; i < n; i++)
-		counters_remove(cand[i], !discard);
+	{
+		int32		minute = cand[i]->key.minute;
+
+		if (counters_remove(cand[i], !discard))
+			known_rows_removed(cand[i], minute);
+	}
 	pfree(cand);
 
 	/* emptied latency pages */

@@ -545,8 +545,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[14];
-	bool		nulls[14];
+	Datum		values[17];
+	bool		nulls[17];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -580,6 +580,9 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[11] = Int64GetDatum(latstore_pages_used());
 	values[12] = Int64GetDatum(latstore_pages_capacity());
 	values[13] = Int64GetDatum((int64) latstore_unbinned());
+	values[14] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_inserted));
+	values[15] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_updated));
+	values[16] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_upserted));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

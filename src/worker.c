@@ -34,6 +34,7 @@
 #include "counters.h"
 #include "flush.h"
 #include "guc.h"
+#include "known_rows.h"
 #include "worker.h"
 #include "worker_txn.h"
 
@@ -268,6 +269,9 @@ apicount_worker_main(Datum main_arg)
 					PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "60s", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* before any flush: which caller rows an earlier worker may have written */
+	known_rows_start();
 
 	SpinLockAcquire(&apicount_shared->mutex);
 	apicount_shared->worker_pid = MyProcPid;
