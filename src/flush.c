@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  * flush.c
- *		Snapshot -> parameterized upserts -> subtract flushed deltas.
+ *		Snapshot -> parameterized writes -> subtract flushed deltas.
  *
  * Owns the worker's writes.  A flush copies every entry's unflushed
  * deltas (under shared partition locks, so ingest never waits), writes
- * them with one upsert per rollup table (arrays bound as parameters,
- * never interpolated), and after the commit subtracts exactly what it
- * wrote, so hits that arrived meanwhile stay.  A failed flush subtracts
- * nothing and is retried by the next cycle.
+ * them in one transaction (arrays bound as parameters, never
+ * interpolated): one upsert each into api_minute and api_hour, and the
+ * caller_minute rows each the cheapest safe way (known_rows.h: an update
+ * at a known TID, a plain insert, or the upsert).  After the commit it
+ * subtracts exactly what it wrote, so hits that arrived meanwhile stay.  A
+ * failed flush subtracts nothing and is retried by the next cycle.
  *
  * Latency histograms follow the same cycle: the pages of the latency store
  * are copied after the counters, merged per API row into the latency_hist
@@ -507,8 +509,6 @@ merge_equal_rows(CallerRow *rows, int n)
 			rows[w].ok += rows[i].ok;
 			rows[w].client_errors += rows[i].client_errors;
 			rows[w].server_errors += rows[i].server_errors;
-			/* two entries, one row: write it the safe way */
-			rows[w].known = ROW_UNKNOWN;
 		}
 		else
 			rows[++w] = rows[i];
@@ -517,11 +517,11 @@ merge_equal_rows(CallerRow *rows, int n)
 }
 
 /*
- * Execute one of the caller statements over rows[0 .. n-1] (with their
- * TIDs and numbers as $10 and $11 for the update) and note where each row now is.  The insert
- * and the upsert return one TID per row, in order; the update returns the
- * row number and TID of the rows it found, and the others are appended to
- * missed[] (*nmissed), if given.
+ * Execute one of the caller statements over rows[0 .. n-1] and note where
+ * each row now is.  The insert and the upsert return one TID per row, in
+ * order.  The update (missed given) also takes the rows' TIDs and numbers
+ * as $10 and $11, returns the number and new TID of each row it found, and
+ * appends the others to missed[] (*nmissed).
  */
 static void
 write_caller_rows(const char *sql, CallerRow *rows, int n,
@@ -676,13 +676,13 @@ prefer_tid_scans(void)
 }
 
 /*
- * Write the caller rows, each the cheapest safe way (known_rows.h): rows
+ * Write the caller_minute rows, each the cheapest safe way (known_rows.h): rows
  * last written at a known TID by an update there, rows known to be new by
  * a plain insert, and the others, or where either guess was wrong, by the
  * upsert.  Each row's new TID lands in its first item.
  */
 static void
-upsert_caller_rows(FlushItem *items, int nitems)
+write_caller_minute(FlushItem *items, int nitems)
 {
 	int			n = 0,
 				nnew = 0,
@@ -711,16 +711,15 @@ upsert_caller_rows(FlushItem *items, int nitems)
 		rows[n].ok = it->d.ok;
 		rows[n].client_errors = it->d.client_errors;
 		rows[n].server_errors = it->d.server_errors;
-		rows[n].known = it->entry == NULL ? ROW_UNKNOWN :
-			known_rows_get(it->entry, &rows[n].tid);
-		if (is_overflow_row(&it->key))
-			rows[n].known = ROW_UNKNOWN;
+		/* overflow rows (and the spill, which has no entry): the upsert */
+		rows[n].known = it->entry == NULL || is_overflow_row(&it->key) ?
+			ROW_UNKNOWN : known_rows_get(it->entry, &rows[n].tid);
 		n++;
 	}
 	if (n == 0)
 		return;
 
-	/* split, keeping the order; the other rows stay in rows[] */
+	/* split by how they will be written; the other rows stay in rows[] */
 	newrows = MemoryContextAllocHuge(CurrentMemoryContext,
 									 sizeof(CallerRow) * n);
 	atrows = MemoryContextAllocHuge(CurrentMemoryContext,
@@ -738,7 +737,7 @@ upsert_caller_rows(FlushItem *items, int nitems)
 	/*
 	 * Inserts and upserts go in the unique index's order, updates by TID in
 	 * heap order.  Overflow rows, the only ones entries share, are all
-	 * upserted (see the loop above), so merging among those is enough.
+	 * upserted, so merging among those is enough.
 	 */
 	qsort(rows, nother, sizeof(CallerRow), caller_row_cmp);
 	nother = merge_equal_rows(rows, nother);
@@ -805,7 +804,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		{
 			upsert_api_rows(items, nitems, lat, nlat, false);
 			upsert_api_rows(items, nitems, lat, nlat, true);
-			upsert_caller_rows(items, nitems);
+			write_caller_minute(items, nitems);
 		}
 		SPI_finish();
 		PopActiveSnapshot();

@@ -115,10 +115,7 @@ known_rows_written(const CounterEntry *e, ItemPointer tid)
 	uint32		n = entry_number(e);
 
 	written_bits[n / 64] |= UINT64CONST(1) << (n % 64);
-	if (ItemPointerIsValid(tid))
-		ItemPointerCopy(tid, &row_tids[n]);
-	else
-		ItemPointerSetInvalid(&row_tids[n]);
+	ItemPointerCopy(tid, &row_tids[n]);
 }
 
 void
