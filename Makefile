@@ -12,7 +12,9 @@ OBJS = \
 	src/entry_table.o \
 	src/pending.o \
 	src/ingest.o \
+	src/string_memo.o \
 	src/requests_am.o \
+	src/requests_slot.o \
 	src/readlock.o \
 	src/flush.o \
 	src/known_rows.o \

@@ -18,8 +18,10 @@
 #include <sys/socket.h>
 
 #include "common/hashfn.h"
+#include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 #include "utils/inet.h"
 
 #include "counters.h"
@@ -34,11 +36,14 @@ ApicountShared *apicount_shared = NULL;
 uint64		apicount_overflow_method_h;
 uint64		apicount_overflow_path_h;
 
+/* from ApicountShared.hash_seed, set at shared memory init */
+uint64		apicount_hash_seed = 0;
+
 uint64
 apicount_hash_string(const char *s, size_t len)
 {
 	uint64		h = hash_bytes_extended((const unsigned char *) s, (int) len,
-										UINT64CONST(0x61706963));
+										apicount_hash_seed);
 
 	return h == 0 ? 1 : h;
 }
@@ -109,6 +114,10 @@ counters_shmem_init(void)
 	if (!found)
 	{
 		memset(apicount_shared, 0, sizeof(ApicountShared));
+		if (!pg_strong_random(&apicount_shared->hash_seed,
+							  sizeof(apicount_shared->hash_seed)))
+			apicount_shared->hash_seed = (uint64) GetCurrentTimestamp() ^
+				((uint64) MyProcPid << 40);
 		apicount_shared->locks = GetNamedLWLockTranche("apicount");
 		apicount_shared->slot_seconds = apicount_slot_seconds;
 		apicount_shared->nslots = 60 / apicount_slot_seconds;
@@ -146,6 +155,7 @@ counters_shmem_init(void)
 						apicount_shared->locks + COUNTER_PARTITIONS +
 						STRTAB_PARTITIONS);
 
+	apicount_hash_seed = apicount_shared->hash_seed;
 	apicount_overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
 													  strlen(OVERFLOW_METHOD));
 	apicount_overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
@@ -245,8 +255,13 @@ apicount_minute_before(TimestampTz ts)
 int
 apicount_slot_of(TimestampTz ts)
 {
-	int64		m = apicount_minute_of(ts);
-	int64		sec = (ts - m * USECS_PER_MINUTE) / USECS_PER_SEC;
+	return apicount_slot_in_minute(ts, apicount_minute_of(ts));
+}
+
+int
+apicount_slot_in_minute(TimestampTz ts, int32 minute)
+{
+	int64		sec = (ts - (int64) minute * USECS_PER_MINUTE) / USECS_PER_SEC;
 
 	return (int) (sec / apicount_slot_seconds);
 }

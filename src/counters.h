@@ -130,6 +130,7 @@ typedef struct ApicountShared
 	pg_atomic_uint64 caller_rows_updated;
 	pg_atomic_uint64 caller_rows_upserted;
 	Size		shmem_bytes;
+	uint64		hash_seed;		/* random, drawn when shared memory is made */
 
 	/* hits that found neither an entry nor an overflow entry */
 	pg_atomic_uint64 spill_calls;
@@ -212,7 +213,13 @@ extern void counters_overflow_key(int32 minute, CounterKey *key);
 /* the key's client_ip as an inet datum (key->ip_family must be set) */
 extern Datum counters_key_inet(const CounterKey *key);
 
-/* stable hash of a string, never 0 */
+/*
+ * 64-bit hash of a string, never 0.  Seeded with apicount_hash_seed, which
+ * is random per server start, so that no client can choose a string whose
+ * hash equals another's (a key whose hash is taken by another string is
+ * counted as overflow).  Hashes live in shared memory only, never on disk.
+ */
+extern uint64 apicount_hash_seed;
 extern uint64 apicount_hash_string(const char *s, size_t len);
 
 /* where counters_add counted a delta */
@@ -265,5 +272,7 @@ extern int32 apicount_minute_of(TimestampTz ts);
 extern int32 apicount_minute_at_or_after(TimestampTz ts);
 extern int32 apicount_minute_before(TimestampTz ts);
 extern int	apicount_slot_of(TimestampTz ts);
+/* the same, for a timestamp whose minute (apicount_minute_of) is known */
+extern int	apicount_slot_in_minute(TimestampTz ts, int32 minute);
 
 #endif

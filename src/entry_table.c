@@ -19,11 +19,11 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 
 #include "entry_table.h"
+#include "hash_mix.h"
 
 typedef struct EtabHeader
 {
@@ -159,10 +159,76 @@ home_slot(uint32 hashcode)
 	return (hashcode / COUNTER_PARTITIONS) & hdr->index_mask;
 }
 
+/*
+ * The 32-bit hash of a counter key, for the shared index and the backends'
+ * pending indexes.  The key is six 64-bit words: the three string hashes,
+ * the minute and flags, and the IP address (keys are zeroed before they are
+ * filled, so padding is always 0).  Each word is xor-ed with a secret drawn
+ * from the per-server random seed, pairs of words are multiplied into 128
+ * bits and folded, and the three results are folded the same way: without
+ * the seed nobody can choose keys (client IPs, say) whose hashes collide
+ * to lengthen probe sequences.  Where the compiler has no 128-bit integer,
+ * each word goes through the MurmurHash3 finalizer instead.
+ */
+static uint64 key_secret[7];
+static uint64 key_secret_seed = 0;
+static bool key_secret_ready = false;
+
+static void
+derive_key_secrets(void)
+{
+	uint64		x = apicount_hash_seed;
+	int			i;
+
+	for (i = 0; i < lengthof(key_secret); i++)
+	{
+		x += UINT64CONST(0x9e3779b97f4a7c15);	/* splitmix64 */
+		key_secret[i] = apicount_mix64(x) | 1;
+	}
+	key_secret_seed = apicount_hash_seed;
+	key_secret_ready = true;
+}
+
+#ifdef HAVE_INT128
+static inline uint64
+fold_product(uint64 a, uint64 b)
+{
+	uint128		r = (uint128) a * b;
+
+	return (uint64) r ^ (uint64) (r >> 64);
+}
+#endif
+
+StaticAssertDecl(sizeof(CounterKey) == 6 * sizeof(uint64),
+				 "etab_hash reads a counter key as six 64-bit words");
+
 uint32
 etab_hash(const CounterKey *key)
 {
-	return hash_bytes((const unsigned char *) key, sizeof(CounterKey));
+	uint64		w[6];
+	uint64		h;
+
+	if (unlikely(!key_secret_ready || key_secret_seed != apicount_hash_seed))
+		derive_key_secrets();
+	memcpy(w, key, sizeof(w));
+#ifdef HAVE_INT128
+	{
+		uint64		a = fold_product(w[0] ^ key_secret[0], w[1] ^ key_secret[1]);
+		uint64		b = fold_product(w[2] ^ key_secret[2], w[3] ^ key_secret[3]);
+		uint64		c = fold_product(w[4] ^ key_secret[4], w[5] ^ key_secret[5]);
+
+		h = fold_product(a ^ key_secret[6], b ^ c);
+	}
+#else
+	{
+		int			i;
+
+		h = key_secret[6];
+		for (i = 0; i < 6; i++)
+			h = apicount_mix64(h ^ w[i] ^ key_secret[i]);
+	}
+#endif
+	return (uint32) (h ^ (h >> 32));
 }
 
 /*

@@ -10,17 +10,7 @@
 #include "postgres.h"
 
 #include "groupagg.h"
-
-static inline uint64
-mix64(uint64 x)
-{
-	x ^= x >> 33;
-	x *= UINT64CONST(0xff51afd7ed558ccd);
-	x ^= x >> 33;
-	x *= UINT64CONST(0xc4ceb9fe1a85ec53);
-	x ^= x >> 33;
-	return x;
-}
+#include "hash_mix.h"
 
 uint64
 groupkey_fingerprint(const GroupKey *k)
@@ -31,12 +21,12 @@ groupkey_fingerprint(const GroupKey *k)
 
 	memcpy(&a0, k->ip_addr, sizeof(a0));
 	memcpy(&a1, k->ip_addr + 8, sizeof(a1));
-	h = mix64(a0 ^ mix64(a1 ^ ((uint64) (uint32) k->minute |
+	h = apicount_mix64(a0 ^ apicount_mix64(a1 ^ ((uint64) (uint32) k->minute |
 								((uint64) k->ip_family << 32) |
 								((uint64) k->ip_bits << 40))));
-	h = mix64(h ^ k->user_h);
-	h = mix64(h ^ k->path_h);
-	h = mix64(h ^ k->method_h);
+	h = apicount_mix64(h ^ k->user_h);
+	h = apicount_mix64(h ^ k->path_h);
+	h = apicount_mix64(h ^ k->method_h);
 	return h;
 }
 

@@ -3,9 +3,9 @@
  *		Rows of apicount.requests (from its table access method) and hit().
  *
  * Owns validation and the mapping from SQL values to a pending hit: datums
- * in, PendingHit out.  Every check happens before anything is recorded, so
- * a row either counts whole or raises an error; the statement's earlier
- * rows are dropped with its (sub)transaction.
+ * in, PendingHit out.  Every check of a row happens before anything of it
+ * is recorded, so a row either counts whole or raises an error; the rows
+ * the statement recorded before it are dropped with its (sub)transaction.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +27,8 @@
 #include "ingest.h"
 #include "normalize.h"
 #include "pending.h"
+#include "requests_slot.h"
+#include "string_memo.h"
 
 PG_FUNCTION_INFO_V1(apicount_hit);
 PG_FUNCTION_INFO_V1(apicount_normalize_path_sql);
@@ -70,65 +72,156 @@ normalize_or_error(const char *in, int len, char *out)
 }
 
 /*
- * Validate and normalize one request into *hit (its key hashed, ready for
- * pending_add).  The normalized path goes to stackbuf (3 * STACK_PATH_BYTES
- * + 4 bytes) when it fits and stackbuf is not NULL, else to a palloc'd
- * buffer in the current memory context.  Throws on bad input.
+ * A text (or inet) datum of a slot, detoasted if need be: what
+ * DatumGetTextPP gives, without a function call for the plain value a
+ * row almost always holds.
  */
-static void
-prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
+static inline text *
+plain_varlena(Datum d)
 {
+	struct varlena *p = (struct varlena *) DatumGetPointer(d);
+
+	if (unlikely(VARATT_IS_EXTERNAL(p) || VARATT_IS_COMPRESSED(p)))
+		return pg_detoast_datum_packed(p);
+	return p;
+}
+
+/*
+ * Where normalized paths go: a buffer carved from the front (a batch's
+ * chunk, or one row's stack buffer); a path that does not fit gets a
+ * chunk of its own, palloc'd in the current memory context.
+ */
+typedef struct PathSpace
+{
+	char	   *next;
+	Size		left;
+} PathSpace;
+
+#define PATH_CHUNK_BYTES	(64 * 1024)
+
+static char *
+path_space_take(PathSpace *space, Size need)
+{
+	char	   *p;
+
+	if (space->left < need)
+	{
+		if (need > PATH_CHUNK_BYTES / 16)
+			return palloc(need);
+		space->next = palloc(PATH_CHUNK_BYTES);
+		space->left = PATH_CHUNK_BYTES;
+	}
+	p = space->next;
+	space->next += need;
+	space->left -= need;
+	return p;
+}
+
+/*
+ * The normalized path of a request and its hash, from the memo when the
+ * same bytes were seen lately, else normalized (and clipped) into space.
+ */
+/* give back the end of the last piece taken, of which only used bytes are */
+static void
+path_space_trim(PathSpace *space, char *p, Size taken, Size used)
+{
+	if (p + taken == space->next)
+	{
+		space->next = p + used;
+		space->left += taken - used;
+	}
+}
+
+static void
+prepare_path(const text *raw, PathSpace *space, PendingHit *hit)
+{
+	const char *in = VARDATA_ANY(raw);
+	int			len = VARSIZE_ANY_EXHDR(raw);
+	MemoHit		memo;
 	char	   *path;
 	int			path_len;
-	char	   *method = hit->method_buf;
+
+	if (memo_path(in, len, apicount_normalize_paths, &memo))
+	{
+		path = path_space_take(space, memo.norm_len + 1);
+		memcpy(path, memo.norm, memo.norm_len);
+		path[memo.norm_len] = '\0';
+		hit->path = path;
+		hit->path_len = memo.norm_len;
+		hit->key.path_h = memo.hash;
+		return;
+	}
+	path = path_space_take(space, 3 * (Size) len + 4);
+	path_len = normalize_or_error(in, len, path);
+	path_space_trim(space, path, 3 * (Size) len + 4, path_len + 1);
+	if (path_len > APICOUNT_MAX_PATH)
+	{
+		path_len = pg_mbcliplen(path, path_len, APICOUNT_MAX_PATH);
+		hit->truncated++;
+	}
+	hit->path = path;
+	hit->path_len = path_len;
+	hit->key.path_h = apicount_hash_string(path, path_len);
+	if (hit->truncated == 0)
+		memo_remember_path(in, len, apicount_normalize_paths, path, path_len,
+						   hit->key.path_h);
+}
+
+/* the normalized method of a request (GET if null) and its hash */
+static void
+prepare_method(const text *raw, PendingHit *hit)
+{
+	const char *in = raw == NULL ? "GET" : VARDATA_ANY(raw);
+	int			len = raw == NULL ? 3 : VARSIZE_ANY_EXHDR(raw);
+	MemoHit		memo;
 	size_t		method_len;
+	NormResult	r;
+
+	if (memo_method(in, len, &memo))
+	{
+		memcpy(hit->method_buf, memo.norm, memo.norm_len);
+		hit->method_buf[memo.norm_len] = '\0';
+		hit->method_len = memo.norm_len;
+		hit->key.method_h = memo.hash;
+		return;
+	}
+	r = apicount_normalize_method(in, len, hit->method_buf, &method_len);
+	if (r != NORM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid HTTP method \"%s\"", text_to_cstring(raw)),
+				 errdetail("A method is an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) of 1 to %d characters.",
+						   APICOUNT_MAX_METHOD)));
+	hit->method_len = (int) method_len;
+	hit->key.method_h = apicount_hash_string(hit->method_buf, method_len);
+	memo_remember_method(in, len, hit->method_buf, hit->method_len,
+						 hit->key.method_h);
+}
+
+/*
+ * Validate and normalize one request into *hit (its key hashed, ready for
+ * pending_add).  The normalized path goes to space.  Throws on bad input,
+ * having recorded nothing.  The caller has checked apicount_require_preload.
+ */
+static void
+prepare_hit(const RequestValues *req, PendingHit *hit, PathSpace *space)
+{
 	const char *user = NULL;
 	int			user_len = 0;
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 	TimestampTz ts;
-	NormResult	r;
-	int			truncated = 0;
 
-	apicount_require_preload();
+	memset(hit, 0, offsetof(PendingHit, method_buf));
 
 	/* path */
 	if (req->path == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("request path must not be null")));
-	{
-		const char *in = VARDATA_ANY(req->path);
-		int			len = VARSIZE_ANY_EXHDR(req->path);
-
-		path = (stackbuf != NULL && len <= STACK_PATH_BYTES) ? stackbuf :
-			palloc(3 * (Size) len + 4);
-		path_len = normalize_or_error(in, len, path);
-	}
-	if (path_len > APICOUNT_MAX_PATH)
-	{
-		path_len = pg_mbcliplen(path, path_len, APICOUNT_MAX_PATH);
-		truncated++;
-	}
+	prepare_path(req->path, space, hit);
 
 	/* method */
-	if (req->method == NULL)
-	{
-		strcpy(method, "GET");
-		method_len = 3;
-	}
-	else
-	{
-		r = apicount_normalize_method(VARDATA_ANY(req->method),
-									  VARSIZE_ANY_EXHDR(req->method),
-									  method, &method_len);
-		if (r != NORM_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid HTTP method \"%s\"",
-							text_to_cstring(req->method)),
-					 errdetail("A method is an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) of 1 to %d characters.",
-							   APICOUNT_MAX_METHOD)));
-	}
+	prepare_method(req->method, hit);
 
 	/* user id */
 	if (req->user_id != NULL)
@@ -143,7 +236,7 @@ prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
 		{
 			user_len = pg_mbcliplen(user, user_len, APICOUNT_MAX_USER);
 			if (apicount_track_callers)
-				truncated++;	/* counted only if the user id is stored */
+				hit->truncated++;	/* counted only if the user id is stored */
 		}
 	}
 
@@ -180,11 +273,8 @@ prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
 				 errhint("Hits older than apicount.retention (currently %s) are not counted.",
 						 apicount_retention_text)));
 
-	/* build the key */
-	memset(hit, 0, offsetof(PendingHit, method_buf));
+	/* the rest of the key */
 	hit->key.minute = apicount_minute_of(ts);
-	hit->key.method_h = apicount_hash_string(method, method_len);
-	hit->key.path_h = apicount_hash_string(path, path_len);
 	if (apicount_track_callers)
 	{
 		hit->key.flags |= KEY_TRACKED;
@@ -192,7 +282,7 @@ prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
 			hit->key.user_h = apicount_hash_string(user, user_len);
 		if (req->has_ip)
 		{
-			inet	   *ip = DatumGetInetPP(req->client_ip);
+			inet	   *ip = (inet *) plain_varlena(req->client_ip);
 
 			hit->key.ip_family = ip_family(ip);
 			hit->key.ip_bits = ip_bits(ip);
@@ -202,18 +292,15 @@ prepare_hit(const RequestValues *req, PendingHit *hit, char *stackbuf)
 	else
 		user = NULL;
 
-	hit->method = method;
-	hit->method_len = (int) method_len;
-	hit->path = path;
-	hit->path_len = path_len;
+	hit->method = hit->method_buf;
 	hit->user = hit->key.user_h != 0 ? user : NULL;
 	hit->user_len = hit->key.user_h != 0 ? user_len : 0;
 	hit->status = req->has_status ? req->status : 0;
 	hit->has_latency = req->has_latency;
+	/* rounded half up (latency_ms is checked to be in [0, 1 day]) */
 	hit->latency_ns = req->has_latency ?
-		(uint64) llround(req->latency_ms * 1000000.0) : 0;
-	hit->slot = apicount_slot_of(ts);
-	hit->truncated = truncated;
+		(uint64) (req->latency_ms * 1000000.0 + 0.5) : 0;
+	hit->slot = apicount_slot_in_minute(ts, hit->key.minute);
 
 	pending_prepare(hit);
 }
@@ -222,9 +309,11 @@ void
 ingest_request(const RequestValues *req)
 {
 	char		stackbuf[3 * STACK_PATH_BYTES + 4];
+	PathSpace	space = {stackbuf, sizeof(stackbuf)};
 	PendingHit	hit;
 
-	prepare_hit(req, &hit, stackbuf);
+	apicount_require_preload();
+	prepare_hit(req, &hit, &space);
 	pending_add(&hit);
 	if (hit.path != stackbuf)
 		pfree(unconstify(char *, hit.path));
@@ -252,11 +341,11 @@ slot_to_request(TupleTableSlot *slot, RequestValues *req)
 	req->has_ts = !nulls[0];
 	if (req->has_ts)
 		req->ts = DatumGetTimestampTz(values[0]);
-	req->method = nulls[1] ? NULL : DatumGetTextPP(values[1]);
-	req->path = nulls[2] ? NULL : DatumGetTextPP(values[2]);
+	req->method = nulls[1] ? NULL : plain_varlena(values[1]);
+	req->path = nulls[2] ? NULL : plain_varlena(values[2]);
 	req->has_ip = !nulls[3];
 	req->client_ip = values[3];
-	req->user_id = nulls[4] ? NULL : DatumGetTextPP(values[4]);
+	req->user_id = nulls[4] ? NULL : plain_varlena(values[4]);
 	req->has_status = !nulls[5];
 	if (req->has_status)
 		req->status = DatumGetInt32(values[5]);
@@ -276,40 +365,52 @@ ingest_slot(TupleTableSlot *slot)
 }
 
 /*
- * A batch of rows (COPY).  Every row is validated and its key hashed
- * first, which also starts loading the index slots the keys will probe;
- * then the rows are recorded, their index slots by now in cache.  A bad
- * row throws before the batch records anything, and the statement's
- * earlier batches go with its (sub)transaction, as a single row's would.
+ * A batch of rows (COPY).  Rows are prepared (validated, normalized, their
+ * key hashed) PREPARE_AHEAD rows before they are recorded: preparing a row
+ * starts loading the index slot its key will probe, and the slot is in
+ * cache by the time the row is recorded, a few rows later, while the row
+ * itself still is.  The slots' values are prefetched a few rows ahead too.
+ * A bad row throws with the rows before it recorded in the pending counts;
+ * they go with the statement's (sub)transaction, as its earlier batches do.
  * *row tells the error context which row is being handled (1-based).
  */
+#define PREPARE_AHEAD		8
+#define SLOT_PREFETCH_AHEAD 4
+
 void
 ingest_slots(TupleTableSlot **slots, int nslots, int *row)
 {
 	MemoryContext batchcxt;
 	MemoryContext oldcxt;
-	PendingHit *hits;
+	PendingHit	ring[PREPARE_AHEAD];
+	PathSpace	space = {NULL, 0};
 	int			i;
 
+	apicount_require_preload();
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext,
 									 "apicount batch",
 									 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batchcxt);
-	hits = palloc(sizeof(PendingHit) * nslots);
-	for (i = 0; i < nslots; i++)
+	for (i = 0; i < nslots + PREPARE_AHEAD; i++)
 	{
-		RequestValues req;
+		/* record row i - PREPARE_AHEAD, then prepare row i in its place */
+		if (i >= PREPARE_AHEAD)
+		{
+			*row = i - PREPARE_AHEAD + 1;
+			pending_add(&ring[i % PREPARE_AHEAD]);
+		}
+		if (i < nslots)
+		{
+			RequestValues req;
 
-		*row = i + 1;
-		slot_to_request(slots[i], &req);
-		prepare_hit(&req, &hits[i], NULL);
+			if (i + SLOT_PREFETCH_AHEAD < nslots)
+				requests_slot_prefetch(slots[i + SLOT_PREFETCH_AHEAD]);
+			*row = i + 1;
+			slot_to_request(slots[i], &req);
+			prepare_hit(&req, &ring[i % PREPARE_AHEAD], &space);
+		}
 	}
 	MemoryContextSwitchTo(oldcxt);
-	for (i = 0; i < nslots; i++)
-	{
-		*row = i + 1;
-		pending_add(&hits[i]);
-	}
 	MemoryContextDelete(batchcxt);
 }
 

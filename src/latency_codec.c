@@ -8,21 +8,86 @@
 
 #include <math.h>
 
+/*
+ * lat_bucket_of looks buckets up in two tables, filled on first use:
+ * bucket_upper_ns[i] is the largest latency (ns) of bucket i, and
+ * bucket_guess[] gives, for the leading bit and the 6 bits after it, the
+ * bucket of the smallest latency with those bits.  All latencies sharing
+ * those bits lie within a factor 65/64 < G of each other, so they span at
+ * most two buckets: the guess or the one after it.
+ */
+#define GUESS_BITS		6
+static uint64_t bucket_upper_ns[LAT_NBUCKETS];
+static uint16_t bucket_guess[64 << GUESS_BITS];
+static int	bucket_tables_ready = 0;
+
+static int
+leading_bit(uint64_t v)			/* v > 0 */
+{
+#if defined(__GNUC__) || defined(__clang__)
+	return 63 - __builtin_clzll(v);
+#else
+	int			n = 0;
+
+	while (v >>= 1)
+		n++;
+	return n;
+#endif
+}
+
+static int
+bucket_by_search(uint64_t ns)
+{
+	int			lo = 0;
+	int			hi = LAT_NBUCKETS - 1;
+
+	/* the first bucket whose upper bound is >= ns */
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (bucket_upper_ns[mid] >= ns)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+static void
+init_bucket_tables(void)
+{
+	int			i;
+	int			bit;
+
+	/* bucket i >= 1: (G^(i-1), G^i] us; bucket 0: up to 1 us */
+	for (i = 0; i < LAT_NBUCKETS - 1; i++)
+		bucket_upper_ns[i] = (uint64_t) floor(1000.0 * pow(LAT_GAMMA, i));
+	bucket_upper_ns[LAT_NBUCKETS - 1] = UINT64_MAX;
+	for (bit = GUESS_BITS; bit < 64; bit++)
+		for (i = 0; i < (1 << GUESS_BITS); i++)
+			bucket_guess[(bit << GUESS_BITS) | i] = (uint16_t)
+				bucket_by_search(((uint64_t) 1 << bit) |
+								 ((uint64_t) i << (bit - GUESS_BITS)));
+	bucket_tables_ready = 1;
+}
+
 int
 lat_bucket_of(uint64_t ns)
 {
-	double		us;
-	double		i;
+	int			bit;
+	int			i;
 
 	if (ns <= 1000)
 		return 0;
-	us = (double) ns / 1000.0;
-	i = ceil(log(us) / log(LAT_GAMMA));
-	if (i < 1)
-		return 1;
-	if (i > LAT_NBUCKETS - 1)
-		return LAT_NBUCKETS - 1;
-	return (int) i;
+	if (!bucket_tables_ready)
+		init_bucket_tables();
+	bit = leading_bit(ns);		/* >= 9, since ns > 1000 */
+	i = bucket_guess[(bit << GUESS_BITS) |
+					 ((ns >> (bit - GUESS_BITS)) & ((1 << GUESS_BITS) - 1))];
+	if (ns > bucket_upper_ns[i])
+		i++;
+	return i;
 }
 
 double

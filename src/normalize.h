@@ -27,10 +27,10 @@ typedef enum NormResult
 } NormResult;
 
 /*
- * Normalize a request path.  Writes at most len bytes plus a NUL to out
- * (out must hold len + 1 bytes; normalization never grows a path beyond
- * max(len, 3 * segments), so callers pass an out buffer of 3 * len + 4).
- * If normalize is false only validation is done and the path copied.
+ * Normalize a request path into out, which must hold 3 * len + 4 bytes: a
+ * segment of one byte becomes ":id" (3 bytes), and each segment is copied
+ * before it is found to be an id.  The result is NUL-terminated.  If
+ * normalize is false only validation is done and the path copied.
  * *outlen receives the length written.
  */
 extern NormResult apicount_normalize_path(const char *in, size_t len,

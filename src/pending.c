@@ -5,9 +5,9 @@
  * Owns the stack of savepoint levels.  Each level maps key -> counts: the
  * entries are packed in blocks and found through an open-addressing index
  * of (hash, pointer) pairs (lib/simplehash.h), in the level's own memory
- * contexts.  COPY hashes a whole batch of keys first and prefetches their
- * index slots (pending_prepare), then records the rows (pending_add), so
- * the index lookups mostly hit the cache.  A released savepoint merges its
+ * contexts.  COPY prepares each row a few rows before recording it
+ * (pending_prepare hashes its key and prefetches the index slot it will
+ * probe; pending_add records it), so the index lookups mostly hit the cache.  A released savepoint merges its
  * level into its parent, a rolled-back one deletes it, and the top-level
  * commit merges everything into shared memory (counters_add), one call per
  * distinct key, so a COPY of a million rows costs one merge per key.
@@ -42,9 +42,10 @@ typedef struct PendingEntry
 	int16		method_len;
 	int16		path_len;
 	int16		user_len;
-	int16		lat_n;			/* latency buckets used */
+	int16		lat_n;			/* pairs in lat */
 	int16		lat_cap;
-	LatPair    *lat;			/* sorted by idx, in the level's datacxt */
+	LatPair    *lat;			/* sorted by idx, in the level's datacxt;
+								 * dense (below) when lat_n == LAT_NBUCKETS */
 	CounterDelta d;
 	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PendingEntry;
@@ -257,11 +258,67 @@ same_strings(PendingEntry *e, const char *method, int method_len,
 		(user_len == 0 || memcmp(e->user, user, user_len) == 0);
 }
 
+/*
+ * An entry's latencies are sorted (bucket, count) pairs of the buckets in
+ * use.  Past LAT_DENSE_FROM buckets in use (a key hit often, such as a
+ * minute's overflow entry during a large COPY) the array becomes dense:
+ * one pair for every bucket, zero counts included, so that pair i is
+ * bucket i and a hit needs no search.  It takes LAT_NBUCKETS pairs
+ * (13.5 kB) where the sparse array had 256 or more (4 kB or more), and
+ * only an entry with over 256 hits can get there.  Zero counts are skipped
+ * where pairs are merged or leave the backend.
+ */
+#define LAT_DENSE_FROM		256
+
+static inline bool
+lat_is_dense(const PendingEntry *e)
+{
+	return e->lat_n == LAT_NBUCKETS;
+}
+
+static void
+make_dense(PendingEntry *e, MemoryContext cxt)
+{
+	LatPair    *dense = MemoryContextAlloc(cxt, LAT_NBUCKETS * sizeof(LatPair));
+	int			i;
+
+	for (i = 0; i < LAT_NBUCKETS; i++)
+	{
+		dense[i].idx = (uint16) i;
+		dense[i].count = 0;
+	}
+	for (i = 0; i < e->lat_n; i++)
+		dense[e->lat[i].idx].count = e->lat[i].count;
+	if (e->lat != NULL)
+		pfree(e->lat);
+	e->lat = dense;
+	e->lat_n = e->lat_cap = LAT_NBUCKETS;
+}
+
+/* drop the zero counts of a dense array (the entry stays sorted) */
+static void
+make_sparse(PendingEntry *e)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < e->lat_n; i++)
+		if (e->lat[i].count != 0)
+			e->lat[n++] = e->lat[i];
+	e->lat_n = n;
+}
+
 /* add count to bucket idx of the entry's sorted pairs */
 static void
 add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 {
 	int			lo = 0;
+
+	if (lat_is_dense(e))
+	{
+		e->lat[idx].count += count;
+		return;
+	}
 
 	/* branch-free lower bound: the buckets of a busy key are unpredictable */
 	if (e->lat_n > 0)
@@ -281,6 +338,12 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	if (lo < e->lat_n && e->lat[lo].idx == idx)
 	{
 		e->lat[lo].count += count;
+		return;
+	}
+	if (e->lat_n == e->lat_cap && e->lat_cap >= LAT_DENSE_FROM)
+	{
+		make_dense(e, cxt);
+		e->lat[idx].count += count;
 		return;
 	}
 	if (e->lat_n == e->lat_cap)
@@ -304,7 +367,8 @@ add_counts(PendingEntry *e, MemoryContext cxt, const Counts *c)
 	int			i;
 
 	for (i = 0; i < c->lat_n; i++)
-		add_latency(e, cxt, c->lat[i].idx, c->lat[i].count);
+		if (c->lat[i].count != 0)	/* a dense child has zero counts */
+			add_latency(e, cxt, c->lat[i].idx, c->lat[i].count);
 
 	e->d.calls += d->calls;
 	e->d.ok += d->ok;
@@ -541,6 +605,8 @@ merge_into_shared(void)
 											  e->user, e->user_len,
 											  &e->d, e->slots);
 
+			if (lat_is_dense(e))
+				make_sparse(e); /* the entry goes after this */
 			if (e->lat_n == 0)
 				continue;
 			if (under == COUNTED_KEY)

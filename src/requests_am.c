@@ -31,6 +31,8 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "requests_slot.h"
+
 #ifndef APICOUNT_NOOP_AM
 #include "ingest.h"
 #else
@@ -61,7 +63,7 @@ refuse(const char *what)
 static const TupleTableSlotOps *
 requests_slot_callbacks(Relation rel)
 {
-	return &TTSOpsVirtual;
+	return &apicount_requests_slot_ops;
 }
 
 /* ---- scans: always empty ---- */

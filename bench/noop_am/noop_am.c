@@ -10,3 +10,4 @@
  */
 #define APICOUNT_NOOP_AM
 #include "requests_am.c"
+#include "requests_slot.c"

@@ -8,13 +8,16 @@
  *	  3 * len + 3 bound, and normalizing it again changes nothing;
  *	- raw mode returns the input unchanged (or rejects control characters);
  *	- every accepted method is 1..16 upper-case token characters;
- *	- UTF-8 clipping never exceeds the limit nor splits a character.
+ *	- UTF-8 clipping never exceeds the limit nor splits a character;
+ *	- paths and text give what the plain rules of
+ *	  test/unit/normalize_reference.h give.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "normalize.h"
+#include "../unit/normalize_reference.h"
 
 #define CHECK(cond) do { if (!(cond)) abort(); } while (0)
 
@@ -56,6 +59,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	else
 		CHECK(r == NORM_EMPTY || r == NORM_CONTROL_CHAR);
+
+	/* the same as the plain rules */
+	{
+		char	   *want = malloc(3 * size + 4);
+		size_t		wantlen;
+		NormResult	w;
+
+		w = ref_normalize_path(in, size, 1, want, &wantlen);
+		CHECK(w == r);
+		if (r == NORM_OK)
+			CHECK(wantlen == outlen && memcmp(want, out, outlen) == 0);
+		w = ref_normalize_path(in, size, 0, want, &wantlen);
+		CHECK(w == apicount_normalize_path(in, size, false, out, &outlen));
+		CHECK((ref_check_text(in, size) == NORM_OK) ==
+			  (apicount_check_text(in, size) == NORM_OK));
+		free(want);
+	}
 
 	/* raw paths */
 	r = apicount_normalize_path(in, size, false, out, &outlen);

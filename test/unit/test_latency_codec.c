@@ -75,6 +75,25 @@ main(void)
 		check(bad == 0, "every latency falls in (G^(i-1), G^i] us of its bucket",
 			  bad ? detail : NULL);
 	}
+	/* both sides of every bucket edge, G^i us, computed here with pow() */
+	{
+		int			bad = 0;
+
+		for (i = 1; i < LAT_NBUCKETS - 1; i++)
+		{
+			uint64_t	edge = (uint64_t) floor(1000.0 * pow(LAT_GAMMA, i));
+
+			if (lat_bucket_of(edge) != i || lat_bucket_of(edge + 1) != i + 1)
+			{
+				if (bad++ == 0)
+					snprintf(detail, sizeof(detail), "edge of bucket %d (%llu ns): %d, %d",
+							 i, (unsigned long long) edge, lat_bucket_of(edge),
+							 lat_bucket_of(edge + 1));
+			}
+		}
+		check(bad == 0, "the last ns of each bucket is in it, the next ns in the next bucket",
+			  bad ? detail : NULL);
+	}
 	check(lat_bucket_of(0) == 0 && lat_bucket_of(1000) == 0 &&
 		  lat_bucket_of(1001) == 1, "1 us and below is bucket 0", NULL);
 	check(lat_bucket_of(UINT64_MAX) == LAT_NBUCKETS - 1,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "normalize.h"
+#include "normalize_reference.h"
 #include "unit_tap.h"
 
 static void
@@ -31,6 +32,68 @@ path_case(const char *in, int normalize, NormResult want_r, const char *want)
 						  (outlen == strlen(want) && memcmp(out, want, outlen) == 0)),
 		  name, detail);
 	free(out);
+}
+
+/* a random path from an alphabet rich in the bytes the rules look at */
+static size_t
+random_path(char *buf, size_t max)
+{
+	static const char alphabet[] = "//////0123456789abcdefABCDEF-x?#\t\x7f\xc3\xa9";
+	size_t		len = (size_t) (rand() % (int) (max + 1));
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		/* runs of digits and hex make ids, including 16+ hex and UUIDs */
+		if (rand() % 8 == 0 && i + 36 <= len)
+		{
+			memcpy(buf + i, "550e8400-e29b-41d4-a716-446655440000", 36);
+			if (rand() % 4 == 0)
+				buf[i + rand() % 36] = (char) alphabet[rand() % (int) (sizeof(alphabet) - 1)];
+			i += 35;
+		}
+		else
+			buf[i] = alphabet[rand() % (int) (sizeof(alphabet) - 1)];
+	}
+	return len;
+}
+
+/* the one-pass code against the plain rules, on random inputs */
+static void
+differential(int n)
+{
+	char		in[200];
+	char		out[3 * sizeof(in) + 4];
+	char		want[3 * sizeof(in) + 4];
+	int			bad = 0;
+	int			k;
+	char		detail[1024] = "";
+
+	srand(20261125);
+	for (k = 0; k < n; k++)
+	{
+		size_t		len = random_path(in, sizeof(in));
+		int			normalize = k % 4 != 0;
+		size_t		outlen,
+					wantlen;
+		NormResult	r = apicount_normalize_path(in, len, normalize, out, &outlen);
+		NormResult	w = ref_normalize_path(in, len, normalize, want, &wantlen);
+
+		if (r != w || (r == NORM_OK && (outlen != wantlen ||
+										memcmp(out, want, wantlen) != 0)))
+		{
+			if (bad++ == 0)
+				snprintf(detail, sizeof(detail), "first difference: '%.*s' gave r=%d '%.*s', want r=%d '%.*s'",
+						 (int) len, in, (int) r, (int) outlen, out, (int) w,
+						 (int) wantlen, want);
+		}
+		if ((apicount_check_text(in, len) == NORM_OK) !=
+			(ref_check_text(in, len) == NORM_OK) && bad++ == 0)
+			snprintf(detail, sizeof(detail), "check_text differs on '%.*s'",
+					 (int) len, in);
+	}
+	check(bad == 0, "normalize_path and check_text equal the plain rules on 200,000 random inputs",
+		  detail);
 }
 
 static void
@@ -100,6 +163,32 @@ main(void)
 		check(apicount_clip_utf8("\xe2\x82\xac\xe2\x82\xac", 6, 4) == 3,
 			  "clip 3-byte chars at a boundary", NULL);
 	}
+
+	/* control characters at every position of an 8-byte word and its tail */
+	{
+		char		buf[24];
+		int			pos,
+					bad = 0;
+		unsigned char ctl[] = {0x00, 0x01, 0x1f, 0x7f};
+		size_t		c;
+
+		for (c = 0; c < sizeof(ctl); c++)
+			for (pos = 0; pos < 21; pos++)
+			{
+				memset(buf, 'a', sizeof(buf));
+				buf[pos] = (char) ctl[c];
+				if (apicount_check_text(buf, 21) != NORM_CONTROL_CHAR)
+					bad++;
+				buf[pos] = (char) (0x20 + pos);	/* no control byte at all */
+				buf[(pos + 1) % 21] = (char) 0x80;
+				if (apicount_check_text(buf, 21) != NORM_OK)
+					bad++;
+			}
+		check(bad == 0, "check_text finds 0x00, 0x01, 0x1f and 0x7f at each of 21 positions, and passes 0x20..0x7e and 0x80",
+			  NULL);
+	}
+
+	differential(200000);
 
 	return tap_done();
 }
