@@ -21,8 +21,8 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
-#include "utils/timestamp.h"
 #include "utils/inet.h"
+#include "utils/timestamp.h"
 
 #include "counters.h"
 #include "entry_table.h"
@@ -250,12 +250,6 @@ apicount_minute_before(TimestampTz ts)
 	if (m * USECS_PER_MINUTE == ts)
 		m--;
 	return clamp_minute(m);
-}
-
-int
-apicount_slot_of(TimestampTz ts)
-{
-	return apicount_slot_in_minute(ts, apicount_minute_of(ts));
 }
 
 int

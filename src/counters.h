@@ -271,8 +271,7 @@ extern int32 apicount_minute_of(TimestampTz ts);
  */
 extern int32 apicount_minute_at_or_after(TimestampTz ts);
 extern int32 apicount_minute_before(TimestampTz ts);
-extern int	apicount_slot_of(TimestampTz ts);
-/* the same, for a timestamp whose minute (apicount_minute_of) is known */
+/* the slot of ts within its minute (apicount_minute_of(ts), given) */
 extern int	apicount_slot_in_minute(TimestampTz ts, int32 minute);
 
 #endif

@@ -117,10 +117,6 @@ path_space_take(PathSpace *space, Size need)
 	return p;
 }
 
-/*
- * The normalized path of a request and its hash, from the memo when the
- * same bytes were seen lately, else normalized (and clipped) into space.
- */
 /* give back the end of the last piece taken, of which only used bytes are */
 static void
 path_space_trim(PathSpace *space, char *p, Size taken, Size used)
@@ -132,6 +128,10 @@ path_space_trim(PathSpace *space, char *p, Size taken, Size used)
 	}
 }
 
+/*
+ * The normalized path of a request and its hash, from the memo when the
+ * same bytes were seen lately, else normalized (and clipped) into space.
+ */
 static void
 prepare_path(const text *raw, PathSpace *space, PendingHit *hit)
 {

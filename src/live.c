@@ -303,6 +303,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 				slot_seconds;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int32		min_minute;
+	int32		now_minute;
 	GroupAgg   *agg;
 	uint32		cursor;
 	CounterEntry *e;
@@ -341,7 +342,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 						LIVE_HORIZON_SECS)));
 	k = (since_us + (int64) slot_seconds * USECS_PER_SEC - 1) /
 		((int64) slot_seconds * USECS_PER_SEC);
-	cur = (int64) apicount_minute_of(now) * nslots + apicount_slot_of(now);
+	now_minute = apicount_minute_of(now);
+	cur = (int64) now_minute * nslots + apicount_slot_in_minute(now, now_minute);
 	first = cur - k + 1;
 	min_minute = (int32) (first / nslots);
 

@@ -7,10 +7,11 @@
  * of (hash, pointer) pairs (lib/simplehash.h), in the level's own memory
  * contexts.  COPY prepares each row a few rows before recording it
  * (pending_prepare hashes its key and prefetches the index slot it will
- * probe; pending_add records it), so the index lookups mostly hit the cache.  A released savepoint merges its
- * level into its parent, a rolled-back one deletes it, and the top-level
- * commit merges everything into shared memory (counters_add), one call per
- * distinct key, so a COPY of a million rows costs one merge per key.
+ * probe; pending_add records it), so the index lookups mostly hit the
+ * cache.  A released savepoint merges its level into its parent, a
+ * rolled-back one deletes it, and the top-level commit merges everything
+ * into shared memory (counters_add), one call per distinct key, so a COPY
+ * of a million rows costs one merge per key.
  *
  * Latencies are kept per key as sorted (bucket, count) pairs and go to the
  * latency store (latency_store.h) under the API the counts landed on: the
@@ -348,7 +349,10 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	}
 	if (e->lat_n == e->lat_cap)
 	{
-		int			cap = e->lat_cap == 0 ? 4 : Min(e->lat_cap * 2, LAT_NBUCKETS);
+		/* 4, 8, ... LAT_DENSE_FROM; past that the array goes dense above */
+		int			cap = e->lat_cap == 0 ? 4 : 2 * e->lat_cap;
+
+		Assert(cap <= LAT_DENSE_FROM);
 
 		e->lat = e->lat_cap == 0 ? MemoryContextAlloc(cxt, cap * sizeof(LatPair))
 			: repalloc(e->lat, cap * sizeof(LatPair));
