@@ -219,7 +219,8 @@ CREATE FUNCTION @extschema@._stats(
 	OUT shared_memory_bytes bigint, OUT latency_pages bigint,
 	OUT latency_pages_capacity bigint, OUT latency_unbinned bigint,
 	OUT caller_rows_inserted bigint, OUT caller_rows_updated bigint,
-	OUT caller_rows_upserted bigint)
+	OUT caller_rows_upserted bigint, OUT strings bigint,
+	OUT strings_capacity bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'apicount_stats'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;

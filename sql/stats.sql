@@ -35,7 +35,9 @@ SELECT capacity,                                     -- apicount.max_entries def
        worker_pid = (SELECT pid FROM pg_stat_activity
                      WHERE backend_type = 'apicount worker') AS worker_pid_ok,
        shared_memory_bytes > 0 AS has_shared_memory,
-       hits >= overflow_hits AS hits_include_overflow
+       hits >= overflow_hits AS hits_include_overflow,
+       strings_capacity,                             -- half of (capacity + 1,024 overflow) + 64
+       strings >= 2 AS holds_overflow_strings        -- '*' and '(overflow)', always held
 FROM apicount.stats;
 
 --

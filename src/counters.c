@@ -75,7 +75,7 @@ total_capacity(void)
  * like a full counter table.
  */
 static int64
-strtab_capacity(void)
+string_capacity(void)
 {
 	return total_capacity() / 2 + 64;
 }
@@ -93,7 +93,7 @@ counters_shmem_size(void)
 
 	size = add_size(size, etab_shmem_size(total_capacity(),
 										  counters_entry_size()));
-	size = add_size(size, strtab_shmem_size(strtab_capacity()));
+	size = add_size(size, strtab_shmem_size(string_capacity()));
 	size = add_size(size, latstore_shmem_size(apicount_max_entries));
 	return size;
 }
@@ -149,7 +149,7 @@ counters_shmem_init(void)
 
 	etab_shmem_init(total_capacity(), counters_entry_size());
 
-	strtab_shmem_init(strtab_capacity(),
+	strtab_shmem_init(string_capacity(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
 	latstore_shmem_init(apicount_max_entries,
 						apicount_shared->locks + COUNTER_PARTITIONS +

@@ -259,6 +259,14 @@ probe(const CounterKey *key, uint32 hashcode, uint32 **slots, uint32 *pos)
 	}
 }
 
+void
+etab_prefetch(uint32 hashcode)
+{
+#if defined(__GNUC__) || defined(__clang__)
+	__builtin_prefetch(&part_index(hashcode)[home_slot(hashcode)]);
+#endif
+}
+
 CounterEntry *
 etab_find(const CounterKey *key, uint32 hashcode)
 {

@@ -29,6 +29,9 @@ extern bool etab_ready(void);
 extern uint32 etab_hash(const CounterKey *key);
 extern CounterEntry *etab_find(const CounterKey *key, uint32 hashcode);
 
+/* start loading the index slot a lookup of hashcode will read first */
+extern void etab_prefetch(uint32 hashcode);
+
 /* find or create (zeroed but for the key); NULL when the pool is full */
 extern CounterEntry *etab_enter(const CounterKey *key, uint32 hashcode,
 								bool *found);

@@ -199,6 +199,53 @@ prepare_method(const text *raw, PendingHit *hit)
 }
 
 /*
+ * Store the key's last three words (minute, flags, IP family and bits; the
+ * IP address) whole.  pending_prepare hashes the key word by word right
+ * after: a word assembled from narrower stores cannot be forwarded from
+ * the store buffer, and its load waits for them to reach the cache.
+ */
+StaticAssertDecl(offsetof(CounterKey, minute) == 24 &&
+				 offsetof(CounterKey, flags) == 28 &&
+				 offsetof(CounterKey, ip_family) == 29 &&
+				 offsetof(CounterKey, ip_bits) == 30 &&
+				 offsetof(CounterKey, ip_addr) == 32 &&
+				 sizeof(CounterKey) == 48,
+				 "set_key_tail assumes the layout of CounterKey");
+
+static inline void
+set_key_tail(CounterKey *key, int32 minute, uint8 flags, const inet *ip)
+{
+#ifndef WORDS_BIGENDIAN
+	uint64		w[3] = {0, 0, 0};
+
+	w[0] = (uint64) (uint32) minute | (uint64) flags << 32;
+	if (ip != NULL)
+	{
+		w[0] |= (uint64) ip_family(ip) << 40 | (uint64) ip_bits(ip) << 48;
+		if (ip_addrsize(ip) == 4)
+		{
+			uint32		v4;
+
+			memcpy(&v4, ip_addr(ip), 4);
+			w[1] = v4;
+		}
+		else
+			memcpy(&w[1], ip_addr(ip), 16);
+	}
+	memcpy(&key->minute, w, sizeof(w));
+#else
+	key->minute = minute;
+	key->flags = flags;
+	if (ip != NULL)
+	{
+		key->ip_family = ip_family(ip);
+		key->ip_bits = ip_bits(ip);
+		memcpy(key->ip_addr, ip_addr(ip), ip_addrsize(ip));
+	}
+#endif
+}
+
+/*
  * Validate and normalize one request into *hit (its key hashed, ready for
  * pending_add).  The normalized path goes to space.  Throws on bad input,
  * having recorded nothing.  The caller has checked apicount_require_preload.
@@ -274,23 +321,21 @@ prepare_hit(const RequestValues *req, PendingHit *hit, PathSpace *space)
 						 apicount_retention_text)));
 
 	/* the rest of the key */
-	hit->key.minute = apicount_minute_of(ts);
 	if (apicount_track_callers)
 	{
-		hit->key.flags |= KEY_TRACKED;
+		const inet *ip = NULL;
+
 		if (user != NULL)
 			hit->key.user_h = apicount_hash_string(user, user_len);
 		if (req->has_ip)
-		{
-			inet	   *ip = (inet *) plain_varlena(req->client_ip);
-
-			hit->key.ip_family = ip_family(ip);
-			hit->key.ip_bits = ip_bits(ip);
-			memcpy(hit->key.ip_addr, ip_addr(ip), ip_addrsize(ip));
-		}
+			ip = (const inet *) plain_varlena(req->client_ip);
+		set_key_tail(&hit->key, apicount_minute_of(ts), KEY_TRACKED, ip);
 	}
 	else
+	{
+		set_key_tail(&hit->key, apicount_minute_of(ts), 0, NULL);
 		user = NULL;
+	}
 
 	hit->method = hit->method_buf;
 	hit->user = hit->key.user_h != 0 ? user : NULL;

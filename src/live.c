@@ -547,8 +547,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[17];
-	bool		nulls[17];
+	Datum		values[19];
+	bool		nulls[19];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -585,6 +585,8 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[14] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_inserted));
 	values[15] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_updated));
 	values[16] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_upserted));
+	values[17] = Int64GetDatum(strtab_count());
+	values[18] = Int64GetDatum(strtab_capacity());
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -31,6 +31,7 @@
 #include "entry_table.h"
 #include "latency_store.h"
 #include "pending.h"
+#include "strtab.h"
 
 typedef struct PendingEntry
 {
@@ -54,16 +55,6 @@ typedef struct PendingEntry
 StaticAssertDecl(offsetof(PendingEntry, key) == 0,
 				 "a pending entry must start with its key");
 
-/* counts to add to an entry: one hit, or a whole entry of a child level */
-typedef struct Counts
-{
-	const CounterDelta *d;
-	const LocalSlot *slots;		/* every slot, or only slots[0] (below) */
-	int			slot;			/* -1: slots[] has every slot; else its one */
-	const LatPair *lat;
-	int			lat_n;
-} Counts;
-
 /*
  * The level's index: open addressing (lib/simplehash.h), 16 bytes a key,
  * holding the key's hash and a pointer to its entry.  A lookup compares
@@ -86,6 +77,7 @@ typedef struct PendingRef
 #define SH_EQUAL(tb, a, b)	(memcmp((a), (b), sizeof(CounterKey)) == 0)
 #define SH_STORE_HASH
 #define SH_GET_HASH(tb, a)	((a)->hash)
+#define SH_FILLFACTOR		(0.5)	/* lookups of absent keys stop early */
 #define SH_SCOPE			static inline
 #define SH_DECLARE
 #define SH_DEFINE
@@ -364,15 +356,16 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	e->lat_n++;
 }
 
+/* add the counts of a child level's entry (pending_add adds one hit) */
 static void
-add_counts(PendingEntry *e, MemoryContext cxt, const Counts *c)
+add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 {
-	const CounterDelta *d = c->d;
+	const CounterDelta *d = &child->d;
 	int			i;
 
-	for (i = 0; i < c->lat_n; i++)
-		if (c->lat[i].count != 0)	/* a dense child has zero counts */
-			add_latency(e, cxt, c->lat[i].idx, c->lat[i].count);
+	for (i = 0; i < child->lat_n; i++)
+		if (child->lat[i].count != 0)	/* a dense child has zero counts */
+			add_latency(e, cxt, child->lat[i].idx, child->lat[i].count);
 
 	e->d.calls += d->calls;
 	e->d.ok += d->ok;
@@ -382,56 +375,48 @@ add_counts(PendingEntry *e, MemoryContext cxt, const Counts *c)
 	e->d.lat_sum_ns += d->lat_sum_ns;
 	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
 	e->d.truncated += d->truncated;
-	if (c->slot >= 0)
-	{
-		e->slots[c->slot].calls += c->slots[0].calls;
-		e->slots[c->slot].ok += c->slots[0].ok;
-		e->slots[c->slot].errors += c->slots[0].errors;
-		return;
-	}
 	for (i = 0; i < apicount_shared->nslots; i++)
 	{
-		e->slots[i].calls += c->slots[i].calls;
-		e->slots[i].ok += c->slots[i].ok;
-		e->slots[i].errors += c->slots[i].errors;
+		e->slots[i].calls += child->slots[i].calls;
+		e->slots[i].ok += child->slots[i].ok;
+		e->slots[i].errors += child->slots[i].errors;
 	}
 }
 
-static void level_add(PendingLevel *lvl, const CounterKey *key,
-					  uint32 hashcode, const char *method, int method_len,
-					  const char *path, int path_len,
-					  const char *user, int user_len,
-					  const Counts *c);
+static PendingEntry *level_entry(PendingLevel *lvl, const CounterKey *key,
+								 uint32 hashcode, const char *method,
+								 int method_len, const char *path,
+								 int path_len, const char *user,
+								 int user_len);
 
-/* count a hit under the minute's overflow key */
-static void
-add_overflow_local(PendingLevel *lvl, int32 minute, const Counts *c)
+/* the level's entry of the minute's overflow key */
+static PendingEntry *
+overflow_entry(PendingLevel *lvl, int32 minute)
 {
 	/* rows past the level's bound come here one after another */
 	PendingEntry *cached = *overflow_slot(lvl, minute);
 	CounterKey	okey;
 
 	if (cached != NULL && cached->key.minute == minute)
-	{
-		add_counts(cached, lvl->datacxt, c);
-		return;
-	}
+		return cached;
 
 	counters_overflow_key(minute, &okey);
-	level_add(lvl, &okey, etab_hash(&okey), OVERFLOW_METHOD, strlen(OVERFLOW_METHOD),
-			  OVERFLOW_PATH, strlen(OVERFLOW_PATH), NULL, 0, c);
+	return level_entry(lvl, &okey, etab_hash(&okey), OVERFLOW_METHOD,
+					   strlen(OVERFLOW_METHOD), OVERFLOW_PATH,
+					   strlen(OVERFLOW_PATH), NULL, 0);
 }
 
 /*
- * Add counts for a key to a level.  A different string with the same hash
- * (a 64-bit collision) is routed to the overflow key rather than merged.
+ * The entry of a level that counts for a key: the key's own, created if
+ * needed, or the minute's overflow entry when the level is at its bound.
+ * A different string with the same hash (a 64-bit collision) is routed to
+ * the overflow key rather than merged.
  */
-static void
-level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
-		  const char *method, int method_len,
-		  const char *path, int path_len,
-		  const char *user, int user_len,
-		  const Counts *c)
+static PendingEntry *
+level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
+			const char *method, int method_len,
+			const char *path, int path_len,
+			const char *user, int user_len)
 {
 	PendingRef *ref;
 	PendingEntry *e;
@@ -449,10 +434,7 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		 */
 		if (!(key->flags & KEY_OVERFLOW) &&
 			lvl->nentries >= apicount_shared->capacity)
-		{
-			add_overflow_local(lvl, key->minute, c);
-			return;
-		}
+			return overflow_entry(lvl, key->minute);
 		/* the entry is complete before the index refers to it */
 		e = alloc_entry(lvl);
 		e->key = *key;
@@ -474,14 +456,11 @@ level_add(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		e = entry_of(ref);
 		if (!same_strings(e, method, method_len, path, path_len,
 						  user, user_len))
-		{
-			add_overflow_local(lvl, key->minute, c);
-			return;
-		}
+			return overflow_entry(lvl, key->minute);
 	}
 	if (key->flags & KEY_OVERFLOW)
 		*overflow_slot(lvl, key->minute) = e;
-	add_counts(e, lvl->datacxt, c);
+	return e;
 }
 
 void
@@ -495,10 +474,18 @@ pending_prepare(PendingHit *hit)
 
 #if defined(__GNUC__) || defined(__clang__)
 		uint32		home = hit->keyhash & idx->sizemask;
+		uint32		next = (home + 1) & idx->sizemask;
+		const char *first = (const char *) &idx->data[home];
+		const char *second = (const char *) &idx->data[next];
 
-		/* a probe runs on past its first slot about as often as not */
-		__builtin_prefetch(&idx->data[home]);
-		__builtin_prefetch(&idx->data[(home + 3) & idx->sizemask]);
+		/*
+		 * At the index's fill factor a probe reads one or two slots; the
+		 * second only costs a load when it is on another cache line.
+		 */
+		__builtin_prefetch(first);
+		if ((uintptr_t) first / PG_CACHE_LINE_SIZE !=
+			(uintptr_t) second / PG_CACHE_LINE_SIZE)
+			__builtin_prefetch(second);
 #endif
 	}
 }
@@ -507,49 +494,40 @@ void
 pending_add(const PendingHit *hit)
 {
 	int			nest = GetCurrentTransactionNestLevel();
-	CounterDelta d;
-	LocalSlot	slot;
-	LatPair		lat;
-	Counts		c;
-	bool		ok = false;
-	bool		client_error = false;
-	bool		server_error = false;
+	PendingEntry *e;
+	LocalSlot  *slot;
+	bool		ok = hit->status >= 100 && hit->status < 400;
+	bool		error = hit->status >= 400;
 
 	Assert(hit->keyhash == etab_hash(&hit->key));	/* pending_prepare ran */
 	if (top_level == NULL || top_level->nest_level < nest)
 		push_level(nest);
 
-	memset(&d, 0, sizeof(d));
-	d.calls = 1;
-	d.truncated = hit->truncated;
-	if (hit->status >= 100 && hit->status < 400)
-		ok = true;
-	else if (hit->status >= 400 && hit->status < 500)
-		client_error = true;
-	else if (hit->status >= 500)
-		server_error = true;
-	d.ok = ok;
-	d.client_errors = client_error;
-	d.server_errors = server_error;
+	e = level_entry(top_level, &hit->key, hit->keyhash,
+					hit->method, hit->method_len, hit->path, hit->path_len,
+					hit->user, hit->user_len);
+
+	/* one hit: the counts of add_counts, added in place */
+	e->d.calls++;
+	e->d.ok += ok;
+	e->d.client_errors += error && hit->status < 500;
+	e->d.server_errors += hit->status >= 500;
+	e->d.truncated += hit->truncated;
 	if (hit->has_latency)
 	{
-		d.lat_count = 1;
-		d.lat_sum_ns = hit->latency_ns;
-		d.lat_max_ns = hit->latency_ns;
-		lat.idx = (uint16) lat_bucket_of(hit->latency_ns);
-		lat.count = 1;
+		e->d.lat_count++;
+		e->d.lat_sum_ns += hit->latency_ns;
+		e->d.lat_max_ns = Max(e->d.lat_max_ns, hit->latency_ns);
+		if (lat_is_dense(e))	/* the overflow entry of a COPY, say */
+			e->lat[lat_bucket_of(hit->latency_ns)].count++;
+		else
+			add_latency(e, top_level->datacxt,
+						(uint16) lat_bucket_of(hit->latency_ns), 1);
 	}
-	slot.calls = 1;
-	slot.ok = ok;
-	slot.errors = client_error || server_error;
-	c.d = &d;
-	c.slots = &slot;
-	c.slot = hit->slot;
-	c.lat = &lat;
-	c.lat_n = hit->has_latency ? 1 : 0;
-
-	level_add(top_level, &hit->key, hit->keyhash, hit->method, hit->method_len,
-			  hit->path, hit->path_len, hit->user, hit->user_len, &c);
+	slot = &e->slots[hit->slot];
+	slot->calls++;
+	slot->ok += ok;
+	slot->errors += error;
 }
 
 static bool
@@ -571,17 +549,10 @@ merge_level_into_parent(void)
 	PendingEntry *e;
 
 	for (e = child->entries; e != NULL; e = e->next)
-	{
-		Counts		c;
-
-		c.d = &e->d;
-		c.slots = e->slots;
-		c.slot = -1;
-		c.lat = e->lat;
-		c.lat_n = e->lat_n;
-		level_add(parent, &e->key, e->hash, e->method, e->method_len,
-				  e->path, e->path_len, e->user, e->user_len, &c);
-	}
+		add_counts(level_entry(parent, &e->key, e->hash,
+							   e->method, e->method_len, e->path, e->path_len,
+							   e->user, e->user_len),
+				   parent->datacxt, e);
 	pop_level();
 }
 
@@ -592,22 +563,42 @@ discard_all(void)
 		pop_level();
 }
 
-/* runs after the commit record: must not throw */
+/* entries ahead of the one merged whose shared index slot is prefetched */
+#define MERGE_PREFETCH_AHEAD	4
+
+/*
+ * Runs after the commit record: must not throw.  The entries' strings stay
+ * in place until the end, as the string table's batch requires.
+ */
 static void
 merge_into_shared(void)
 {
 	PendingLevel *lvl;
 
+	strtab_batch_begin();
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
 	{
 		PendingEntry *e;
+		PendingEntry *ahead = lvl->entries;
+		int			i;
 
+		for (i = 0; i < MERGE_PREFETCH_AHEAD && ahead != NULL; i++)
+		{
+			etab_prefetch(ahead->hash);
+			ahead = ahead->next;
+		}
 		for (e = lvl->entries; e != NULL; e = e->next)
 		{
-			CountedUnder under = counters_add(&e->key, e->hash, e->method, e->method_len,
-											  e->path, e->path_len,
-											  e->user, e->user_len,
-											  &e->d, e->slots);
+			CountedUnder under;
+
+			if (ahead != NULL)
+			{
+				etab_prefetch(ahead->hash);
+				ahead = ahead->next;
+			}
+			under = counters_add(&e->key, e->hash, e->method, e->method_len,
+								 e->path, e->path_len, e->user, e->user_len,
+								 &e->d, e->slots);
 
 			if (lat_is_dense(e))
 				make_sparse(e); /* the entry goes after this */
@@ -623,6 +614,7 @@ merge_into_shared(void)
 				latstore_add_unbinned(e->lat, e->lat_n);
 		}
 	}
+	strtab_batch_end();
 }
 
 static void

@@ -5,10 +5,10 @@
  * Apps send the same few methods and a few hundred paths over and over;
  * normalizing a path and hashing it costs more than comparing it with
  * what it was last time.  The memo maps the bytes as sent to the
- * normalized string and its hash (apicount_hash_string): four slots for
- * methods, searched in turn and replaced round-robin, and a direct-mapped
- * table of 512 slots for paths, indexed by a cheap hash of the bytes as
- * sent and confirmed by comparing them in full.  A miss or an
+ * normalized string and its hash (apicount_hash_string): two direct-mapped
+ * tables, 16 slots for methods (indexed by length, first and last byte)
+ * and 512 for paths (indexed by a cheap hash of the bytes as sent), each
+ * slot confirmed by comparing the bytes in full.  A miss or an
  * evicted slot only costs the normal path; only strings of at most
  * MEMO_MAX_LEN bytes, that normalized without error, are remembered.
  *
@@ -33,12 +33,11 @@ typedef struct MemoSlot
 	char		norm[MEMO_MAX_LEN];
 } MemoSlot;
 
-#define METHOD_SLOTS		4
+#define METHOD_SLOTS		16
 #define PATH_SLOTS_BITS		9
 #define PATH_SLOTS			(1 << PATH_SLOTS_BITS)
 
 static MemoSlot method_slots[METHOD_SLOTS];
-static int	method_next = 0;	/* the slot to replace next */
 static MemoSlot path_slots[PATH_SLOTS];
 static bool slots_ready = false;
 
@@ -80,12 +79,33 @@ path_slot_of(const char *raw, int len)
 	return (uint32) ((a * UINT64CONST(0xd6e8feb86659fd93)) >> (64 - PATH_SLOTS_BITS));
 }
 
+/* slot of a method as sent: the nine of RFC 9110, upper case, get one each */
+static inline uint32
+method_slot_of(const char *raw, int len)
+{
+	if (len == 0)
+		return 0;
+	return ((uint32) (unsigned char) raw[0] * 3 +
+			(uint32) (unsigned char) raw[len - 1] * 5 + (uint32) len) %
+		METHOD_SLOTS;
+}
+
 static inline bool
 slot_matches(const MemoSlot *s, const char *raw, int len)
 {
-	/* the first byte tells most methods apart without a call */
-	return s->raw_len == len && (len == 0 || s->raw[0] == raw[0]) &&
-		memcmp(s->raw, raw, len) == 0;
+	int			i;
+
+	if (s->raw_len != len)
+		return false;
+	/* a method is a few bytes: compared in line, cheaper than a call */
+	if (len <= 8)
+	{
+		for (i = 0; i < len; i++)
+			if (s->raw[i] != raw[i])
+				return false;
+		return true;
+	}
+	return memcmp(s->raw, raw, len) == 0;
 }
 
 static inline void
@@ -113,17 +133,15 @@ remember(MemoSlot *s, const char *raw, int len, bool normalized,
 bool
 memo_method(const char *raw, int len, MemoHit *hit)
 {
-	int			i;
+	const MemoSlot *s;
 
 	if (!slots_ready)
 		return false;
-	for (i = 0; i < METHOD_SLOTS; i++)
-		if (slot_matches(&method_slots[i], raw, len))
-		{
-			fill_hit(&method_slots[i], hit);
-			return true;
-		}
-	return false;
+	s = &method_slots[method_slot_of(raw, len)];
+	if (!slot_matches(s, raw, len))
+		return false;
+	fill_hit(s, hit);
+	return true;
 }
 
 void
@@ -132,8 +150,8 @@ memo_remember_method(const char *raw, int len, const char *norm, int norm_len,
 {
 	if (!slots_ready)
 		init_slots();
-	remember(&method_slots[method_next], raw, len, false, norm, norm_len, hash);
-	method_next = (method_next + 1) % METHOD_SLOTS;
+	remember(&method_slots[method_slot_of(raw, len)], raw, len, false,
+			 norm, norm_len, hash);
 }
 
 bool

@@ -7,7 +7,9 @@
  * size class, so that freed strings are reused without compaction.
  *
  * Locking rules: see strtab.h.  The arena spinlock is held for a few
- * instructions only and never while calling anything that can fail.
+ * instructions only and never while calling anything that can fail.  The
+ * batch cache below is backend-local and takes no lock: it only adds
+ * references to entries the backend already holds one on.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -45,8 +47,40 @@ typedef struct StrArena
 } StrArena;
 
 static HTAB *strtab = NULL;
+static int64 strtab_max = 0;	/* strings the table can hold */
 static StrArena *arena = NULL;
 static LWLockPadded *strtab_locks = NULL;
+
+/*
+ * The batch cache (strtab_batch_begin): the strings this backend took a
+ * reference to since the batch began, each with its entry and the
+ * caller's copy of the string.  Holding a reference keeps an entry in the
+ * table (only strtab_unref of the last one removes it, and dynahash never
+ * moves an element), so another reference to the same string is one
+ * atomic add, without the partition lock or a lookup.  A slot is valid
+ * while its gen equals batch_gen; strtab_unref forgets the string, since
+ * the reference the slot relied on may be the one given back.
+ */
+#define BATCH_SLOTS		1024
+
+typedef struct BatchSlot
+{
+	uint64		h;
+	StrEntry   *e;
+	const char *s;				/* the caller's copy, valid in the batch */
+	int			len;
+	uint32		gen;
+} BatchSlot;
+
+static BatchSlot batch_cache[BATCH_SLOTS];
+static uint32 batch_gen = 0;	/* generation of the open batch */
+static bool batch_open = false;
+
+static inline BatchSlot *
+batch_slot(uint64 h)
+{
+	return &batch_cache[(h ^ (h >> 32)) % BATCH_SLOTS];
+}
 
 static Size
 arena_bytes(int64 capacity)
@@ -73,6 +107,7 @@ strtab_shmem_init(int64 capacity, LWLockPadded *locks)
 	int			i;
 
 	strtab_locks = locks;
+	strtab_max = capacity;
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(uint64);
 	info.entrysize = sizeof(StrEntry);
@@ -144,6 +179,38 @@ same_string(StrEntry *e, const char *s, int len)
 	return e->len == len && memcmp(arena->bytes + e->off, s, len) == 0;
 }
 
+void
+strtab_batch_begin(void)
+{
+	Assert(!batch_open);
+	if (++batch_gen == 0)
+	{
+		/* wrapped: slots of an old batch could carry the new generation */
+		memset(batch_cache, 0, sizeof(batch_cache));
+		batch_gen = 1;
+	}
+	batch_open = true;
+}
+
+void
+strtab_batch_end(void)
+{
+	batch_open = false;
+}
+
+/* remember a reference taken in the open batch */
+static inline void
+batch_remember(uint64 h, StrEntry *e, const char *s, int len)
+{
+	BatchSlot  *b = batch_slot(h);
+
+	b->h = h;
+	b->e = e;
+	b->s = s;
+	b->len = len;
+	b->gen = batch_gen;
+}
+
 bool
 strtab_ref(uint64 h, const char *s, int len)
 {
@@ -156,6 +223,18 @@ strtab_ref(uint64 h, const char *s, int len)
 	if (h == 0)
 		return true;
 	Assert(len <= APICOUNT_MAX_PATH);
+	if (batch_open)
+	{
+		BatchSlot  *b = batch_slot(h);
+
+		/* the same string as one referenced in this batch: held, so there */
+		if (b->gen == batch_gen && b->h == h && b->len == len &&
+			memcmp(b->s, s, len) == 0)
+		{
+			pg_atomic_fetch_add_u32(&b->e->refs, 1);
+			return true;
+		}
+	}
 	hashcode = get_hash_value(strtab, &h);
 	lock = partition_lock(hashcode);
 
@@ -168,6 +247,8 @@ strtab_ref(uint64 h, const char *s, int len)
 		if (ok)
 			pg_atomic_fetch_add_u32(&e->refs, 1);
 		LWLockRelease(lock);
+		if (ok && batch_open)
+			batch_remember(h, e, s, len);
 		return ok;
 	}
 	LWLockRelease(lock);
@@ -205,6 +286,8 @@ strtab_ref(uint64 h, const char *s, int len)
 		}
 	}
 	LWLockRelease(lock);
+	if (ok && batch_open)
+		batch_remember(h, e, s, len);
 	return ok;
 }
 
@@ -218,6 +301,8 @@ strtab_unref(uint64 h)
 
 	if (h == 0)
 		return;
+	if (batch_open && batch_slot(h)->h == h)
+		batch_slot(h)->gen = 0; /* may give back the reference it relied on */
 	hashcode = get_hash_value(strtab, &h);
 	lock = partition_lock(hashcode);
 
@@ -269,4 +354,16 @@ strtab_get_text(uint64 h)
 	int			len = strtab_get(h, buf, sizeof(buf));
 
 	return len < 0 ? NULL : cstring_to_text_with_len(buf, len);
+}
+
+int64
+strtab_count(void)
+{
+	return (int64) hash_get_num_entries(strtab);
+}
+
+int64
+strtab_capacity(void)
+{
+	return strtab_max;
 }

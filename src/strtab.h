@@ -30,6 +30,15 @@ extern bool strtab_ref(uint64 h, const char *s, int len);
 extern void strtab_unref(uint64 h);
 
 /*
+ * A batch of references (one commit's merge): between begin and end,
+ * strtab_ref remembers what it referenced, and a string referenced again
+ * costs one atomic add.  The strings passed to strtab_ref must stay valid
+ * until strtab_batch_end.  Neither call can fail.
+ */
+extern void strtab_batch_begin(void);
+extern void strtab_batch_end(void);
+
+/*
  * Copy the string for h into buf (size bufsize, NUL-terminated); returns
  * its length, or -1 if h is not present.  Callers hold a reference.
  */
@@ -37,5 +46,9 @@ extern int	strtab_get(uint64 h, char *buf, int bufsize);
 
 /* the string for h as a palloc'd text, or NULL if h is not present */
 extern text *strtab_get_text(uint64 h);
+
+/* distinct strings held, and how many the table can hold */
+extern int64 strtab_count(void);
+extern int64 strtab_capacity(void);
 
 #endif
