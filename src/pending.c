@@ -507,23 +507,26 @@ pending_add(const PendingHit *hit)
 					hit->method, hit->method_len, hit->path, hit->path_len,
 					hit->user, hit->user_len);
 
-	/* one hit: the counts of add_counts, added in place */
-	e->d.calls++;
-	e->d.ok += ok;
-	e->d.client_errors += error && hit->status < 500;
-	e->d.server_errors += hit->status >= 500;
-	e->d.truncated += hit->truncated;
+	/*
+	 * One hit: the counts of add_counts, added in place.  The latency bucket
+	 * first, since adding it may allocate (and fail) where nothing else can.
+	 */
 	if (hit->has_latency)
 	{
-		e->d.lat_count++;
-		e->d.lat_sum_ns += hit->latency_ns;
-		e->d.lat_max_ns = Max(e->d.lat_max_ns, hit->latency_ns);
 		if (lat_is_dense(e))	/* the overflow entry of a COPY, say */
 			e->lat[lat_bucket_of(hit->latency_ns)].count++;
 		else
 			add_latency(e, top_level->datacxt,
 						(uint16) lat_bucket_of(hit->latency_ns), 1);
+		e->d.lat_count++;
+		e->d.lat_sum_ns += hit->latency_ns;
+		e->d.lat_max_ns = Max(e->d.lat_max_ns, hit->latency_ns);
 	}
+	e->d.calls++;
+	e->d.ok += ok;
+	e->d.client_errors += error && hit->status < 500;
+	e->d.server_errors += hit->status >= 500;
+	e->d.truncated += hit->truncated;
 	slot = &e->slots[hit->slot];
 	slot->calls++;
 	slot->ok += ok;

@@ -79,7 +79,7 @@ path_slot_of(const char *raw, int len)
 	return (uint32) ((a * UINT64CONST(0xd6e8feb86659fd93)) >> (64 - PATH_SLOTS_BITS));
 }
 
-/* slot of a method as sent: the nine of RFC 9110, upper case, get one each */
+/* a method's slot: RFC 9110's eight and PATCH, upper case, get one each */
 static inline uint32
 method_slot_of(const char *raw, int len)
 {

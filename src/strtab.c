@@ -8,8 +8,8 @@
  *
  * Locking rules: see strtab.h.  The arena spinlock is held for a few
  * instructions only and never while calling anything that can fail.  The
- * batch cache below is backend-local and takes no lock: it only adds
- * references to entries the backend already holds one on.
+ * batch cache below is backend-local; the references it adds without a
+ * lock go to entries the batch holds a reference (a pin) of its own on.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -52,27 +52,32 @@ static StrArena *arena = NULL;
 static LWLockPadded *strtab_locks = NULL;
 
 /*
- * The batch cache (strtab_batch_begin): the strings this backend took a
- * reference to since the batch began, each with its entry and the
- * caller's copy of the string.  Holding a reference keeps an entry in the
- * table (only strtab_unref of the last one removes it, and dynahash never
- * moves an element), so another reference to the same string is one
- * atomic add, without the partition lock or a lookup.  A slot is valid
- * while its gen equals batch_gen; strtab_unref forgets the string, since
- * the reference the slot relied on may be the one given back.
+ * The batch cache (strtab_batch_begin): strings referenced more than once
+ * in one commit's merge.  The first reference of a string in the batch is
+ * only noted (hash and the caller's copy); the second also takes a pin, a
+ * reference of the batch's own, and keeps the entry; from then on a
+ * reference is one atomic add on that entry, without the partition lock or
+ * a lookup.  The pin is what keeps the entry there: the references given
+ * to counter entries can be dropped at any time (the worker frees entries),
+ * the pin only by strtab_batch_end.  Dynahash never moves an element.  A
+ * slot belongs to the open batch while its gen equals batch_gen; a pinned
+ * slot is never taken over by another string.
  */
 #define BATCH_SLOTS		1024
 
 typedef struct BatchSlot
 {
 	uint64		h;
-	StrEntry   *e;
+	StrEntry   *e;				/* set once pinned */
 	const char *s;				/* the caller's copy, valid in the batch */
 	int			len;
 	uint32		gen;
+	bool		pinned;
 } BatchSlot;
 
 static BatchSlot batch_cache[BATCH_SLOTS];
+static uint16 batch_pins[BATCH_SLOTS];	/* slots pinned in the open batch */
+static int	batch_npins = 0;
 static uint32 batch_gen = 0;	/* generation of the open batch */
 static bool batch_open = false;
 
@@ -182,7 +187,7 @@ same_string(StrEntry *e, const char *s, int len)
 void
 strtab_batch_begin(void)
 {
-	Assert(!batch_open);
+	Assert(!batch_open && batch_npins == 0);
 	if (++batch_gen == 0)
 	{
 		/* wrapped: slots of an old batch could carry the new generation */
@@ -195,20 +200,51 @@ strtab_batch_begin(void)
 void
 strtab_batch_end(void)
 {
+	int			i;
+
 	batch_open = false;
+	for (i = 0; i < batch_npins; i++)
+	{
+		BatchSlot  *b = &batch_cache[batch_pins[i]];
+
+		b->pinned = false;
+		b->gen = 0;
+		strtab_unref(b->h);
+	}
+	batch_npins = 0;
 }
 
-/* remember a reference taken in the open batch */
-static inline void
-batch_remember(uint64 h, StrEntry *e, const char *s, int len)
+/* is b the open batch's slot of this string (bytes compared)? */
+static inline bool
+batch_has(const BatchSlot *b, uint64 h, const char *s, int len)
 {
-	BatchSlot  *b = batch_slot(h);
+	return b->gen == batch_gen && b->h == h && b->len == len &&
+		memcmp(b->s, s, len) == 0;
+}
 
+/*
+ * After a reference to e was taken (pin: with the batch's own): note the
+ * string, or keep its pinned entry.  A slot pinned by another string stays.
+ */
+static inline void
+batch_note(BatchSlot *b, uint64 h, StrEntry *e, const char *s, int len,
+		   bool pin)
+{
+	if (pin)
+	{
+		b->e = e;
+		b->pinned = true;
+		batch_pins[batch_npins++] = (uint16) (b - batch_cache);
+		return;
+	}
+	if (b->gen == batch_gen && b->pinned)
+		return;
 	b->h = h;
-	b->e = e;
+	b->e = NULL;
 	b->s = s;
 	b->len = len;
 	b->gen = batch_gen;
+	b->pinned = false;
 }
 
 bool
@@ -219,20 +255,24 @@ strtab_ref(uint64 h, const char *s, int len)
 	StrEntry   *e;
 	bool		found;
 	bool		ok;
+	BatchSlot  *b = NULL;
+	bool		pin = false;
 
 	if (h == 0)
 		return true;
 	Assert(len <= APICOUNT_MAX_PATH);
 	if (batch_open)
 	{
-		BatchSlot  *b = batch_slot(h);
-
-		/* the same string as one referenced in this batch: held, so there */
-		if (b->gen == batch_gen && b->h == h && b->len == len &&
-			memcmp(b->s, s, len) == 0)
+		b = batch_slot(h);
+		if (batch_has(b, h, s, len))
 		{
-			pg_atomic_fetch_add_u32(&b->e->refs, 1);
-			return true;
+			/* pinned: there for the whole batch */
+			if (b->pinned)
+			{
+				pg_atomic_fetch_add_u32(&b->e->refs, 1);
+				return true;
+			}
+			pin = true;			/* its second reference: pin it too */
 		}
 	}
 	hashcode = get_hash_value(strtab, &h);
@@ -245,10 +285,10 @@ strtab_ref(uint64 h, const char *s, int len)
 	{
 		ok = same_string(e, s, len);
 		if (ok)
-			pg_atomic_fetch_add_u32(&e->refs, 1);
+			pg_atomic_fetch_add_u32(&e->refs, pin ? 2 : 1);
 		LWLockRelease(lock);
-		if (ok && batch_open)
-			batch_remember(h, e, s, len);
+		if (ok && b != NULL)
+			batch_note(b, h, e, s, len, pin);
 		return ok;
 	}
 	LWLockRelease(lock);
@@ -263,7 +303,7 @@ strtab_ref(uint64 h, const char *s, int len)
 	{
 		ok = same_string(e, s, len);
 		if (ok)
-			pg_atomic_fetch_add_u32(&e->refs, 1);
+			pg_atomic_fetch_add_u32(&e->refs, pin ? 2 : 1);
 	}
 	else
 	{
@@ -281,13 +321,13 @@ strtab_ref(uint64 h, const char *s, int len)
 			arena->bytes[off + len] = '\0';
 			e->off = off;
 			e->len = len;
-			pg_atomic_init_u32(&e->refs, 1);
+			pg_atomic_init_u32(&e->refs, pin ? 2 : 1);
 			ok = true;
 		}
 	}
 	LWLockRelease(lock);
-	if (ok && batch_open)
-		batch_remember(h, e, s, len);
+	if (ok && b != NULL)
+		batch_note(b, h, e, s, len, pin);
 	return ok;
 }
 
@@ -301,8 +341,6 @@ strtab_unref(uint64 h)
 
 	if (h == 0)
 		return;
-	if (batch_open && batch_slot(h)->h == h)
-		batch_slot(h)->gen = 0; /* may give back the reference it relied on */
 	hashcode = get_hash_value(strtab, &h);
 	lock = partition_lock(hashcode);
 

@@ -30,10 +30,11 @@ extern bool strtab_ref(uint64 h, const char *s, int len);
 extern void strtab_unref(uint64 h);
 
 /*
- * A batch of references (one commit's merge): between begin and end,
- * strtab_ref remembers what it referenced, and a string referenced again
- * costs one atomic add.  The strings passed to strtab_ref must stay valid
- * until strtab_batch_end.  Neither call can fail.
+ * A batch of references (one commit's merge): between begin and end, a
+ * string referenced more than once is pinned by the batch, and its further
+ * references cost one atomic add.  The strings passed to strtab_ref must
+ * stay valid until strtab_batch_end, which gives the pins back.  Neither
+ * call can fail or allocate.
  */
 extern void strtab_batch_begin(void);
 extern void strtab_batch_end(void);

@@ -10,7 +10,8 @@
 # with methods, paths and user ids shared by both minutes and others used by one minute
 # only (a savepoint released, one rolled back).  Phase 2: one transaction creates new keys
 # with two new strings each, more than the string table has room for, so references are
-# refused and given back in the middle of the merge.
+# refused and given back in the middle of the merge.  Phase 3: the same with one free
+# string and a path shared by every key.
 #
 # Proves, with the truth computed from a plain table of the same rows:
 #  - after phase 1, apicount.stats.strings is 2 (the permanent overflow strings) plus the
@@ -20,7 +21,10 @@
 #    the current minute's rows, and those entries still hold their rows under their names;
 #  - after phase 2, strings reached strings_capacity, hits overflowed, the per-minute totals
 #    equal the truth, and strings is 2 plus the distinct strings named by live entries;
-#  - after freeing everything but the current minute again, the same holds.
+#  - after another flush, the same holds;
+#  - phase 3, with one free string left: 50 keys sharing a new path, each with a new user id,
+#    all overflow (each takes the path, is refused the user id, gives the path back), the
+#    string count is unchanged, the flush succeeds and api_minute equals the truth.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -166,6 +170,45 @@ is( q1(q{
 q1('SELECT apicount.flush()');
 is( q1(q{SELECT strings - 2 = (SELECT n FROM live_strings) FROM apicount.stats}),
 	't', 'after another flush: strings still match the live entries');
+
+# phase 3: one free string left; 50 keys share a new path and each has a new user id, so
+# each key takes the path (the last free string), is refused its user id and gives the
+# path back: a reference the merge took and returned must not be reused by the next key
+($strings, $cap, $entries) =
+  split /\|/, q1('SELECT strings, strings_capacity, entries FROM apicount.stats');
+my $fill = $cap - $strings - 1;
+if ($fill > 0)
+{
+	q1(qq{INSERT INTO truth SELECT now(), 'GET', '/s/p1', '10.3.0.1', 'fill' || i, 3, i
+		FROM generate_series(1, $fill) AS i;
+		INSERT INTO apicount.requests (ts, method, path, client_ip, user_id)
+		SELECT ts, method, path, client_ip, user_id FROM truth WHERE phase = 3;});
+}
+my $over0;
+($strings, $entries, $over0) =
+  split /\|/, q1('SELECT strings, entries, overflow_hits FROM apicount.stats');
+is($strings, $cap - 1, 'phase 3: one free string left');
+cmp_ok($entries + 50, '<', 1000, 'phase 3: the counter table has room for every key');
+q1(q{
+	INSERT INTO truth SELECT now(), 'GET', '/g/shared', '10.4.0.1', 'ug' || i, 4, i
+	FROM generate_series(1, 50) AS i;
+	INSERT INTO apicount.requests (ts, method, path, client_ip, user_id)
+	SELECT ts, method, path, client_ip, user_id FROM truth WHERE phase = 4;});
+is( q1(qq{SELECT strings || ',' || (overflow_hits - $over0) FROM apicount.stats}),
+	($cap - 1) . ',50', 'phase 3: every key overflowed and the path was given back');
+is(q1(q{SELECT count(*) FROM apicount.live WHERE path = '/g/shared'}),
+	'0', 'phase 3: no entry names the refused path');
+q1('SELECT apicount.flush()');
+is( q1(q{SELECT flush_failures || ',' || (strings - 2 = (SELECT n FROM live_strings))
+	FROM apicount.stats}),
+	'0,true', 'phase 3: the flush names every entry; strings match the live entries');
+is( q1(q{
+	WITH t AS (SELECT date_trunc('minute', ts) AS bucket, count(*) AS calls FROM truth
+	           WHERE ts > now() - interval '5 minutes' GROUP BY 1),
+	     r AS (SELECT bucket, sum(calls) AS calls FROM apicount.api_minute
+	           WHERE bucket > now() - interval '5 minutes' GROUP BY 1)
+	SELECT count(*) FILTER (WHERE r.calls IS DISTINCT FROM t.calls) FROM t FULL JOIN r USING (bucket)}),
+	'0', 'phase 3: api_minute holds every row of the current minute');
 
 $node->stop;
 done_testing();
