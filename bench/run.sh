@@ -90,9 +90,9 @@ start_cluster "$W" "$PORT" \
 q -f "$WL/setup.sql" >/dev/null || die "bench setup SQL failed"
 wait_worker
 
-# the floor of workload 1: apicount's access method without the counting (bench/noop_am),
-# loaded by path from the work directory (never installed)
-if want tput; then
+# the floor of workloads 1 and 4: apicount's access method without the counting
+# (bench/noop_am), loaded by path from the work directory (never installed)
+if want tput || want copy; then
     make -s -C "$ROOT/bench/noop_am" PG_CONFIG="$PGBIN/pg_config" >"$W/noop_am.log" 2>&1 ||
         { cat "$W/noop_am.log" >&2; die "building bench/noop_am failed"; }
     install -m 644 "$ROOT/bench/noop_am/noop_am.so" "$W/noop_am.so"
@@ -187,7 +187,7 @@ if want copy; then
     q -c "VACUUM" >/dev/null || true
     raw "copy: $CSV, $(wc -l <"$CSV") rows, $(du -m "$CSV" | cut -f1) MB"
     COLS="(ts, method, path, client_ip, user_id, status, latency_ms)"
-    declare -a C_AC=() C_UNL=() C_LOG=()
+    declare -a C_AC=() C_UNL=() C_LOG=() C_NOOP=()
     for r in $(seq 1 "$ROUNDS"); do
         q -c "TRUNCATE bench.copy_unlogged_noidx" -c "CHECKPOINT" >/dev/null || true
         ms=$(timed_sql copy_unlogged "COPY bench.copy_unlogged_noidx $COLS FROM '$CSV' WITH (FORMAT csv);")
@@ -195,6 +195,8 @@ if want copy; then
         q -c "TRUNCATE bench.copy_logged" -c "CHECKPOINT" >/dev/null || true
         ms=$(timed_sql copy_logged "COPY bench.copy_logged $COLS FROM '$CSV' WITH (FORMAT csv);")
         C_LOG+=("$ms"); raw "copy logged, PK + (path, ts)  $ms ms"
+        ms=$(timed_sql copy_noop "COPY bench.req_noop $COLS FROM '$CSV' WITH (FORMAT csv);")
+        C_NOOP+=("$ms"); raw "copy, access method without the counting  $ms ms"
         fresh_apicount
         q -c "CHECKPOINT" >/dev/null || true
         before=$(stats_line)
@@ -207,6 +209,7 @@ if want copy; then
     COPY_AC=$(rate "$(lowest "${C_AC[@]}")")
     COPY_UNL=$(rate "$(lowest "${C_UNL[@]}")")
     COPY_LOG=$(rate "$(lowest "${C_LOG[@]}")")
+    COPY_NOOP=$(rate "$(lowest "${C_NOOP[@]}")")
 fi
 
 # ---- 6. query latency (fresh shared memory) -------------------------------------------------------
@@ -355,6 +358,9 @@ fi
 if want copy; then
     row "4. COPY 1M rows into apicount.requests" "$COPY_AC" "rows/s" "COPY, UNLOGGED, no index" "$COPY_UNL" "rows/s" ratio 1.0
     row "4. COPY 1M rows into apicount.requests" "$COPY_AC" "rows/s" "COPY, logged (PK + index)" "$COPY_LOG" "rows/s" ratio 5
+    row "(diagnostic) 4 without the counting: COPY into the access method with ingest left out" "$COPY_NOOP" "rows/s" "COPY, UNLOGGED, no index" "$COPY_UNL" "rows/s" ratio -
+    row "(diagnostic) 4 without the counting" "$COPY_NOOP" "rows/s" "COPY, logged (PK + index)" "$COPY_LOG" "rows/s" ratio -
+    row "(diagnostic) 4 against its own floor" "$COPY_AC" "rows/s" "the same COPY without the counting" "$COPY_NOOP" "rows/s" ratio -
 fi
 if want flush; then
     row "5. ingest, 100,000 dirty entries flushed per interval" "$W5_MANY" tps "same ingest, few dirty entries" "$W5_FEW" tps ratio 0.80
