@@ -11,6 +11,7 @@ OBJS = \
 	src/counters.o \
 	src/entry_table.o \
 	src/pending.o \
+	src/prefault.o \
 	src/ingest.o \
 	src/string_memo.o \
 	src/requests_am.o \

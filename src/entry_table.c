@@ -24,6 +24,7 @@
 
 #include "entry_table.h"
 #include "hash_mix.h"
+#include "prefault.h"
 
 typedef struct EtabHeader
 {
@@ -389,4 +390,25 @@ uint32
 etab_pool_size(void)
 {
 	return hdr->pool_size;
+}
+
+/*
+ * Map the pool pages of the next n entries of the free list, ahead of a
+ * merge that may create up to n entries (prefault.h).  The free list is in
+ * ascending order until entries are freed, so after a start these are the
+ * entries the merge will fill; later they are a guess, and mapping pages
+ * another backend already uses changes nothing in them.  Never throws.
+ */
+void
+etab_prefault_free(uint32 n)
+{
+	uint32		first;
+
+	SpinLockAcquire(&hdr->mutex);
+	first = hdr->free_head;
+	SpinLockRelease(&hdr->mutex);
+	if (first == 0)
+		return;
+	n = Min(n, hdr->pool_size - (first - 1));
+	prefault_for_write(entry_at(first - 1), (Size) n * entry_size);
 }

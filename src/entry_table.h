@@ -32,6 +32,9 @@ extern CounterEntry *etab_find(const CounterKey *key, uint32 hashcode);
 /* start loading the index slot a lookup of hashcode will read first */
 extern void etab_prefetch(uint32 hashcode);
 
+/* map the pool pages of the next n free entries (a large merge ahead) */
+extern void etab_prefault_free(uint32 n);
+
 /* find or create (zeroed but for the key); NULL when the pool is full */
 extern CounterEntry *etab_enter(const CounterKey *key, uint32 hashcode,
 								bool *found);

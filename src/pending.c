@@ -31,7 +31,11 @@
 #include "entry_table.h"
 #include "latency_store.h"
 #include "pending.h"
+#include "prefault.h"
 #include "strtab.h"
+
+/* latency pairs an entry holds in itself (most keys of a COPY have one) */
+#define LAT_INLINE			2
 
 typedef struct PendingEntry
 {
@@ -46,8 +50,10 @@ typedef struct PendingEntry
 	int16		user_len;
 	int16		lat_n;			/* pairs in lat */
 	int16		lat_cap;
-	LatPair    *lat;			/* sorted by idx, in the level's datacxt;
+	LatPair    *lat;			/* sorted by idx: lat_inline, or in the
+								 * level's datacxt past LAT_INLINE pairs;
 								 * dense (below) when lat_n == LAT_NBUCKETS */
+	LatPair		lat_inline[LAT_INLINE];	/* the pairs of a key hit rarely */
 	CounterDelta d;
 	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PendingEntry;
@@ -79,9 +85,30 @@ typedef struct PendingRef
 #define SH_GET_HASH(tb, a)	((a)->hash)
 #define SH_FILLFACTOR		(0.5)	/* lookups of absent keys stop early */
 #define SH_SCOPE			static inline
+#define SH_USE_NONDEFAULT_ALLOCATOR
 #define SH_DECLARE
 #define SH_DEFINE
 #include "lib/simplehash.h"
+
+/*
+ * simplehash's allocator, but a large array is mapped in one call before
+ * it is zeroed: a COPY grows the index to megabytes.
+ */
+static inline void *
+pendidx_allocate(pendidx_hash *tb, Size size)
+{
+	void	   *p = MemoryContextAllocExtended(tb->ctx, size, MCXT_ALLOC_HUGE);
+
+	prefault_for_write(p, size);
+	memset(p, 0, size);
+	return p;
+}
+
+static inline void
+pendidx_free(pendidx_hash *tb, void *pointer)
+{
+	pfree(pointer);
+}
 
 #define OVERFLOW_CACHE		16
 
@@ -112,7 +139,7 @@ static PendingLevel *spare_level = NULL;
 
 #define SPARE_MAX_ENTRIES	256
 #define FIRST_BLOCK_ENTRIES 4
-#define BLOCK_MAX_ENTRIES	256
+#define BLOCK_MAX_ENTRIES	4096	/* 1.3 MB at the default 12 slots */
 
 static Size
 pending_entry_size(void)
@@ -200,43 +227,53 @@ pop_level(void)
 }
 
 /*
- * A zeroed entry from the level's current block.  The first block belongs
- * to the level and is reused with it, so a one-row transaction allocates
- * nothing; later blocks grow with the level (up to BLOCK_MAX_ENTRIES
- * entries), so a large COPY gets entries packed back to back.
+ * size bytes (a multiple of MAXALIGN) from the level's current block: an
+ * entry and its strings, side by side.  The first block belongs to the
+ * level and is reused with it, so a one-row transaction allocates nothing;
+ * later blocks grow with the level (up to BLOCK_MAX_ENTRIES entries), so a
+ * large COPY gets its entries packed back to back, in blocks mapped at
+ * once (prefault.h).
  */
-static PendingEntry *
-alloc_entry(PendingLevel *lvl)
+static char *
+level_take(PendingLevel *lvl, Size size)
 {
-	Size		esize = pending_entry_size();
-	PendingEntry *e;
+	char	   *p;
 
-	if (lvl->bump_left < esize)
+	if (lvl->bump_left < size)
 	{
 		/* the first block may be used up by entries that failed to link */
 		uint32		n = Min(Max(lvl->nentries, FIRST_BLOCK_ENTRIES),
 							BLOCK_MAX_ENTRIES);
+		Size		bytes = Max((Size) n * pending_entry_size(), size);
 
-		lvl->bump = MemoryContextAlloc(lvl->datacxt, n * esize);
-		lvl->bump_left = n * esize;
+		lvl->bump = MemoryContextAlloc(lvl->datacxt, bytes);
+		lvl->bump_left = bytes;
+		prefault_for_write(lvl->bump, bytes);
 	}
-	e = (PendingEntry *) lvl->bump;
-	lvl->bump += esize;
-	lvl->bump_left -= esize;
-	memset(e, 0, esize);
-	return e;
+	p = lvl->bump;
+	lvl->bump += size;
+	lvl->bump_left -= size;
+	return p;
 }
 
-static char *
-copy_string(MemoryContext cxt, const char *s, int len)
+/* the room a key string takes after its entry (none for a null one) */
+static inline Size
+string_room(const char *s, int len)
 {
-	char	   *p;
+	return s == NULL ? 0 : MAXALIGN(len + 1);
+}
+
+/* copy a key string to *room, which moves past it */
+static char *
+put_string(char **room, const char *s, int len)
+{
+	char	   *p = *room;
 
 	if (s == NULL)
 		return NULL;
-	p = MemoryContextAlloc(cxt, len + 1);
 	memcpy(p, s, len);
 	p[len] = '\0';
+	*room += MAXALIGN(len + 1);
 	return p;
 }
 
@@ -282,7 +319,7 @@ make_dense(PendingEntry *e, MemoryContext cxt)
 	}
 	for (i = 0; i < e->lat_n; i++)
 		dense[e->lat[i].idx].count = e->lat[i].count;
-	if (e->lat != NULL)
+	if (e->lat != NULL && e->lat != e->lat_inline)
 		pfree(e->lat);
 	e->lat = dense;
 	e->lat_n = e->lat_cap = LAT_NBUCKETS;
@@ -341,13 +378,22 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	}
 	if (e->lat_n == e->lat_cap)
 	{
-		/* 4, 8, ... LAT_DENSE_FROM; past that the array goes dense above */
-		int			cap = e->lat_cap == 0 ? 4 : 2 * e->lat_cap;
+		/* LAT_INLINE, 4, 8, ... LAT_DENSE_FROM; then dense (above) */
+		int			cap = e->lat_cap == 0 ? LAT_INLINE : 2 * e->lat_cap;
 
 		Assert(cap <= LAT_DENSE_FROM);
 
-		e->lat = e->lat_cap == 0 ? MemoryContextAlloc(cxt, cap * sizeof(LatPair))
-			: repalloc(e->lat, cap * sizeof(LatPair));
+		if (e->lat_cap == 0)
+			e->lat = e->lat_inline;
+		else if (e->lat == e->lat_inline)
+		{
+			LatPair    *p = MemoryContextAlloc(cxt, cap * sizeof(LatPair));
+
+			memcpy(p, e->lat_inline, e->lat_n * sizeof(LatPair));
+			e->lat = p;
+		}
+		else
+			e->lat = repalloc(e->lat, cap * sizeof(LatPair));
 		e->lat_cap = cap;
 	}
 	memmove(&e->lat[lo + 1], &e->lat[lo], (e->lat_n - lo) * sizeof(LatPair));
@@ -425,6 +471,8 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 	if (ref == NULL)
 	{
 		bool		found;
+		Size		esize = pending_entry_size();
+		char	   *room;
 
 		/*
 		 * Memory bound: a level never holds more distinct keys than the
@@ -436,14 +484,19 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 			lvl->nentries >= apicount_shared->capacity)
 			return overflow_entry(lvl, key->minute);
 		/* the entry is complete before the index refers to it */
-		e = alloc_entry(lvl);
+		e = (PendingEntry *) level_take(lvl, esize +
+										string_room(method, method_len) +
+										string_room(path, path_len) +
+										string_room(user, user_len));
+		memset(e, 0, esize);
+		room = (char *) e + esize;
 		e->key = *key;
 		e->hash = hashcode;
-		e->method = copy_string(lvl->datacxt, method, method_len);
+		e->method = put_string(&room, method, method_len);
 		e->method_len = method_len;
-		e->path = copy_string(lvl->datacxt, path, path_len);
+		e->path = put_string(&room, path, path_len);
 		e->path_len = path_len;
-		e->user = copy_string(lvl->datacxt, user, user_len);
+		e->user = put_string(&room, user, user_len);
 		e->user_len = user_len;
 		pendidx_insert_hash(lvl->idx, &e->key, hashcode, &found);
 		Assert(!found);
@@ -577,6 +630,11 @@ static void
 merge_into_shared(void)
 {
 	PendingLevel *lvl;
+	uint32		nkeys = 0;
+
+	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
+		nkeys += lvl->nentries;
+	etab_prefault_free(nkeys);
 
 	strtab_batch_begin();
 	for (lvl = top_level; lvl != NULL; lvl = lvl->next)
