@@ -121,6 +121,7 @@ counters_shmem_init(void)
 		apicount_shared->locks = GetNamedLWLockTranche("apicount");
 		apicount_shared->slot_seconds = apicount_slot_seconds;
 		apicount_shared->nslots = 60 / apicount_slot_seconds;
+		Assert(apicount_shared->nslots <= APICOUNT_MAX_SLOTS);
 		apicount_shared->tail_offset = entry_tail_offset();
 		apicount_shared->capacity = apicount_max_entries;
 		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);

@@ -106,6 +106,9 @@ typedef struct CounterTail
 	pg_atomic_uint64 lat_max_ns;
 } CounterTail;
 
+/* slots per minute at most (apicount.slot_seconds is at least 1) */
+#define APICOUNT_MAX_SLOTS	60
+
 /* global state in shared memory */
 typedef struct ApicountShared
 {

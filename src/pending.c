@@ -54,9 +54,20 @@ typedef struct PendingEntry
 								 * level's datacxt past LAT_INLINE pairs;
 								 * dense (below) when lat_n == LAT_NBUCKETS */
 	LatPair		lat_inline[LAT_INLINE];	/* the pairs of a key hit rarely */
+	int16		one_slot;		/* with slots NULL: the slot of every hit */
+	LocalSlot  *slots;			/* per-slot counts in the level's datacxt, or
+								 * NULL while all hits fell in one_slot */
 	CounterDelta d;
-	LocalSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PendingEntry;
+
+/*
+ * Most keys of a transaction are hit within one slot (one row, or a few
+ * rows seconds apart), so an entry starts without per-slot counts: while
+ * every hit falls in one_slot, that slot's counts are the entry's totals
+ * (calls, ok, and client plus server errors).  A hit in a second slot
+ * spreads them into an array of every slot.  This halves the entry, and
+ * a COPY of many keys writes half the memory.
+ */
 
 StaticAssertDecl(offsetof(PendingEntry, key) == 0,
 				 "a pending entry must start with its key");
@@ -139,13 +150,12 @@ static PendingLevel *spare_level = NULL;
 
 #define SPARE_MAX_ENTRIES	256
 #define FIRST_BLOCK_ENTRIES 4
-#define BLOCK_MAX_ENTRIES	4096	/* 1.3 MB at the default 12 slots */
+#define BLOCK_MAX_ENTRIES	4096	/* 0.8 MB */
 
 static Size
 pending_entry_size(void)
 {
-	return MAXALIGN(offsetof(PendingEntry, slots) +
-					sizeof(LocalSlot) * apicount_shared->nslots);
+	return MAXALIGN(sizeof(PendingEntry));
 }
 
 static inline PendingEntry *
@@ -253,6 +263,8 @@ level_take(PendingLevel *lvl, Size size)
 	p = lvl->bump;
 	lvl->bump += size;
 	lvl->bump_left -= size;
+	/* the next new key (of a COPY, say) will be written there */
+	prefetch_for_write(lvl->bump, Min(size, lvl->bump_left));
 	return p;
 }
 
@@ -402,6 +414,58 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 	e->lat_n++;
 }
 
+/* the counts of one slot of an entry whose hits all fell in one_slot */
+static inline LocalSlot
+one_slot_counts(const PendingEntry *e)
+{
+	LocalSlot	s;
+
+	s.calls = (uint32) e->d.calls;
+	s.ok = (uint32) e->d.ok;
+	s.errors = (uint32) (e->d.client_errors + e->d.server_errors);
+	return s;
+}
+
+/* give the entry an array of every slot's counts (may throw: no memory) */
+static void
+spread_slots(PendingEntry *e, MemoryContext cxt)
+{
+	LocalSlot  *slots = MemoryContextAllocZero(cxt, sizeof(LocalSlot) *
+											   apicount_shared->nslots);
+
+	if (e->d.calls > 0)
+		slots[e->one_slot] = one_slot_counts(e);
+	e->slots = slots;
+}
+
+/*
+ * Make room for hits of slot in the entry's slot counts: keep the one
+ * slot, or spread.  Called before any count changes, so that a failed
+ * allocation leaves the entry as it was.
+ */
+static inline void
+prepare_slot(PendingEntry *e, MemoryContext cxt, int slot)
+{
+	if (e->slots != NULL)
+		return;
+	if (e->d.calls == 0)
+		e->one_slot = (int16) slot;
+	else if (e->one_slot != slot)
+		spread_slots(e, cxt);
+}
+
+/* the slot counts of an entry as an array (buf when it has one slot) */
+static const LocalSlot *
+slots_of(const PendingEntry *e, LocalSlot *buf)
+{
+	if (e->slots != NULL)
+		return e->slots;
+	memset(buf, 0, sizeof(LocalSlot) * apicount_shared->nslots);
+	if (e->d.calls > 0)
+		buf[e->one_slot] = one_slot_counts(e);
+	return buf;
+}
+
 /* add the counts of a child level's entry (pending_add adds one hit) */
 static void
 add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
@@ -409,6 +473,14 @@ add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 	const CounterDelta *d = &child->d;
 	int			i;
 
+	/* the slots first: spreading them may throw, as adding latency may */
+	if (child->d.calls > 0)
+	{
+		if (child->slots == NULL)
+			prepare_slot(e, cxt, child->one_slot);
+		else if (e->slots == NULL)
+			spread_slots(e, cxt);
+	}
 	for (i = 0; i < child->lat_n; i++)
 		if (child->lat[i].count != 0)	/* a dense child has zero counts */
 			add_latency(e, cxt, child->lat[i].idx, child->lat[i].count);
@@ -421,11 +493,22 @@ add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 	e->d.lat_sum_ns += d->lat_sum_ns;
 	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
 	e->d.truncated += d->truncated;
-	for (i = 0; i < apicount_shared->nslots; i++)
+	if (child->slots != NULL)
 	{
-		e->slots[i].calls += child->slots[i].calls;
-		e->slots[i].ok += child->slots[i].ok;
-		e->slots[i].errors += child->slots[i].errors;
+		for (i = 0; i < apicount_shared->nslots; i++)
+		{
+			e->slots[i].calls += child->slots[i].calls;
+			e->slots[i].ok += child->slots[i].ok;
+			e->slots[i].errors += child->slots[i].errors;
+		}
+	}
+	else if (e->slots != NULL && child->d.calls > 0)
+	{
+		LocalSlot	c = one_slot_counts(child);
+
+		e->slots[child->one_slot].calls += c.calls;
+		e->slots[child->one_slot].ok += c.ok;
+		e->slots[child->one_slot].errors += c.errors;
 	}
 }
 
@@ -561,9 +644,11 @@ pending_add(const PendingHit *hit)
 					hit->user, hit->user_len);
 
 	/*
-	 * One hit: the counts of add_counts, added in place.  The latency bucket
-	 * first, since adding it may allocate (and fail) where nothing else can.
+	 * One hit: the counts of add_counts, added in place.  The slot and the
+	 * latency bucket first, since they may allocate (and fail) where nothing
+	 * else can.
 	 */
+	prepare_slot(e, top_level->datacxt, hit->slot);
 	if (hit->has_latency)
 	{
 		if (lat_is_dense(e))	/* the overflow entry of a COPY, say */
@@ -580,10 +665,13 @@ pending_add(const PendingHit *hit)
 	e->d.client_errors += error && hit->status < 500;
 	e->d.server_errors += hit->status >= 500;
 	e->d.truncated += hit->truncated;
-	slot = &e->slots[hit->slot];
-	slot->calls++;
-	slot->ok += ok;
-	slot->errors += error;
+	if (e->slots != NULL)
+	{
+		slot = &e->slots[hit->slot];
+		slot->calls++;
+		slot->ok += ok;
+		slot->errors += error;
+	}
 }
 
 static bool
@@ -651,6 +739,7 @@ merge_into_shared(void)
 		for (e = lvl->entries; e != NULL; e = e->next)
 		{
 			CountedUnder under;
+			LocalSlot	buf[APICOUNT_MAX_SLOTS];
 
 			if (ahead != NULL)
 			{
@@ -659,7 +748,7 @@ merge_into_shared(void)
 			}
 			under = counters_add(&e->key, e->hash, e->method, e->method_len,
 								 e->path, e->path_len, e->user, e->user_len,
-								 &e->d, e->slots);
+								 &e->d, slots_of(e, buf));
 
 			if (lat_is_dense(e))
 				make_sparse(e); /* the entry goes after this */

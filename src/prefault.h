@@ -19,4 +19,22 @@
 
 extern void prefault_for_write(void *start, Size len);
 
+/*
+ * Start loading the cache lines of [p, p + len) for writing: for memory
+ * the caller will write next (the next entry of a block, the next free
+ * entry of the pool) while it works on something else.  A hint.
+ */
+static inline void
+prefetch_for_write(const void *p, Size len)
+{
+#if defined(__GNUC__) || defined(__clang__)
+	const char *c = (const char *) TYPEALIGN_DOWN(PG_CACHE_LINE_SIZE,
+												  (uintptr_t) p);
+	const char *end = (const char *) p + len;
+
+	for (; c < end; c += PG_CACHE_LINE_SIZE)
+		__builtin_prefetch(c, 1);
+#endif
+}
+
 #endif
