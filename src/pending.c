@@ -108,9 +108,8 @@ typedef struct PendingRef
 static inline void *
 pendidx_allocate(pendidx_hash *tb, Size size)
 {
-	void	   *p = MemoryContextAllocExtended(tb->ctx, size, MCXT_ALLOC_HUGE);
+	void	   *p = prefault_alloc_large(tb->ctx, size);
 
-	prefault_for_write(p, size);
 	memset(p, 0, size);
 	return p;
 }
@@ -118,7 +117,7 @@ pendidx_allocate(pendidx_hash *tb, Size size)
 static inline void
 pendidx_free(pendidx_hash *tb, void *pointer)
 {
-	pfree(pointer);
+	prefault_free_large(pointer);
 }
 
 #define OVERFLOW_CACHE		16
@@ -151,6 +150,8 @@ static PendingLevel *spare_level = NULL;
 #define SPARE_MAX_ENTRIES	256
 #define FIRST_BLOCK_ENTRIES 4
 #define BLOCK_MAX_ENTRIES	4096	/* 0.8 MB */
+#define LARGE_BLOCKS_FROM	8192	/* entries; then blocks of: */
+#define LARGE_BLOCK_BYTES	(2 * PREFAULT_HUGE_BYTES)
 
 static Size
 pending_entry_size(void)
@@ -242,7 +243,8 @@ pop_level(void)
  * level and is reused with it, so a one-row transaction allocates nothing;
  * later blocks grow with the level (up to BLOCK_MAX_ENTRIES entries), so a
  * large COPY gets its entries packed back to back, in blocks mapped at
- * once (prefault.h).
+ * once (prefault.h); past LARGE_BLOCKS_FROM entries, in 4 MB blocks on
+ * 2 MB pages where the kernel offers them.
  */
 static char *
 level_take(PendingLevel *lvl, Size size)
@@ -251,14 +253,25 @@ level_take(PendingLevel *lvl, Size size)
 
 	if (lvl->bump_left < size)
 	{
-		/* the first block may be used up by entries that failed to link */
-		uint32		n = Min(Max(lvl->nentries, FIRST_BLOCK_ENTRIES),
-							BLOCK_MAX_ENTRIES);
-		Size		bytes = Max((Size) n * pending_entry_size(), size);
+		Size		bytes;
 
-		lvl->bump = MemoryContextAlloc(lvl->datacxt, bytes);
+		if (lvl->nentries >= LARGE_BLOCKS_FROM && size <= LARGE_BLOCK_BYTES)
+		{
+			/* a COPY of many keys: 2 MB pages where the kernel has them */
+			bytes = LARGE_BLOCK_BYTES;
+			lvl->bump = prefault_alloc_large(lvl->datacxt, bytes);
+		}
+		else
+		{
+			/* the first block may be used up by entries that failed to link */
+			uint32		n = Min(Max(lvl->nentries, FIRST_BLOCK_ENTRIES),
+								BLOCK_MAX_ENTRIES);
+
+			bytes = Max((Size) n * pending_entry_size(), size);
+			lvl->bump = MemoryContextAlloc(lvl->datacxt, bytes);
+			prefault_for_write(lvl->bump, bytes);
+		}
 		lvl->bump_left = bytes;
-		prefault_for_write(lvl->bump, bytes);
 	}
 	p = lvl->bump;
 	lvl->bump += size;

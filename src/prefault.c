@@ -5,7 +5,10 @@
  *
  * Memory rule: only for memory the caller owns and is about to write
  * (populating a page allocates it, as writing it would); the range is
- * shrunk to whole pages inside it, so no byte outside it is mapped.
+ * shrunk to whole pages inside it, so no byte outside it is mapped.  A
+ * large allocation is palloc'd with 2 MB of slack before its aligned start,
+ * which is never written (virtual space only), and the palloc'd pointer is
+ * kept just before the aligned one, for prefault_free_large.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -46,4 +49,37 @@ prefault_for_write(void *start, Size len)
 		errno == EINVAL)
 		populate_works = false;
 #endif
+}
+
+/* the palloc'd chunk a prefault_alloc_large pointer came from */
+#define RAW_POINTER_ROOM	MAXALIGN(sizeof(void *))
+
+void *
+prefault_alloc_large(MemoryContext cxt, Size size)
+{
+	bool		huge = size >= PREFAULT_HUGE_BYTES;
+	char	   *raw;
+	char	   *p;
+
+	raw = MemoryContextAllocExtended(cxt, size + RAW_POINTER_ROOM +
+									 (huge ? PREFAULT_HUGE_BYTES : 0),
+									 MCXT_ALLOC_HUGE);
+	p = raw + RAW_POINTER_ROOM;
+	if (huge)
+		p = (char *) TYPEALIGN(PREFAULT_HUGE_BYTES, (uintptr_t) p);
+	((void **) p)[-1] = raw;
+#ifdef MADV_HUGEPAGE
+	/* a hint: refused (THP off, EINVAL) or not, the memory is the same */
+	if (huge)
+		(void) madvise(p, TYPEALIGN_DOWN(PREFAULT_HUGE_BYTES, size),
+					   MADV_HUGEPAGE);
+#endif
+	prefault_for_write(p, size);
+	return p;
+}
+
+void
+prefault_free_large(void *p)
+{
+	pfree(((void **) p)[-1]);
 }

@@ -17,7 +17,22 @@
 /* ranges smaller than this are left to fault in page by page */
 #define PREFAULT_MIN_BYTES		((Size) 256 * 1024)
 
+/* a transparent huge page (x86-64, arm64 with 4 kB pages) */
+#define PREFAULT_HUGE_BYTES		((Size) 2 * 1024 * 1024)
+
 extern void prefault_for_write(void *start, Size len);
+
+/*
+ * size bytes from cxt, mapped at once (as prefault_for_write), and when
+ * size is at least PREFAULT_HUGE_BYTES starting at a 2 MB boundary and
+ * advised for transparent huge pages (madvise(MADV_HUGEPAGE): used where
+ * /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise").
+ * One 2 MB page costs the kernel, and a virtual machine's host, one
+ * mapping where 512 small pages cost 512.  Give it back with
+ * prefault_free_large (or with its memory context).
+ */
+extern void *prefault_alloc_large(MemoryContext cxt, Size size);
+extern void prefault_free_large(void *p);
 
 /*
  * Start loading the cache lines of [p, p + len) for writing: for memory
