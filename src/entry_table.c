@@ -284,7 +284,6 @@ etab_enter(const CounterKey *key, uint32 hashcode, bool *found)
 	uint32		part = hashcode % COUNTER_PARTITIONS;
 	uint32		pos;
 	uint32		n;
-	uint32		next = 0;
 	CounterEntry *e;
 
 	e = probe(key, hashcode, &slots, &pos);
@@ -299,14 +298,11 @@ etab_enter(const CounterKey *key, uint32 hashcode, bool *found)
 	SpinLockAcquire(&hdr->mutex);
 	n = hdr->free_head;
 	if (n != 0)
-		hdr->free_head = next = free_next[n - 1];
+		hdr->free_head = free_next[n - 1];
 	SpinLockRelease(&hdr->mutex);
 	if (n == 0)
 		return NULL;
 
-	/* a merge creating many entries comes back for the next one soon */
-	if (next != 0)
-		prefetch_for_write(entry_at(next - 1), entry_size);
 	e = entry_at(n - 1);
 	memset(e, 0, entry_size);
 	e->key = *key;
@@ -408,6 +404,9 @@ etab_prefault_free(uint32 n)
 {
 	uint32		first;
 
+	/* a commit of a few keys: nothing to map (and no spinlock to take) */
+	if ((Size) n * entry_size < PREFAULT_MIN_BYTES)
+		return;
 	SpinLockAcquire(&hdr->mutex);
 	first = hdr->free_head;
 	SpinLockRelease(&hdr->mutex);

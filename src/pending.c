@@ -50,11 +50,12 @@ typedef struct PendingEntry
 	int16		user_len;
 	int16		lat_n;			/* pairs in lat */
 	int16		lat_cap;
+	int16		one_slot;		/* with slots NULL: the slot of every hit,
+								 * or -1 before the first */
 	LatPair    *lat;			/* sorted by idx: lat_inline, or in the
 								 * level's datacxt past LAT_INLINE pairs;
 								 * dense (below) when lat_n == LAT_NBUCKETS */
 	LatPair		lat_inline[LAT_INLINE];	/* the pairs of a key hit rarely */
-	int16		one_slot;		/* with slots NULL: the slot of every hit */
 	LocalSlot  *slots;			/* per-slot counts in the level's datacxt, or
 								 * NULL while all hits fell in one_slot */
 	CounterDelta d;
@@ -66,7 +67,9 @@ typedef struct PendingEntry
  * every hit falls in one_slot, that slot's counts are the entry's totals
  * (calls, ok, and client plus server errors).  A hit in a second slot
  * spreads them into an array of every slot.  This halves the entry, and
- * a COPY of many keys writes half the memory.
+ * a COPY of many keys writes half the memory.  one_slot is claimed (and
+ * the slots spread) before counts are added, so that the allocation may
+ * fail with nothing counted: a claimed slot may have no counts yet.
  */
 
 StaticAssertDecl(offsetof(PendingEntry, key) == 0,
@@ -77,7 +80,7 @@ StaticAssertDecl(offsetof(PendingEntry, key) == 0,
  * holding the key's hash and a pointer to its entry.  A lookup compares
  * stored hashes first and reads an entry only on a hash match, so a key
  * that is not there (most rows of a COPY once the level is full) costs one
- * probe of a compact array rather than a walk through 300-byte entries.
+ * probe of a compact array rather than a walk through 216-byte entries.
  */
 typedef struct PendingRef
 {
@@ -111,6 +114,8 @@ pendidx_allocate(pendidx_hash *tb, Size size)
 	void	   *p = prefault_alloc_large(tb->ctx, size);
 
 	memset(p, 0, size);
+	/* the array's size, for pop_level (private_data: &level->idx_bytes) */
+	*(Size *) tb->private_data = size;
 	return p;
 }
 
@@ -128,6 +133,7 @@ typedef struct PendingLevel
 	MemoryContext cxt;			/* the level and its index */
 	MemoryContext datacxt;		/* entries, key strings, latency pairs */
 	pendidx_hash *idx;
+	Size		idx_bytes;		/* of idx->data, set by pendidx_allocate */
 	PendingEntry *entries;		/* newest first */
 	uint32		nentries;
 	char	   *bump;			/* free space of the current entry block */
@@ -149,7 +155,7 @@ static PendingLevel *spare_level = NULL;
 
 #define SPARE_MAX_ENTRIES	256
 #define FIRST_BLOCK_ENTRIES 4
-#define BLOCK_MAX_ENTRIES	4096	/* 0.8 MB */
+#define BLOCK_MAX_ENTRIES	4096	/* 0.9 MB */
 #define LARGE_BLOCKS_FROM	8192	/* entries; then blocks of: */
 #define LARGE_BLOCK_BYTES	(2 * PREFAULT_HUGE_BYTES)
 
@@ -203,7 +209,7 @@ push_level(int nest_level)
 	lvl->cxt = cxt;
 	lvl->datacxt = AllocSetContextCreate(cxt, "apicount pending entries",
 										 ALLOCSET_SMALL_SIZES);
-	lvl->idx = pendidx_create(cxt, 16, NULL);
+	lvl->idx = pendidx_create(cxt, 16, &lvl->idx_bytes);
 	lvl->first_block = MemoryContextAlloc(cxt, FIRST_BLOCK_ENTRIES *
 										  pending_entry_size());
 	rewind_entries(lvl);
@@ -218,7 +224,14 @@ pop_level(void)
 	PendingLevel *lvl = top_level;
 
 	top_level = lvl->next;
-	if (spare_level == NULL && lvl->nentries <= SPARE_MAX_ENTRIES)
+
+	/*
+	 * Kept for reuse only when its index is whole: simplehash sets the new
+	 * size before allocating the grown array, so an allocation that failed
+	 * leaves the old array under the new size.
+	 */
+	if (spare_level == NULL && lvl->nentries <= SPARE_MAX_ENTRIES &&
+		lvl->idx_bytes == (Size) lvl->idx->size * sizeof(PendingRef))
 	{
 		PendingEntry *e;
 
@@ -276,8 +289,6 @@ level_take(PendingLevel *lvl, Size size)
 	p = lvl->bump;
 	lvl->bump += size;
 	lvl->bump_left -= size;
-	/* the next new key (of a COPY, say) will be written there */
-	prefetch_for_write(lvl->bump, Min(size, lvl->bump_left));
 	return p;
 }
 
@@ -350,7 +361,10 @@ make_dense(PendingEntry *e, MemoryContext cxt)
 	e->lat_n = e->lat_cap = LAT_NBUCKETS;
 }
 
-/* drop the zero counts of a dense array (the entry stays sorted) */
+/*
+ * Drop the zero counts of a dense array, or of pairs reserved by a merge
+ * that failed (the entry stays sorted).
+ */
 static void
 make_sparse(PendingEntry *e)
 {
@@ -363,7 +377,34 @@ make_sparse(PendingEntry *e)
 	e->lat_n = n;
 }
 
-/* add count to bucket idx of the entry's sorted pairs */
+/* the entry's sparse pairs, with room for one more (may throw) */
+static void
+grow_latency(PendingEntry *e, MemoryContext cxt)
+{
+	/* LAT_INLINE, 4, 8, ... LAT_DENSE_FROM; then dense (add_latency) */
+	int			cap = e->lat_cap == 0 ? LAT_INLINE : 2 * e->lat_cap;
+
+	Assert(cap <= LAT_DENSE_FROM);
+
+	if (e->lat_cap == 0)
+		e->lat = e->lat_inline;
+	else if (e->lat == e->lat_inline)
+	{
+		LatPair    *p = MemoryContextAlloc(cxt, cap * sizeof(LatPair));
+
+		memcpy(p, e->lat_inline, e->lat_n * sizeof(LatPair));
+		e->lat = p;
+	}
+	else
+		e->lat = repalloc(e->lat, cap * sizeof(LatPair));
+	e->lat_cap = cap;
+}
+
+/*
+ * Add count to bucket idx of the entry's sorted pairs.  Allocates (and so
+ * may throw) only when idx has no pair yet: a pair added with count 0
+ * reserves it.
+ */
 static void
 add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 {
@@ -402,25 +443,7 @@ add_latency(PendingEntry *e, MemoryContext cxt, uint16 idx, uint64 count)
 		return;
 	}
 	if (e->lat_n == e->lat_cap)
-	{
-		/* LAT_INLINE, 4, 8, ... LAT_DENSE_FROM; then dense (above) */
-		int			cap = e->lat_cap == 0 ? LAT_INLINE : 2 * e->lat_cap;
-
-		Assert(cap <= LAT_DENSE_FROM);
-
-		if (e->lat_cap == 0)
-			e->lat = e->lat_inline;
-		else if (e->lat == e->lat_inline)
-		{
-			LatPair    *p = MemoryContextAlloc(cxt, cap * sizeof(LatPair));
-
-			memcpy(p, e->lat_inline, e->lat_n * sizeof(LatPair));
-			e->lat = p;
-		}
-		else
-			e->lat = repalloc(e->lat, cap * sizeof(LatPair));
-		e->lat_cap = cap;
-	}
+		grow_latency(e, cxt);
 	memmove(&e->lat[lo + 1], &e->lat[lo], (e->lat_n - lo) * sizeof(LatPair));
 	e->lat[lo].idx = idx;
 	e->lat[lo].count = count;
@@ -446,7 +469,7 @@ spread_slots(PendingEntry *e, MemoryContext cxt)
 	LocalSlot  *slots = MemoryContextAllocZero(cxt, sizeof(LocalSlot) *
 											   apicount_shared->nslots);
 
-	if (e->d.calls > 0)
+	if (e->one_slot >= 0)
 		slots[e->one_slot] = one_slot_counts(e);
 	e->slots = slots;
 }
@@ -461,7 +484,7 @@ prepare_slot(PendingEntry *e, MemoryContext cxt, int slot)
 {
 	if (e->slots != NULL)
 		return;
-	if (e->d.calls == 0)
+	if (e->one_slot < 0)
 		e->one_slot = (int16) slot;
 	else if (e->one_slot != slot)
 		spread_slots(e, cxt);
@@ -474,28 +497,45 @@ slots_of(const PendingEntry *e, LocalSlot *buf)
 	if (e->slots != NULL)
 		return e->slots;
 	memset(buf, 0, sizeof(LocalSlot) * apicount_shared->nslots);
-	if (e->d.calls > 0)
+	if (e->one_slot >= 0)
 		buf[e->one_slot] = one_slot_counts(e);
 	return buf;
 }
 
-/* add the counts of a child level's entry (pending_add adds one hit) */
+/*
+ * Make e ready to take a child level's entry's counts without allocating:
+ * its slot claimed or its slots spread, a pair (count 0) for each of the
+ * child's latency buckets.  May throw, having changed no count.
+ */
+static void
+reserve_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
+{
+	int			i;
+
+	if (child->slots != NULL)
+	{
+		if (e->slots == NULL)
+			spread_slots(e, cxt);
+	}
+	else if (child->one_slot >= 0)
+		prepare_slot(e, cxt, child->one_slot);
+	for (i = 0; i < child->lat_n; i++)
+		if (child->lat[i].count != 0)	/* a dense child has zero counts */
+			add_latency(e, cxt, child->lat[i].idx, 0);
+}
+
+/*
+ * Add the counts of a child level's entry to e, where reserve_counts made
+ * room for them: allocates nothing, so never throws.
+ */
 static void
 add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 {
 	const CounterDelta *d = &child->d;
 	int			i;
 
-	/* the slots first: spreading them may throw, as adding latency may */
-	if (child->d.calls > 0)
-	{
-		if (child->slots == NULL)
-			prepare_slot(e, cxt, child->one_slot);
-		else if (e->slots == NULL)
-			spread_slots(e, cxt);
-	}
 	for (i = 0; i < child->lat_n; i++)
-		if (child->lat[i].count != 0)	/* a dense child has zero counts */
+		if (child->lat[i].count != 0)
 			add_latency(e, cxt, child->lat[i].idx, child->lat[i].count);
 
 	e->d.calls += d->calls;
@@ -515,7 +555,7 @@ add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 			e->slots[i].errors += child->slots[i].errors;
 		}
 	}
-	else if (e->slots != NULL && child->d.calls > 0)
+	else if (e->slots != NULL && child->one_slot >= 0)
 	{
 		LocalSlot	c = one_slot_counts(child);
 
@@ -588,6 +628,7 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		room = (char *) e + esize;
 		e->key = *key;
 		e->hash = hashcode;
+		e->one_slot = -1;
 		e->method = put_string(&room, method, method_len);
 		e->method_len = method_len;
 		e->path = put_string(&room, path, path_len);
@@ -698,6 +739,14 @@ pending_is_empty(void)
 	return true;
 }
 
+/* the entry of the parent level that counts for a child's entry */
+static inline PendingEntry *
+parent_entry(PendingLevel *parent, const PendingEntry *e)
+{
+	return level_entry(parent, &e->key, e->hash, e->method, e->method_len,
+					   e->path, e->path_len, e->user, e->user_len);
+}
+
 static void
 merge_level_into_parent(void)
 {
@@ -705,11 +754,17 @@ merge_level_into_parent(void)
 	PendingLevel *parent = child->next;
 	PendingEntry *e;
 
+	/*
+	 * First the parent's entries and their room, which may throw (no memory)
+	 * with nothing of the child counted; then the counts, which cannot.  The
+	 * second lookup of each key finds the entry the first made (or the same
+	 * overflow entry).  Entries left with no calls by a failure here are
+	 * skipped at commit.
+	 */
 	for (e = child->entries; e != NULL; e = e->next)
-		add_counts(level_entry(parent, &e->key, e->hash,
-							   e->method, e->method_len, e->path, e->path_len,
-							   e->user, e->user_len),
-				   parent->datacxt, e);
+		reserve_counts(parent_entry(parent, e), parent->datacxt, e);
+	for (e = child->entries; e != NULL; e = e->next)
+		add_counts(parent_entry(parent, e), parent->datacxt, e);
 	pop_level();
 }
 
@@ -759,12 +814,13 @@ merge_into_shared(void)
 				etab_prefetch(ahead->hash);
 				ahead = ahead->next;
 			}
+			if (e->d.calls == 0)
+				continue;		/* made by a savepoint merge that failed */
 			under = counters_add(&e->key, e->hash, e->method, e->method_len,
 								 e->path, e->path_len, e->user, e->user_len,
 								 &e->d, slots_of(e, buf));
 
-			if (lat_is_dense(e))
-				make_sparse(e); /* the entry goes after this */
+			make_sparse(e);		/* the entry goes after this */
 			if (e->lat_n == 0)
 				continue;
 			if (under == COUNTED_KEY)

@@ -6,21 +6,31 @@
  * Memory rule: only for memory the caller owns and is about to write
  * (populating a page allocates it, as writing it would); the range is
  * shrunk to whole pages inside it, so no byte outside it is mapped.  A
- * large allocation is palloc'd with 2 MB of slack before its aligned start,
- * which is never written (virtual space only), and the palloc'd pointer is
- * kept just before the aligned one, for prefault_free_large.
+ * large allocation is palloc'd with up to 2 MB of slack before its aligned
+ * start; only the allocator's headers and the word just before the aligned
+ * start (the palloc'd pointer, for prefault_free_large) are written there.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#ifndef WIN32
 #include <errno.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#endif
 
 #include "prefault.h"
 
+/* C libraries older than glibc 2.35 lack the name; Linux 5.14 has it */
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#define MADV_POPULATE_WRITE 23
+#endif
+
 #ifdef MADV_POPULATE_WRITE
-/* cleared when the kernel does not know MADV_POPULATE_WRITE (EINVAL) */
+/*
+ * Cleared at the first EINVAL: the kernel does not know the advice (or the
+ * mapping does not allow it); this backend then stops asking.
+ */
 static bool populate_works = true;
 #endif
 
@@ -57,7 +67,11 @@ prefault_for_write(void *start, Size len)
 void *
 prefault_alloc_large(MemoryContext cxt, Size size)
 {
+#ifdef MADV_HUGEPAGE
 	bool		huge = size >= PREFAULT_HUGE_BYTES;
+#else
+	bool		huge = false;	/* no 2 MB alignment to pay for */
+#endif
 	char	   *raw;
 	char	   *p;
 

@@ -8,7 +8,10 @@
  * 4 kB page costs a page fault (several microseconds in a virtual machine);
  * madvise(MADV_POPULATE_WRITE) maps the whole range at once.  Only a hint:
  * where the kernel (before Linux 5.14) or the platform lacks it, nothing
- * happens and the pages fault in as they are written.
+ * happens and the pages fault in as they are written.  (On this project's
+ * 2-core virtual machine the first write to a 4 kB page costs about 5 us
+ * even once populated, and to a populated 2 MB page next to nothing: hence
+ * prefault_alloc_large.)
  *-------------------------------------------------------------------------
  */
 #ifndef APICOUNT_PREFAULT_H
@@ -33,23 +36,5 @@ extern void prefault_for_write(void *start, Size len);
  */
 extern void *prefault_alloc_large(MemoryContext cxt, Size size);
 extern void prefault_free_large(void *p);
-
-/*
- * Start loading the cache lines of [p, p + len) for writing: for memory
- * the caller will write next (the next entry of a block, the next free
- * entry of the pool) while it works on something else.  A hint.
- */
-static inline void
-prefetch_for_write(const void *p, Size len)
-{
-#if defined(__GNUC__) || defined(__clang__)
-	const char *c = (const char *) TYPEALIGN_DOWN(PG_CACHE_LINE_SIZE,
-												  (uintptr_t) p);
-	const char *end = (const char *) p + len;
-
-	for (; c < end; c += PG_CACHE_LINE_SIZE)
-		__builtin_prefetch(c, 1);
-#endif
-}
 
 #endif

@@ -6,9 +6,11 @@
 # hits of one key (its own path and IP) with explicit timestamps in past slots, in one
 # transaction, so that a key moves between the two forms: one slot throughout, one slot
 # then spread, a savepoint whose key is in the same or another slot than its parent's,
-# a spread child into a one-slot parent and the reverse, a key new in the savepoint, a
-# rolled-back savepoint, nested savepoints.  Statuses mix ok (2xx, 3xx), errors (4xx,
-# 5xx) and null (counted as a call, neither ok nor error).
+# a spread child into a one-slot parent and the reverse, both spread, a key new in the
+# savepoint, a rolled-back savepoint, nested savepoints.  Statuses mix ok (2xx, 3xx),
+# errors (4xx, 5xx) and null (counted as a call, neither ok nor error).  The test waits
+# (up to 30 s) until the hits' slots, 1 to 6 back, fall in the current minute, since a key
+# split by a minute boundary would be two keys and the scenario would be lost.
 #
 # The expected calls, ok and errors of every sliding window (K = 1 .. 24 slots) are
 # computed in Perl from the list of committed hits and the query transaction's now()
@@ -21,6 +23,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use POSIX qw(floor ceil strftime);
+use Time::HiRes qw(usleep);
 
 my $SLOT_US = 5_000_000;
 
@@ -44,8 +47,18 @@ sub ts_text    # microseconds since the Unix epoch -> exact timestamptz literal
 
 sub slot_of { my ($us) = @_; return floor($us / $SLOT_US); }
 
-my $t0 = $node->safe_psql('postgres',
-	'SELECT (extract(epoch FROM now()) * 1000000)::bigint');
+# The minute is part of a key, so every scenario's hits must fall in one minute: the hits
+# go 1 to 6 slots back from the slot of t0, so t0 must be in slot 6 or later of its minute.
+my $MAX_BACK = 6;
+my $t0;
+for (;;)
+{
+	$t0 = $node->safe_psql('postgres',
+		'SELECT (extract(epoch FROM now()) * 1000000)::bigint');
+	my $in_minute = slot_of($t0) % 12;
+	last if $in_minute >= $MAX_BACK;
+	usleep(($MAX_BACK - $in_minute) * $SLOT_US - ($t0 % $SLOT_US) + 100_000);
+}
 my $s0 = slot_of($t0);
 
 # a statement list: ['hit', key, slots back from s0, status or undef], or a savepoint
@@ -55,7 +68,7 @@ my @script = (
 	[ 'hit', 'one', 2, 200 ], [ 'hit', 'one', 2, 404 ], [ 'hit', 'one', 2, undef ],
 	# one slot, then spread at the top level
 	[ 'hit', 'spread', 1, 200 ], [ 'hit', 'spread', 3, 500 ], [ 'hit', 'spread', 3, 503 ],
-	[ 'hit', 'spread', 7, 201 ], [ 'hit', 'spread', 7, 301 ],
+	[ 'hit', 'spread', 6, 201 ], [ 'hit', 'spread', 6, 301 ],
 	# parent and released child in the same slot
 	[ 'hit', 'same', 2, 200 ],
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'same', 2, 404 ], [ 'sql', 'RELEASE a' ],
@@ -67,12 +80,16 @@ my @script = (
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'child_spread', 4, 200 ],
 	[ 'hit', 'child_spread', 6, 404 ], [ 'sql', 'RELEASE a' ],
 	# spread parent, one-slot child
-	[ 'hit', 'parent_spread', 1, 200 ], [ 'hit', 'parent_spread', 8, 404 ],
+	[ 'hit', 'parent_spread', 1, 200 ], [ 'hit', 'parent_spread', 6, 404 ],
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'parent_spread', 3, undef ],
 	[ 'hit', 'parent_spread', 3, 200 ], [ 'sql', 'RELEASE a' ],
+	# spread parent, spread child, one slot in common
+	[ 'hit', 'both_spread', 1, 200 ], [ 'hit', 'both_spread', 3, 500 ],
+	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'both_spread', 3, 200 ],
+	[ 'hit', 'both_spread', 5, 404 ], [ 'sql', 'RELEASE a' ],
 	# a key first seen in the savepoint, in one slot and in two
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'new_one', 4, 302 ], [ 'hit', 'new_two', 2, 200 ],
-	[ 'hit', 'new_two', 9, 500 ], [ 'sql', 'RELEASE a' ],
+	[ 'hit', 'new_two', 6, 500 ], [ 'sql', 'RELEASE a' ],
 	# a rolled-back savepoint: only the parent's hit counts
 	[ 'hit', 'rolled', 2, 200 ],
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'rolled', 2, 404 ], [ 'hit', 'rolled', 6, 200 ],
@@ -80,13 +97,26 @@ my @script = (
 	# nested savepoints: b spreads the key, then both are released
 	[ 'hit', 'nested', 1, 200 ],
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'nested', 1, 401 ],
-	[ 'sql', 'SAVEPOINT b' ], [ 'hit', 'nested', 10, 200 ], [ 'sql', 'RELEASE b' ],
-	[ 'hit', 'nested', 10, undef ], [ 'sql', 'RELEASE a' ],
+	[ 'sql', 'SAVEPOINT b' ], [ 'hit', 'nested', 6, 200 ], [ 'sql', 'RELEASE b' ],
+	[ 'hit', 'nested', 6, undef ], [ 'sql', 'RELEASE a' ],
 	# nested, the inner one rolled back after spreading the key
 	[ 'hit', 'nested_rb', 2, 200 ],
 	[ 'sql', 'SAVEPOINT a' ], [ 'hit', 'nested_rb', 2, 200 ],
-	[ 'sql', 'SAVEPOINT b' ], [ 'hit', 'nested_rb', 11, 500 ], [ 'sql', 'ROLLBACK TO b' ],
+	[ 'sql', 'SAVEPOINT b' ], [ 'hit', 'nested_rb', 5, 500 ], [ 'sql', 'ROLLBACK TO b' ],
 	[ 'sql', 'RELEASE a' ]);
+
+# every key's hits in one minute (else the scenario would be two keys)
+{
+	my %minute;
+	my $one_minute = 1;
+	for my $st (grep { $_->[0] eq 'hit' } @script)
+	{
+		my $m = floor(($s0 - $st->[2]) / 12);
+		$one_minute = 0 if defined $minute{ $st->[1] } && $minute{ $st->[1] } != $m;
+		$minute{ $st->[1] } = $m;
+	}
+	ok($one_minute, "every key's hits fall in one minute (t0 in slot " . ($s0 % 12) . ' of its minute)');
+}
 
 # which hits commit: those not inside a rolled-back savepoint
 my @committed;
@@ -148,7 +178,7 @@ $sql .= "COMMIT;\n";
 $node->safe_psql('postgres', $sql);
 
 # the windows, read in one transaction with its now()
-my @WINDOWS = (1, 2, 3, 4, 6, 9, 12, 24);
+my @WINDOWS = (1, 2, 3, 4, 5, 6, 7, 12, 24);
 my $q = "BEGIN;\nSELECT 'now', (extract(epoch FROM now()) * 1000000)::bigint;\n";
 for my $k (@WINDOWS)
 {
@@ -193,17 +223,18 @@ my %exp_total;
 for my $st (@committed)
 {
 	my (undef, $key, undef, $status) = @$st;
-	my $e = ($exp_total{"/spread/$key"} //= [ 0, 0, 0 ]);
+	my $e = ($exp_total{"/spread/$key"} //= [ 0, 0, 0, 0 ]);
 	$e->[0]++;
-	$e->[1]++ if defined $status && $status >= 400 && $status < 500;
-	$e->[2]++ if defined $status && $status >= 500;
+	$e->[1]++ if defined $status && $status >= 100 && $status < 400;
+	$e->[2]++ if defined $status && $status >= 400 && $status < 500;
+	$e->[3]++ if defined $status && $status >= 500;
 }
-my %got_total = map { my @f = split /\|/; ($f[0] => [ @f[ 1 .. 3 ] ]) } split /\n/,
+my %got_total = map { my @f = split /\|/; ($f[0] => [ @f[ 1 .. 4 ] ]) } split /\n/,
   $node->safe_psql('postgres',
-	"SELECT path, sum(calls), sum(client_errors), sum(server_errors) "
+	"SELECT path, sum(calls), sum(ok), sum(client_errors), sum(server_errors) "
 	  . "FROM apicount.api_minute WHERE path LIKE '/spread/%' GROUP BY path");
 is_deeply(\%got_total, \%exp_total,
-	'api_minute after a flush: calls, client and server errors per key');
+	'api_minute after a flush: calls, ok, client and server errors per key');
 
 $node->stop;
 done_testing();
