@@ -5,10 +5,14 @@ package ApicountTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use POSIX qw(floor strftime);
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT_OK = qw(wait_for);
+our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US);
+
+# the sliding-window slot at the default apicount.slot_seconds (5 s), in microseconds
+our $SLOT_US = 5_000_000;
 
 # wait_for($node, $sql, $want, $secs): poll until $sql returns $want on database
 # postgres; errors (e.g. while the server restarts) count as "not yet".  Returns 1, or 0
@@ -28,5 +32,17 @@ sub wait_for
 	diag("wait_for timed out: $sql -> wanted '$want', last: $last");
 	return 0;
 }
+
+# ts_text($us): microseconds since the Unix epoch -> an exact timestamptz literal (UTC)
+sub ts_text
+{
+	my ($us) = @_;
+	my $s = floor($us / 1_000_000);
+	return strftime('%Y-%m-%d %H:%M:%S', gmtime($s))
+	  . sprintf('.%06d+00', $us - $s * 1_000_000);
+}
+
+# slot_of($us): the number of the 5 s slot holding microsecond $us since the epoch
+sub slot_of { my ($us) = @_; return floor($us / $SLOT_US); }
 
 1;

@@ -31,10 +31,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use POSIX qw(floor ceil strftime);
+use ApicountTest qw(ts_text slot_of $SLOT_US);
+use POSIX qw(floor ceil);
 use Time::HiRes qw(time usleep);
 
-my $SLOT_US = 5_000_000;
 
 my $node = PostgreSQL::Test::Cluster->new('window');
 $node->init;
@@ -53,16 +53,6 @@ my @WINDOWS = (
 	[ '1 minute',   60 ],
 	[ '61 seconds', 61 ],
 	[ '2 minutes',  120 ]);
-
-sub ts_text    # microseconds since the Unix epoch -> exact timestamptz literal
-{
-	my ($us) = @_;
-	my $s = floor($us / 1_000_000);
-	my $frac = $us - $s * 1_000_000;
-	return strftime('%Y-%m-%d %H:%M:%S', gmtime($s)) . sprintf('.%06d+00', $frac);
-}
-
-sub slot_of { my ($us) = @_; return floor($us / $SLOT_US); }
 
 # wait until we are early in a slot (leaves ~4.5 s for setup + query)
 sub wait_slot_start

@@ -19,10 +19,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use POSIX qw(floor strftime);
+use ApicountTest qw(ts_text slot_of $SLOT_US);
+use POSIX qw(floor);
 use Time::HiRes qw(time usleep);
 
-my $SLOT_US = 5_000_000;
 my $PATH = '/api/v1/export';
 
 my $node = PostgreSQL::Test::Cluster->new('straddle');
@@ -35,14 +35,6 @@ $node->append_conf('postgresql.conf',
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
 
-sub ts_text
-{
-	my ($us) = @_;
-	my $s = floor($us / 1_000_000);
-	return strftime('%Y-%m-%d %H:%M:%S', gmtime($s))
-	  . sprintf('.%06d+00', $us - $s * 1_000_000);
-}
-sub slot_of { return floor($_[0] / $SLOT_US); }
 
 my $done = 0;
 for my $attempt (1 .. 3)

@@ -22,10 +22,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use POSIX qw(floor ceil strftime);
+use ApicountTest qw(ts_text slot_of $SLOT_US);
+use POSIX qw(floor);
 use Time::HiRes qw(usleep);
 
-my $SLOT_US = 5_000_000;
 
 my $node = PostgreSQL::Test::Cluster->new('slot_spread');
 $node->init;
@@ -36,16 +36,6 @@ $node->append_conf('postgresql.conf',
 	  . "timezone = 'UTC'\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
-
-sub ts_text    # microseconds since the Unix epoch -> exact timestamptz literal
-{
-	my ($us) = @_;
-	my $s = floor($us / 1_000_000);
-	my $frac = $us - $s * 1_000_000;
-	return strftime('%Y-%m-%d %H:%M:%S', gmtime($s)) . sprintf('.%06d+00', $frac);
-}
-
-sub slot_of { my ($us) = @_; return floor($us / $SLOT_US); }
 
 # The minute is part of a key, so every scenario's hits must fall in one minute: the hits
 # go 1 to 6 slots back from the slot of t0, so t0 must be in slot 6 or later of its minute.
