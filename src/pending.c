@@ -253,7 +253,8 @@ pop_level(void)
 /*
  * size bytes (a multiple of MAXALIGN) from the level's current block: an
  * entry and its strings, side by side.  The first block belongs to the
- * level and is reused with it, so a one-row transaction allocates nothing;
+ * level and is reused with it, so a one-row transaction with strings of
+ * ordinary length allocates nothing;
  * later blocks grow with the level (up to BLOCK_MAX_ENTRIES entries), so a
  * large COPY gets its entries packed back to back, in blocks mapped at
  * once (prefault.h); past LARGE_BLOCKS_FROM entries, in 4 MB blocks on
@@ -276,7 +277,10 @@ level_take(PendingLevel *lvl, Size size)
 		}
 		else
 		{
-			/* the first block may be used up by entries that failed to link */
+			/*
+			 * n is at least FIRST_BLOCK_ENTRIES: the first block may be used up
+			 * by long strings, or by entries that failed to link
+			 */
 			uint32		n = Min(Max(lvl->nentries, FIRST_BLOCK_ENTRIES),
 								BLOCK_MAX_ENTRIES);
 
@@ -546,22 +550,19 @@ add_counts(PendingEntry *e, MemoryContext cxt, const PendingEntry *child)
 	e->d.lat_sum_ns += d->lat_sum_ns;
 	e->d.lat_max_ns = Max(e->d.lat_max_ns, d->lat_max_ns);
 	e->d.truncated += d->truncated;
-	if (child->slots != NULL)
+
+	/* with no slots of its own, e's one slot is the totals just added */
+	if (e->slots != NULL)
 	{
+		LocalSlot	buf[APICOUNT_MAX_SLOTS];
+		const LocalSlot *cs = slots_of(child, buf);
+
 		for (i = 0; i < apicount_shared->nslots; i++)
 		{
-			e->slots[i].calls += child->slots[i].calls;
-			e->slots[i].ok += child->slots[i].ok;
-			e->slots[i].errors += child->slots[i].errors;
+			e->slots[i].calls += cs[i].calls;
+			e->slots[i].ok += cs[i].ok;
+			e->slots[i].errors += cs[i].errors;
 		}
-	}
-	else if (e->slots != NULL && child->one_slot >= 0)
-	{
-		LocalSlot	c = one_slot_counts(child);
-
-		e->slots[child->one_slot].calls += c.calls;
-		e->slots[child->one_slot].ok += c.ok;
-		e->slots[child->one_slot].errors += c.errors;
 	}
 }
 

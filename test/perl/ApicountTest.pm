@@ -5,11 +5,12 @@ package ApicountTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use PostgreSQL::Test::Cluster;
 use POSIX qw(floor strftime);
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US);
+our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node);
 
 # the sliding-window slot at the default apicount.slot_seconds (5 s), in microseconds
 our $SLOT_US = 5_000_000;
@@ -44,5 +45,22 @@ sub ts_text
 
 # slot_of($us): the number of the 5 s slot holding microsecond $us since the epoch
 sub slot_of { my ($us) = @_; return floor($us / $SLOT_US); }
+
+# window_node($name): a started node with apicount preloaded (flush every second, UTC)
+# and the extension created in database postgres, as the sliding-window tests use it.
+sub window_node
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'apicount'\n"
+		  . "apicount.flush_interval = '1s'\n"
+		  . "log_statement = none\n"
+		  . "timezone = 'UTC'\n");
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION apicount');
+	return $node;
+}
 
 1;

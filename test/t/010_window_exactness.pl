@@ -31,20 +31,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(ts_text slot_of $SLOT_US);
+use ApicountTest qw(ts_text slot_of $SLOT_US window_node);
 use POSIX qw(floor ceil);
 use Time::HiRes qw(time usleep);
 
-
-my $node = PostgreSQL::Test::Cluster->new('window');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'apicount'\n"
-	  . "apicount.flush_interval = '1s'\n"
-	  . "log_statement = none\n"
-	  . "timezone = 'UTC'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION apicount');
+my $node = window_node('window');
 
 # windows under test: since text => seconds (K is computed from the seconds, in Perl)
 my @WINDOWS = (

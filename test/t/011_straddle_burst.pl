@@ -19,22 +19,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(ts_text slot_of $SLOT_US);
+use ApicountTest qw(ts_text slot_of $SLOT_US window_node);
 use POSIX qw(floor);
 use Time::HiRes qw(time usleep);
 
 my $PATH = '/api/v1/export';
 
-my $node = PostgreSQL::Test::Cluster->new('straddle');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'apicount'\n"
-	  . "apicount.flush_interval = '1s'\n"
-	  . "log_statement = none\n"
-	  . "timezone = 'UTC'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION apicount');
-
+my $node = window_node('straddle');
 
 my $done = 0;
 for my $attempt (1 .. 3)

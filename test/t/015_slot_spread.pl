@@ -22,20 +22,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(ts_text slot_of $SLOT_US);
+use ApicountTest qw(ts_text slot_of $SLOT_US window_node);
 use POSIX qw(floor);
 use Time::HiRes qw(usleep);
 
-
-my $node = PostgreSQL::Test::Cluster->new('slot_spread');
-$node->init;
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'apicount'\n"
-	  . "apicount.flush_interval = '1s'\n"
-	  . "log_statement = none\n"
-	  . "timezone = 'UTC'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION apicount');
+my $node = window_node('slot_spread');
 
 # The minute is part of a key, so every scenario's hits must fall in one minute: the hits
 # go 1 to 6 slots back from the slot of t0, so t0 must be in slot 6 or later of its minute.
