@@ -28,7 +28,7 @@ OBJS = \
 	src/latency_sql.o
 
 EXTENSION = apicount
-DATA = sql/apicount--0.1.sql
+DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 

@@ -2,13 +2,16 @@
  * counters.c
  *		The shared-memory counter table: layout, lookup, add, removal.
  *
- * Owns the ApicountShared header and the partitioned hash of counter
- * entries.  Hits reach this file only at commit (pending.c); nothing here
- * flushes, scans or evicts on that path: an existing key is updated under
- * a shared partition lock with atomic adds, and only a new key takes the
- * partition lock exclusively.  A full table sends hits to the per-minute
- * overflow entry, and if even that has no room, to the spill counters in
- * the header, which the worker writes under the current minute.
+ * Owns the ApicountShared header and the two tiers of counter entries
+ * (counters.h).  Hits reach this file only at commit (pending.c); nothing
+ * here flushes, scans or evicts on that path: an existing key is updated
+ * under a shared partition lock with atomic adds, and only a new key takes
+ * the partition lock exclusively.  Each commit of a key costs at most a
+ * constant number of lookups: its API entry (or the method's "(other)"
+ * path when the API tier is full), its caller entry, and when the caller
+ * tier is full, the API entry again for "(other callers)".  If even the
+ * "(other)" reserve has no room, hits go to the spill counters in the
+ * header, which the worker writes under the current minute.
  *
  * Locking rules: see counters.h.
  *-------------------------------------------------------------------------
@@ -32,9 +35,10 @@
 
 ApicountShared *apicount_shared = NULL;
 
-/* hashes of OVERFLOW_METHOD and OVERFLOW_PATH, set at shared memory init */
-uint64		apicount_overflow_method_h;
-uint64		apicount_overflow_path_h;
+/* hashes of ANY_METHOD and OTHER_PATH, set at shared memory init */
+uint64		apicount_any_method_h;
+uint64		apicount_other_path_h;
+uint64		apicount_other_callers_h;
 
 /* from ApicountShared.hash_seed, set at shared memory init */
 uint64		apicount_hash_seed = 0;
@@ -66,7 +70,7 @@ counters_entry_size(void)
 static int64
 total_capacity(void)
 {
-	return (int64) apicount_max_entries + OVERFLOW_RESERVE;
+	return (int64) apicount_max_entries + apicount_max_apis + OVERFLOW_RESERVE;
 }
 
 /*
@@ -94,7 +98,8 @@ counters_shmem_size(void)
 	size = add_size(size, etab_shmem_size(total_capacity(),
 										  counters_entry_size()));
 	size = add_size(size, strtab_shmem_size(string_capacity()));
-	size = add_size(size, latstore_shmem_size(apicount_max_entries));
+	size = add_size(size, latstore_shmem_size((int64) apicount_max_entries +
+											  apicount_max_apis));
 	return size;
 }
 
@@ -124,7 +129,10 @@ counters_shmem_init(void)
 		Assert(apicount_shared->nslots <= APICOUNT_MAX_SLOTS);
 		apicount_shared->tail_offset = entry_tail_offset();
 		apicount_shared->capacity = apicount_max_entries;
+		apicount_shared->api_capacity = apicount_max_apis;
 		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);
+		pg_atomic_init_u32(&apicount_shared->api_entries, 0);
+		pg_atomic_init_u64(&apicount_shared->folded_calls, 0);
 		pg_atomic_init_u32(&apicount_shared->overflow_entries, 0);
 		pg_atomic_init_u64(&apicount_shared->hits, 0);
 		pg_atomic_init_u64(&apicount_shared->overflow_hits, 0);
@@ -152,22 +160,26 @@ counters_shmem_init(void)
 
 	strtab_shmem_init(string_capacity(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
-	latstore_shmem_init(apicount_max_entries,
+	latstore_shmem_init((int64) apicount_max_entries + apicount_max_apis,
 						apicount_shared->locks + COUNTER_PARTITIONS +
 						STRTAB_PARTITIONS);
 
 	apicount_hash_seed = apicount_shared->hash_seed;
-	apicount_overflow_method_h = apicount_hash_string(OVERFLOW_METHOD,
-													  strlen(OVERFLOW_METHOD));
-	apicount_overflow_path_h = apicount_hash_string(OVERFLOW_PATH,
-													strlen(OVERFLOW_PATH));
+	apicount_any_method_h = apicount_hash_string(ANY_METHOD,
+													  strlen(ANY_METHOD));
+	apicount_other_path_h = apicount_hash_string(OTHER_PATH,
+													strlen(OTHER_PATH));
+	apicount_other_callers_h = apicount_hash_string(OTHER_CALLERS,
+													strlen(OTHER_CALLERS));
 	if (!found)
 	{
 		/* the overflow strings stay for the life of the server */
-		strtab_ref(apicount_overflow_method_h, OVERFLOW_METHOD,
-				   strlen(OVERFLOW_METHOD));
-		strtab_ref(apicount_overflow_path_h, OVERFLOW_PATH,
-				   strlen(OVERFLOW_PATH));
+		strtab_ref(apicount_any_method_h, ANY_METHOD,
+				   strlen(ANY_METHOD));
+		strtab_ref(apicount_other_path_h, OTHER_PATH,
+				   strlen(OTHER_PATH));
+		strtab_ref(apicount_other_callers_h, OTHER_CALLERS,
+				   strlen(OTHER_CALLERS));
 	}
 }
 
@@ -184,13 +196,30 @@ counters_key_inet(const CounterKey *key)
 }
 
 void
-counters_overflow_key(int32 minute, CounterKey *key)
+counters_other_path_key(int32 minute, uint64 method_h, CounterKey *key)
 {
 	memset(key, 0, sizeof(CounterKey));
 	key->minute = minute;
-	key->method_h = apicount_overflow_method_h;
-	key->path_h = apicount_overflow_path_h;
-	key->flags = KEY_OVERFLOW | KEY_TRACKED;
+	key->method_h = method_h;
+	key->path_h = apicount_other_path_h;
+	key->flags = KEY_API | KEY_OVERFLOW;
+}
+
+void
+counters_catchall_key(int32 minute, CounterKey *key)
+{
+	counters_other_path_key(minute, apicount_any_method_h, key);
+}
+
+void
+counters_api_key(const CounterKey *key, CounterKey *api)
+{
+	memset(api, 0, sizeof(CounterKey));
+	api->minute = key->minute;
+	api->method_h = key->method_h;
+	api->path_h = key->path_h;
+	api->flags = KEY_API | (key->path_h == apicount_other_path_h ?
+							KEY_OVERFLOW : 0);
 }
 
 /* the minute holding ts (floor division, also before 2000) */
@@ -280,22 +309,30 @@ atomic_max_u64(pg_atomic_uint64 *ptr, uint64 val)
 }
 
 /*
- * Add a delta to an entry.  Returns false, adding nothing, if a 32-bit
- * field could wrap (about 4 billion hits of one key in one flush
- * interval); the caller then counts the delta elsewhere.
+ * Add a delta (and "(other callers)" counts o, if any) to an entry.
+ * Returns false, adding nothing, if a 32-bit field could wrap (about 4
+ * billion hits of one key in one flush interval); the caller then counts
+ * the delta elsewhere.
  */
 static bool
-apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
+apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots,
+			const CounterOther *o)
 {
+	CounterTail *t = entry_tail(e);
+	uint64		n = d->calls + (o ? o->calls : 0);
 	int			i;
 
-	if ((uint64) pg_atomic_read_u32(entry_ok(e)) + d->calls >= PG_UINT32_MAX ||
-		(uint64) pg_atomic_read_u32(&e->lat_count) + d->calls >= PG_UINT32_MAX ||
-		(uint64) pg_atomic_read_u32(entry_client_errors(e)) + d->calls >= PG_UINT32_MAX ||
-		(uint64) pg_atomic_read_u32(entry_server_errors(e)) + d->calls >= PG_UINT32_MAX)
+	if ((uint64) pg_atomic_read_u32(entry_ok(e)) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&e->lat_count) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(entry_client_errors(e)) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(entry_server_errors(e)) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&t->other_ok) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&t->other_client_errors) + n >= PG_UINT32_MAX ||
+		(uint64) pg_atomic_read_u32(&t->other_server_errors) + n >= PG_UINT32_MAX)
 		return false;
 
-	pg_atomic_fetch_add_u64(&entry_tail(e)->calls, d->calls);
+	if (d->calls)
+		pg_atomic_fetch_add_u64(&t->calls, d->calls);
 	if (d->ok)
 		pg_atomic_fetch_add_u32(entry_ok(e), (uint32) d->ok);
 	if (d->client_errors)
@@ -306,17 +343,32 @@ apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
 	{
 		pg_atomic_fetch_add_u32(&e->lat_count, (uint32) d->lat_count);
 		pg_atomic_fetch_add_u64(&e->lat_sum_ns, d->lat_sum_ns);
-		atomic_max_u64(&entry_tail(e)->lat_max_ns, d->lat_max_ns);
+		atomic_max_u64(&t->lat_max_ns, d->lat_max_ns);
 	}
-	for (i = 0; i < apicount_shared->nslots; i++)
+	if (d->calls)
 	{
-		if (slots[i].calls == 0)
-			continue;
-		pg_atomic_fetch_add_u32(entry_slot_calls(e, i), slots[i].calls);
-		if (slots[i].ok)
-			pg_atomic_fetch_add_u32(entry_slot_ok(e, i), slots[i].ok);
-		if (slots[i].errors)
-			pg_atomic_fetch_add_u32(entry_slot_errors(e, i), slots[i].errors);
+		for (i = 0; i < apicount_shared->nslots; i++)
+		{
+			if (slots[i].calls == 0)
+				continue;
+			pg_atomic_fetch_add_u32(entry_slot_calls(e, i), slots[i].calls);
+			if (slots[i].ok)
+				pg_atomic_fetch_add_u32(entry_slot_ok(e, i), slots[i].ok);
+			if (slots[i].errors)
+				pg_atomic_fetch_add_u32(entry_slot_errors(e, i), slots[i].errors);
+		}
+	}
+	if (o != NULL && o->calls)
+	{
+		pg_atomic_fetch_add_u64(&t->other_calls, o->calls);
+		if (o->ok)
+			pg_atomic_fetch_add_u32(&t->other_ok, (uint32) o->ok);
+		if (o->client_errors)
+			pg_atomic_fetch_add_u32(&t->other_client_errors,
+									(uint32) o->client_errors);
+		if (o->server_errors)
+			pg_atomic_fetch_add_u32(&t->other_server_errors,
+									(uint32) o->server_errors);
 	}
 	return true;
 }
@@ -324,14 +376,20 @@ apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots)
 static void
 init_entry(CounterEntry *e)
 {
+	CounterTail *t = entry_tail(e);
 	int			i;
 
 	pg_atomic_init_u64(&e->lat_sum_ns, 0);
 	pg_atomic_init_u32(&e->lat_count, 0);
 	for (i = 0; i < 3 * apicount_shared->nslots + 3; i++)
 		pg_atomic_init_u32(&e->cnt[i], 0);
-	pg_atomic_init_u64(&entry_tail(e)->calls, 0);
-	pg_atomic_init_u64(&entry_tail(e)->lat_max_ns, 0);
+	pg_atomic_init_u64(&t->calls, 0);
+	pg_atomic_init_u64(&t->lat_max_ns, 0);
+	pg_atomic_init_u64(&t->other_calls, 0);
+	pg_atomic_init_u32(&t->other_ok, 0);
+	pg_atomic_init_u32(&t->other_client_errors, 0);
+	pg_atomic_init_u32(&t->other_server_errors, 0);
+	pg_atomic_init_u32(&t->pad, 0);
 }
 
 /* set when the current counters_add sent its delta to the spill counters */
@@ -352,20 +410,27 @@ add_spill(const CounterDelta *d)
 	atomic_max_u64(&apicount_shared->spill_lat_max_ns, d->lat_max_ns);
 }
 
-/* update an existing entry under the shared partition lock */
+/*
+ * Update an existing entry under the shared partition lock.  A delta that
+ * would wrap a 32-bit field of an API entry goes to the spill counters,
+ * exactly (the spill's "(other callers)" row counts all its hits); on a
+ * caller entry it is refused as if there were no room, and so folded.
+ */
 static bool
 add_existing(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
-			 const LocalSlot *slots)
+			 const LocalSlot *slots, const CounterOther *o)
 {
 	LWLock	   *lock = partition_lock(hashcode);
 	CounterEntry *e;
 
 	LWLockAcquire(lock, LW_SHARED);
 	e = etab_find(key, hashcode);
-	if (e != NULL && !apply_delta(e, d, slots))
+	if (e != NULL && !apply_delta(e, d, slots, o))
 	{
-		/* would wrap a 32-bit delta: counted as spill, exactly */
-		add_spill(d);
+		if (key->flags & KEY_API)
+			add_spill(d);
+		else
+			e = NULL;
 	}
 	LWLockRelease(lock);
 	return e != NULL;
@@ -382,6 +447,24 @@ reserve_slot(pg_atomic_uint32 *counter, int64 limit)
 	return true;
 }
 
+/* the count of entries in a key's tier and the tier's capacity */
+static pg_atomic_uint32 *
+tier_of(const CounterKey *key, int64 *limit)
+{
+	if (key->flags & KEY_OVERFLOW)
+	{
+		*limit = OVERFLOW_RESERVE;
+		return &apicount_shared->overflow_entries;
+	}
+	if (key->flags & KEY_API)
+	{
+		*limit = apicount_shared->api_capacity;
+		return &apicount_shared->api_entries;
+	}
+	*limit = apicount_shared->capacity;
+	return &apicount_shared->normal_entries;
+}
+
 /*
  * Create the entry (the caller holds string references for it) and add.
  * Returns false if there is no room; the caller then drops its references.
@@ -389,13 +472,11 @@ reserve_slot(pg_atomic_uint32 *counter, int64 limit)
  */
 static bool
 create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
-			   const LocalSlot *slots, bool *created)
+			   const LocalSlot *slots, const CounterOther *o, bool *created)
 {
 	LWLock	   *lock = partition_lock(hashcode);
-	bool		overflow = (key->flags & KEY_OVERFLOW) != 0;
-	pg_atomic_uint32 *count = overflow ? &apicount_shared->overflow_entries
-		: &apicount_shared->normal_entries;
-	int64		limit = overflow ? OVERFLOW_RESERVE : apicount_shared->capacity;
+	int64		limit;
+	pg_atomic_uint32 *count = tier_of(key, &limit);
 	CounterEntry *e;
 	bool		found;
 
@@ -403,7 +484,7 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 	if (!reserve_slot(count, limit))
 	{
 		/* full, but the key may have appeared meanwhile */
-		return add_existing(key, hashcode, d, slots);
+		return add_existing(key, hashcode, d, slots, o);
 	}
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
@@ -415,8 +496,14 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 			init_entry(e);
 			*created = true;
 		}
-		if (!apply_delta(e, d, slots))
-			add_spill(d);
+		if (!apply_delta(e, d, slots, o))
+		{
+			/* as in add_existing (a fresh entry cannot wrap) */
+			if (key->flags & KEY_API)
+				add_spill(d);
+			else if (!*created)
+				e = NULL;
+		}
 	}
 	LWLockRelease(lock);
 
@@ -425,63 +512,28 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 	return e != NULL;
 }
 
-static void
-add_overflow(int32 minute, const CounterDelta *d, const LocalSlot *slots)
-{
-	CounterKey	key;
-	uint32		hashcode;
-	bool		created;
-	bool		added;
-
-	counters_overflow_key(minute, &key);
-	hashcode = etab_hash(&key);
-
-	pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, d->calls);
-	if (add_existing(&key, hashcode, d, slots))
-		return;
-	/* overflow strings are permanent; the entry takes references anyway */
-	strtab_ref(apicount_overflow_method_h, OVERFLOW_METHOD,
-			   strlen(OVERFLOW_METHOD));
-	strtab_ref(apicount_overflow_path_h, OVERFLOW_PATH,
-			   strlen(OVERFLOW_PATH));
-	added = create_and_add(&key, hashcode, d, slots, &created);
-	if (!created)
-	{
-		strtab_unref(apicount_overflow_method_h);
-		strtab_unref(apicount_overflow_path_h);
-	}
-	if (!added)
-		add_spill(d);
-}
-
-static CountedUnder
-counters_add_internal(const CounterKey *key, uint32 hashcode,
-			 const char *method, int method_len,
-			 const char *path, int path_len,
-			 const char *user, int user_len,
-			 const CounterDelta *delta,
-			 const LocalSlot *slots)
+/*
+ * Add to key's entry, creating it if its tier has room.  False when there
+ * was no entry and no room; nothing was added then.
+ */
+static bool
+add_or_create(const CounterKey *key, uint32 hashcode,
+			  const char *method, int method_len,
+			  const char *path, int path_len,
+			  const char *user, int user_len,
+			  const CounterDelta *d, const LocalSlot *slots,
+			  const CounterOther *o)
 {
 	bool		created = false;
 	bool		added = false;
+	int64		limit;
 
-	pg_atomic_fetch_add_u64(&apicount_shared->hits, delta->calls);
-	if (delta->truncated)
-		pg_atomic_fetch_add_u64(&apicount_shared->truncated, delta->truncated);
-	if (key->flags & KEY_OVERFLOW)
-		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+	if (add_existing(key, hashcode, d, slots, o))
+		return true;
 
-	if (add_existing(key, hashcode, delta, slots))
-		return COUNTED_KEY;
-
-	/* a full table sends new keys to overflow without touching strings */
-	if (!(key->flags & KEY_OVERFLOW) &&
-		(int64) pg_atomic_read_u32(&apicount_shared->normal_entries) >=
-		apicount_shared->capacity)
-	{
-		add_overflow(key->minute, delta, slots);
-		return COUNTED_OVERFLOW;
-	}
+	/* a full tier refuses new keys without touching strings */
+	if ((int64) pg_atomic_read_u32(tier_of(key, &limit)) >= limit)
+		return false;
 
 	/* new key: take string references first, never under a partition lock */
 	if (strtab_ref(key->method_h, method, method_len))
@@ -490,7 +542,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 		{
 			if (strtab_ref(key->user_h, user, user_len))
 			{
-				added = create_and_add(key, hashcode, delta, slots, &created);
+				added = create_and_add(key, hashcode, d, slots, o, &created);
 				if (!created)
 					strtab_unref(key->user_h);
 			}
@@ -500,9 +552,114 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 		if (!created)
 			strtab_unref(key->method_h);
 	}
-	if (!added)
-		add_overflow(key->minute, delta, slots);
-	return added ? COUNTED_KEY : COUNTED_OVERFLOW;
+	return added;
+}
+
+/* no per-slot counts: the slots of a delta that adds no calls */
+static const LocalSlot no_slots[APICOUNT_MAX_SLOTS];
+
+/*
+ * The API-level counts of a delta: its API's entry, else its method's
+ * "(other)" path, else the catch-all ("*", "(other)"), else the spill.
+ * *api is left as the key the counts landed on.
+ */
+static CountedUnder
+add_api(CounterKey *api, const char *method, int method_len,
+		const char *path, int path_len, const CounterDelta *delta,
+		const LocalSlot *slots, const CounterOther *o)
+{
+	bool		was_other = (api->flags & KEY_OVERFLOW) != 0;
+
+	if (add_or_create(api, etab_hash(api), method, method_len, path, path_len,
+					  NULL, 0, delta, slots, o))
+		return was_other ? COUNTED_OVERFLOW : COUNTED_KEY;
+
+	if (!was_other)
+		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+	counters_other_path_key(api->minute, api->method_h, api);
+	if (add_or_create(api, etab_hash(api), method, method_len,
+					  OTHER_PATH, strlen(OTHER_PATH), NULL, 0, delta, slots, o))
+		return COUNTED_OVERFLOW;
+	counters_catchall_key(api->minute, api);
+	if (add_or_create(api, etab_hash(api), ANY_METHOD, strlen(ANY_METHOD),
+					  OTHER_PATH, strlen(OTHER_PATH), NULL, 0, delta, slots, o))
+		return COUNTED_OVERFLOW;
+	add_spill(delta);
+	return COUNTED_SPILL;
+}
+
+static CountedUnder
+counters_add_internal(const CounterKey *key, uint32 hashcode,
+					  const char *method, int method_len,
+					  const char *path, int path_len,
+					  const char *user, int user_len,
+					  const CounterDelta *delta,
+					  const LocalSlot *slots,
+					  CounterKey *api)
+{
+	CounterOther all = {delta->calls, delta->ok, delta->client_errors,
+	delta->server_errors};
+	bool		caller = (key->flags & KEY_TRACKED) != 0;
+	CountedUnder under;
+	CounterKey	ck;
+	CounterDelta cd;
+	CounterDelta none;
+
+	pg_atomic_fetch_add_u64(&apicount_shared->hits, delta->calls);
+	if (delta->truncated)
+		pg_atomic_fetch_add_u64(&apicount_shared->truncated, delta->truncated);
+	if (key->flags & KEY_FOLDED)
+		pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
+
+	/* hits without a caller key are "(other callers)" of their API */
+	counters_api_key(key, api);
+	if (api->flags & KEY_OVERFLOW)
+		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+	under = add_api(api, method, method_len, path, path_len, delta, slots,
+					caller ? NULL : &all);
+	if (!caller || under == COUNTED_SPILL)
+		return under;
+
+	/* the caller, under the API its counts landed on; no latency */
+	ck = *key;
+	ck.method_h = api->method_h;
+	ck.path_h = api->path_h;
+	ck.flags = KEY_TRACKED;
+	if (memcmp(&ck, key, sizeof(ck)) != 0)
+		hashcode = etab_hash(&ck);
+	if (ck.method_h != key->method_h)
+	{
+		method = ANY_METHOD;
+		method_len = strlen(ANY_METHOD);
+	}
+	if (ck.path_h != key->path_h)
+	{
+		path = OTHER_PATH;
+		path_len = strlen(OTHER_PATH);
+	}
+	cd = *delta;
+	cd.lat_count = cd.lat_sum_ns = cd.lat_max_ns = 0;
+	if (add_or_create(&ck, hashcode, method, method_len, path, path_len,
+					  user, user_len, &cd, slots, NULL))
+		return under;
+
+	/* no room for the caller: folded into its API's "(other callers)" */
+	pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
+	memset(&none, 0, sizeof(none));
+	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,
+					   NULL, 0, &none, no_slots, &all))
+	{
+		/*
+		 * The API entry was flushed and freed since, and its tier filled
+		 * meanwhile: the catch-all keeps the caller total whole.
+		 */
+		counters_catchall_key(api->minute, &ck);
+		(void) add_or_create(&ck, etab_hash(&ck), ANY_METHOD,
+							 strlen(ANY_METHOD), OTHER_PATH,
+							 strlen(OTHER_PATH), NULL, 0, &none, no_slots,
+							 &all);
+	}
+	return under;
 }
 
 CountedUnder
@@ -511,14 +668,18 @@ counters_add(const CounterKey *key, uint32 hashcode,
 			 const char *path, int path_len,
 			 const char *user, int user_len,
 			 const CounterDelta *delta,
-			 const LocalSlot *slots)
+			 const LocalSlot *slots,
+			 uint64 *api_method_h, uint64 *api_path_h)
 {
 	CountedUnder r;
+	CounterKey	api;
 
 	delta_spilled = false;
 	Assert(hashcode == etab_hash(key));
 	r = counters_add_internal(key, hashcode, method, method_len, path, path_len,
-							  user, user_len, delta, slots);
+							  user, user_len, delta, slots, &api);
+	*api_method_h = api.method_h;
+	*api_path_h = api.path_h;
 	return delta_spilled ? COUNTED_SPILL : r;
 }
 
@@ -554,9 +715,32 @@ counters_read_delta(CounterEntry *e, CounterDelta *d)
 }
 
 void
-counters_subtract(CounterEntry *e, const CounterDelta *d)
+counters_read_other(CounterEntry *e, CounterOther *o)
+{
+	CounterTail *t = entry_tail(e);
+
+	o->calls = pg_atomic_read_u64(&t->other_calls);
+	o->ok = pg_atomic_read_u32(&t->other_ok);
+	o->client_errors = pg_atomic_read_u32(&t->other_client_errors);
+	o->server_errors = pg_atomic_read_u32(&t->other_server_errors);
+}
+
+void
+counters_subtract(CounterEntry *e, const CounterDelta *d,
+				  const CounterOther *o)
 {
 	uint64		expected = d->lat_max_ns;
+	CounterTail *t = entry_tail(e);
+
+	if (o != NULL)
+	{
+		pg_atomic_fetch_sub_u64(&t->other_calls, o->calls);
+		pg_atomic_fetch_sub_u32(&t->other_ok, (uint32) o->ok);
+		pg_atomic_fetch_sub_u32(&t->other_client_errors,
+								(uint32) o->client_errors);
+		pg_atomic_fetch_sub_u32(&t->other_server_errors,
+								(uint32) o->server_errors);
+	}
 
 	pg_atomic_fetch_sub_u64(&entry_tail(e)->calls, d->calls);
 	pg_atomic_fetch_sub_u32(entry_ok(e), (uint32) d->ok);
@@ -584,7 +768,8 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (!only_if_idle ||
 		(pg_atomic_read_u64(&entry_tail(e)->calls) == 0 &&
-		 pg_atomic_read_u32(&e->lat_count) == 0))
+		 pg_atomic_read_u32(&e->lat_count) == 0 &&
+		 pg_atomic_read_u64(&entry_tail(e)->other_calls) == 0))
 	{
 		etab_remove(e, hashcode);
 		removed = true;
@@ -593,9 +778,9 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 
 	if (removed)
 	{
-		pg_atomic_fetch_sub_u32((key.flags & KEY_OVERFLOW) ?
-								&apicount_shared->overflow_entries :
-								&apicount_shared->normal_entries, 1);
+		int64		limit;
+
+		pg_atomic_fetch_sub_u32(tier_of(&key, &limit), 1);
 		strtab_unref(key.method_h);
 		strtab_unref(key.path_h);
 		strtab_unref(key.user_h);

@@ -1,11 +1,19 @@
 /*-------------------------------------------------------------------------
  * counters.h
- *		The shared-memory counter table.
+ *		The shared-memory counter table: two tiers of entries.
  *
- * One entry per (minute, method, path, client_ip, user_id), stored by
- * entry_table.c (scans use etab_next there): unflushed
- * minute totals (deltas the worker has not written yet) plus per-slot
- * counts for the exact sliding windows.  Strings live in the string table
+ * API entries (KEY_API) are keyed (minute, method, path) and count every
+ * hit: calls, ok, errors, latency, per-slot counts, and the hits of the
+ * API that no caller entry holds ("(other callers)": hits without caller
+ * fields, and callers folded for lack of room).  Caller entries
+ * (KEY_TRACKED) are keyed (minute, method, path, client_ip, user_id) and
+ * count calls, ok and errors per slot.  Each tier has its own capacity
+ * (apicount.max_apis, apicount.max_entries), so callers never take an
+ * API's room: per-API counts do not depend on how many callers there are.
+ * An API that finds no room is counted under its method's path "(other)"
+ * (entries of the reserve, KEY_OVERFLOW); a caller that finds none is
+ * folded into its API's "(other callers)".  Entries live in entry_table.c
+ * (scans use etab_next there); strings live in the string table
  * (strtab.h); keys hold their 64-bit hashes.
  *
  * Locking rules:
@@ -34,15 +42,19 @@
 #include "utils/timestamp.h"
 
 #define COUNTER_PARTITIONS		16
-#define OVERFLOW_RESERVE		1024	/* entries kept for overflow keys */
+#define OVERFLOW_RESERVE		1024	/* entries kept for "(other)" paths */
 #define LIVE_HORIZON_SECS		120 /* exact sliding windows up to this */
 #define MAX_SLOTS				60
 
-#define KEY_TRACKED		0x01		/* caller fields were recorded */
-#define KEY_OVERFLOW	0x02		/* the per-minute overflow entry */
+#define KEY_TRACKED		0x01		/* a caller key: caller fields recorded */
+#define KEY_OVERFLOW	0x02		/* an API key of path "(other)" (reserve) */
+#define KEY_API			0x04		/* an API key (no caller fields) */
+#define KEY_FOLDED		0x08		/* pending only: an API key holding hits
+									 * whose callers the backend folded */
 
-#define OVERFLOW_METHOD "*"
-#define OVERFLOW_PATH	"(overflow)"
+#define ANY_METHOD		"*"			/* method of the catch-all "(other)" */
+#define OTHER_PATH		"(other)"
+#define OTHER_CALLERS	"(other callers)"	/* user_id of that caller row */
 
 typedef struct CounterKey
 {
@@ -100,11 +112,29 @@ typedef struct CounterEntry
 	pg_atomic_uint32 cnt[FLEXIBLE_ARRAY_MEMBER];
 } CounterEntry;
 
+/*
+ * The tail of an entry.  On API entries, other_* count the hits that no
+ * caller entry holds (the "(other callers)" row of caller_minute).
+ */
 typedef struct CounterTail
 {
 	pg_atomic_uint64 calls;
 	pg_atomic_uint64 lat_max_ns;
+	pg_atomic_uint64 other_calls;
+	pg_atomic_uint32 other_ok;
+	pg_atomic_uint32 other_client_errors;
+	pg_atomic_uint32 other_server_errors;
+	pg_atomic_uint32 pad;
 } CounterTail;
+
+/* the unflushed "(other callers)" counts of an API entry */
+typedef struct CounterOther
+{
+	uint64		calls;
+	uint64		ok;
+	uint64		client_errors;
+	uint64		server_errors;
+} CounterOther;
 
 /* slots per minute at most (apicount.slot_seconds is at least 1) */
 #define APICOUNT_MAX_SLOTS	60
@@ -116,13 +146,16 @@ typedef struct ApicountShared
 	int			nslots;			/* slots per minute */
 	int			slot_seconds;
 	Size		tail_offset;	/* of an entry's CounterTail */
-	int64		capacity;		/* apicount.max_entries */
-	pg_atomic_uint32 normal_entries;
-	pg_atomic_uint32 overflow_entries;
+	int64		capacity;		/* apicount.max_entries: caller entries */
+	int64		api_capacity;	/* apicount.max_apis: API entries */
+	pg_atomic_uint32 normal_entries;	/* caller entries */
+	pg_atomic_uint32 api_entries;
+	pg_atomic_uint32 overflow_entries;	/* "(other)" API entries */
 
 	/* statistics */
 	pg_atomic_uint64 hits;
-	pg_atomic_uint64 overflow_hits;
+	pg_atomic_uint64 overflow_hits; /* hits counted under an "(other)" path */
+	pg_atomic_uint64 folded_calls;	/* callers folded into "(other callers)" */
 	pg_atomic_uint64 truncated;
 	pg_atomic_uint64 flushes;
 	pg_atomic_uint64 flush_failures;
@@ -206,12 +239,20 @@ extern int	counters_lwlock_count(void);
 extern void counters_shmem_init(void);
 extern bool counters_ready(void);
 
-/* hashes of OVERFLOW_METHOD and OVERFLOW_PATH */
-extern uint64 apicount_overflow_method_h;
-extern uint64 apicount_overflow_path_h;
+/* hashes of ANY_METHOD, OTHER_PATH and OTHER_CALLERS (permanent strings) */
+extern uint64 apicount_any_method_h;
+extern uint64 apicount_other_path_h;
+extern uint64 apicount_other_callers_h;
 
-/* the key of the minute's overflow entry */
-extern void counters_overflow_key(int32 minute, CounterKey *key);
+/* the API key ("*", "(other)") of a minute: the last resort of a hit */
+extern void counters_catchall_key(int32 minute, CounterKey *key);
+
+/* the API key of a key: its minute, method and path (flags KEY_API) */
+extern void counters_api_key(const CounterKey *key, CounterKey *api);
+
+/* the key (method, "(other)") of a minute (flags KEY_API | KEY_OVERFLOW) */
+extern void counters_other_path_key(int32 minute, uint64 method_h,
+									CounterKey *key);
 
 /* the key's client_ip as an inet datum (key->ip_family must be set) */
 extern Datum counters_key_inet(const CounterKey *key);
@@ -225,25 +266,30 @@ extern Datum counters_key_inet(const CounterKey *key);
 extern uint64 apicount_hash_seed;
 extern uint64 apicount_hash_string(const char *s, size_t len);
 
-/* where counters_add counted a delta */
+/* where counters_add counted a delta's API-level counts */
 typedef enum CountedUnder
 {
-	COUNTED_KEY,				/* the key's own entry */
-	COUNTED_OVERFLOW,			/* the minute's overflow entry */
+	COUNTED_KEY,				/* the API's own entry */
+	COUNTED_OVERFLOW,			/* an "(other)" path entry */
 	COUNTED_SPILL				/* the spill counters (written at flush time) */
 } CountedUnder;
 
 /*
- * Add a committed delta for key (strings given for interning); hashcode is
- * etab_hash(key).  Never throws: hits that find no room go to the overflow
- * entry, and if even that has none, to the spill counters.
+ * Add a committed delta for key (strings given for interning; hashcode is
+ * etab_hash(key)): to its API entry, and for a caller key (KEY_TRACKED) to
+ * its caller entry too, or to the API's "(other callers)" when no caller
+ * entry has room.  Never throws: an API that finds no room is counted
+ * under "(other)", and if even that has none, in the spill counters.
+ * *api_method_h and *api_path_h tell the API the counts landed on (where
+ * the delta's latencies belong).
  */
 extern CountedUnder counters_add(const CounterKey *key, uint32 hashcode,
 						 const char *method, int method_len,
 						 const char *path, int path_len,
 						 const char *user, int user_len,
 						 const CounterDelta *delta,
-						 const LocalSlot *slots);
+						 const LocalSlot *slots,
+						 uint64 *api_method_h, uint64 *api_path_h);
 
 /* scans: take every partition lock in the given mode, in order */
 extern void counters_lock_all(LWLockMode mode);
@@ -258,8 +304,12 @@ extern bool counters_remove(CounterEntry *entry, bool only_if_idle);
 /* read an entry's unflushed deltas (atomically per field) */
 extern void counters_read_delta(CounterEntry *entry, CounterDelta *d);
 
+/* read an API entry's unflushed "(other callers)" counts */
+extern void counters_read_other(CounterEntry *entry, CounterOther *o);
+
 /* subtract a flushed snapshot from an entry's deltas */
-extern void counters_subtract(CounterEntry *entry, const CounterDelta *d);
+extern void counters_subtract(CounterEntry *entry, const CounterDelta *d,
+							  const CounterOther *o);
 
 /* take and clear the spill counters */
 extern void counters_take_spill(CounterDelta *d);

@@ -53,6 +53,7 @@ typedef struct FlushItem
 	CounterEntry *entry;		/* NULL for the spill counters */
 	CounterKey	key;
 	CounterDelta d;
+	CounterOther o;				/* API items: the "(other callers)" counts */
 	ItemPointerData tid;		/* where the flush wrote the caller row */
 } FlushItem;
 
@@ -178,6 +179,12 @@ delta_is_zero(const CounterDelta *d)
 	return d->calls == 0 && d->lat_count == 0;
 }
 
+static inline bool
+is_api_item(const FlushItem *it)
+{
+	return (it->key.flags & KEY_API) != 0;
+}
+
 /* copy the unflushed deltas of every entry (shared locks only) */
 static FlushItem *
 take_snapshot(int *nitems)
@@ -195,9 +202,13 @@ take_snapshot(int *nitems)
 	while ((e = etab_next(&cursor)) != NULL)
 	{
 		CounterDelta d;
+		CounterOther o;
 
 		counters_read_delta(e, &d);
-		if (delta_is_zero(&d))
+		memset(&o, 0, sizeof(o));
+		if (e->key.flags & KEY_API)
+			counters_read_other(e, &o);
+		if (delta_is_zero(&d) && o.calls == 0)
 			continue;
 		if (n == cap)
 		{
@@ -207,12 +218,16 @@ take_snapshot(int *nitems)
 		items[n].entry = e;
 		items[n].key = e->key;
 		items[n].d = d;
+		items[n].o = o;
 		ItemPointerSetInvalid(&items[n].tid);
 		n++;
 	}
 	counters_unlock_all();
 
-	/* hits that found no room at all are written as overflow, now */
+	/*
+	 * Hits that found no room at all are written under the catch-all API
+	 * of the current minute, now, and all of them as its "(other callers)".
+	 */
 	counters_take_spill(&spill);
 	if (!delta_is_zero(&spill))
 	{
@@ -220,9 +235,13 @@ take_snapshot(int *nitems)
 			items = repalloc_huge(items, (cap + 1) * sizeof(FlushItem));
 		memset(&items[n], 0, sizeof(FlushItem));
 		items[n].entry = NULL;
-		counters_overflow_key(apicount_minute_of(GetCurrentTimestamp()),
+		counters_catchall_key(apicount_minute_of(GetCurrentTimestamp()),
 							  &items[n].key);
 		items[n].d = spill;
+		items[n].o.calls = spill.calls;
+		items[n].o.ok = spill.ok;
+		items[n].o.client_errors = spill.client_errors;
+		items[n].o.server_errors = spill.server_errors;
 		ItemPointerSetInvalid(&items[n].tid);
 		n++;
 	}
@@ -315,6 +334,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (i = 0; i < nitems; i++)
 	{
+		if (!is_api_item(&items[i]) || delta_is_zero(&items[i].d))
+			continue;
 		row = api_row(rows, items[i].key.minute, items[i].key.method_h,
 					  items[i].key.path_h, hourly);
 		row->d.calls += items[i].d.calls;
@@ -399,8 +420,8 @@ take_latency_snapshot(int *n)
 		if (strtab_get(snap[i].key.method_h, &c, 1) < 0 ||
 			strtab_get(snap[i].key.path_h, &c, 1) < 0)
 		{
-			snap[i].key.method_h = apicount_overflow_method_h;
-			snap[i].key.path_h = apicount_overflow_path_h;
+			snap[i].key.method_h = apicount_any_method_h;
+			snap[i].key.path_h = apicount_other_path_h;
 		}
 	}
 	return snap;
@@ -469,13 +490,14 @@ caller_row_cmp(const void *pa, const void *pb)
 	return a->user == NULL ? 0 : text_bytes_cmp(a->user, b->user);
 }
 
-/* the key of a minute's overflow row, which several entries can share */
+/*
+ * A caller key that names an API's "(other callers)" row (a user id sent
+ * as OTHER_CALLERS without an IP): that row is shared with the API entry.
+ */
 static bool
-is_overflow_row(const CounterKey *key)
+is_other_callers_row(const CounterKey *key)
 {
-	return key->method_h == apicount_overflow_method_h &&
-		key->path_h == apicount_overflow_path_h &&
-		key->ip_family == 0 && key->user_h == 0;
+	return key->ip_family == 0 && key->user_h == apicount_other_callers_h;
 }
 
 /* heap order of two rows' TIDs */
@@ -488,10 +510,11 @@ caller_tid_cmp(const void *pa, const void *pb)
 
 /*
  * Merge sorted rows that are one caller_minute row; returns how many are
- * left.  Two entries can be one row: a hit sent as method '*' and path
- * '(overflow)' without IP and user id names the minute's overflow row, and
- * so do the spill counters.  One upsert may not touch a row twice.
- * Rows of other keys are one entry each (is_overflow_row).
+ * left.  Two items can be one row: the spill counters and the catch-all
+ * entry of the current minute both write the catch-all's "(other
+ * callers)" row, and so does a caller entry that names it
+ * (is_other_callers_row).  One upsert may not touch a row twice.  Rows of
+ * other keys are one item each.
  */
 static int
 merge_equal_rows(CallerRow *rows, int n)
@@ -692,6 +715,7 @@ write_caller_minute(FlushItem *items, int nitems)
 	CallerRow  *rows;
 	CallerRow  *newrows;
 	CallerRow  *atrows;
+	text	   *other_callers = cstring_to_text(OTHER_CALLERS);
 
 	/* up to max_entries items: may pass 1 GB */
 	rows = MemoryContextAllocHuge(CurrentMemoryContext,
@@ -700,6 +724,23 @@ write_caller_minute(FlushItem *items, int nitems)
 	{
 		FlushItem  *it = &items[i];
 
+		if (is_api_item(it))
+		{
+			/* the API's "(other callers)" row: always the upsert */
+			if (it->o.calls == 0)
+				continue;
+			rows[n].item = it;
+			rows[n].method = DatumGetTextPP(string_datum(it->key.method_h));
+			rows[n].path = DatumGetTextPP(string_datum(it->key.path_h));
+			rows[n].user = other_callers;
+			rows[n].calls = it->o.calls;
+			rows[n].ok = it->o.ok;
+			rows[n].client_errors = it->o.client_errors;
+			rows[n].server_errors = it->o.server_errors;
+			rows[n].known = ROW_UNKNOWN;
+			n++;
+			continue;
+		}
 		if (!(it->key.flags & KEY_TRACKED) || it->d.calls == 0)
 			continue;
 		rows[n].item = it;
@@ -711,9 +752,8 @@ write_caller_minute(FlushItem *items, int nitems)
 		rows[n].ok = it->d.ok;
 		rows[n].client_errors = it->d.client_errors;
 		rows[n].server_errors = it->d.server_errors;
-		/* overflow rows (and the spill, which has no entry): the upsert */
-		rows[n].known = it->entry == NULL || is_overflow_row(&it->key) ?
-			ROW_UNKNOWN : known_rows_get(it->entry, &rows[n].tid);
+		rows[n].known = is_other_callers_row(&it->key) ? ROW_UNKNOWN :
+			known_rows_get(it->entry, &rows[n].tid);
 		n++;
 	}
 	if (n == 0)
@@ -736,8 +776,8 @@ write_caller_minute(FlushItem *items, int nitems)
 
 	/*
 	 * Inserts and upserts go in the unique index's order, updates by TID in
-	 * heap order.  Overflow rows, the only ones entries share, are all
-	 * upserted, so merging among those is enough.
+	 * heap order.  "(other callers)" rows, the only ones items share, are
+	 * all upserted, so merging among those is enough.
 	 */
 	qsort(rows, nother, sizeof(CallerRow), caller_row_cmp);
 	nother = merge_equal_rows(rows, nother);
@@ -841,8 +881,10 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		{
 			if (items[i].entry == NULL)
 				continue;
-			counters_subtract(items[i].entry, &items[i].d);
-			if ((items[i].key.flags & KEY_TRACKED) && items[i].d.calls != 0)
+			counters_subtract(items[i].entry, &items[i].d,
+							  is_api_item(&items[i]) ? &items[i].o : NULL);
+			if (!is_api_item(&items[i]) &&
+				(items[i].key.flags & KEY_TRACKED) && items[i].d.calls != 0)
 				known_rows_written(items[i].entry, &items[i].tid);
 		}
 		latstore_subtract(lat, nlat);

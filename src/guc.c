@@ -16,6 +16,7 @@
 
 char	   *apicount_database = NULL;
 int			apicount_max_entries = 100000;
+int			apicount_max_apis = 10000;
 int			apicount_slot_seconds = 5;
 int			apicount_flush_interval_ms = 5000;
 char	   *apicount_retention_text = NULL;
@@ -146,10 +147,19 @@ apicount_define_gucs(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("apicount.max_entries",
-							"Maximum number of live counter entries in shared memory.",
-							"Hits that find no room are counted in an overflow entry.",
+							"Maximum number of live caller entries (minute, API, client IP, user id) in shared memory.",
+							"Hits of callers that find no room are counted under their API's \"(other callers)\".",
 							&apicount_max_entries,
 							100000, 1000, 50000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("apicount.max_apis",
+							"Maximum number of live API entries (minute, method, path) in shared memory.",
+							"Hits of APIs that find no room are counted under their method's path \"(other)\".",
+							&apicount_max_apis,
+							10000, 100, 10000000,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);

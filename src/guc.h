@@ -8,6 +8,7 @@
 
 extern char *apicount_database;
 extern int	apicount_max_entries;
+extern int	apicount_max_apis;
 extern int	apicount_slot_seconds;
 extern int	apicount_flush_interval_ms;
 extern char *apicount_retention_text;

@@ -256,8 +256,8 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		/* strings gone: their API's counts went to overflow */
 		if (m == NULL || p == NULL)
 		{
-			m = cstring_to_text(OVERFLOW_METHOD);
-			p = cstring_to_text(OVERFLOW_PATH);
+			m = cstring_to_text(ANY_METHOD);
+			p = cstring_to_text(OTHER_PATH);
 		}
 		values[0] = TimestampTzGetDatum((TimestampTz) h->minute * USECS_PER_MINUTE);
 		values[1] = PointerGetDatum(m);

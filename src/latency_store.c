@@ -25,25 +25,26 @@ static LWLockPadded *latlocks = NULL;
 
 /*
  * Pages held at once: one flush interval of distinct (API, minute, bucket
- * group) triples.  An eighth of max_entries plus 1,024 (13,524 pages,
- * 216,384 bucket counters at the default), about 5 % of the shared memory.
+ * group) triples.  An eighth of the entries of both tiers
+ * (apicount.max_entries + apicount.max_apis) plus 1,024 (14,774 pages,
+ * 236,384 bucket counters at the defaults), about 5 % of the shared memory.
  */
 static int64
-page_capacity(int64 max_entries)
+page_capacity(int64 entries)
 {
-	return max_entries / 8 + 1024;
+	return entries / 8 + 1024;
 }
 
 Size
-latstore_shmem_size(int64 max_entries)
+latstore_shmem_size(int64 entries)
 {
 	return add_size(MAXALIGN(sizeof(LatHeader)),
-					hash_estimate_size(page_capacity(max_entries),
+					hash_estimate_size(page_capacity(entries),
 									   sizeof(LatPage)));
 }
 
 void
-latstore_shmem_init(int64 max_entries, LWLockPadded *locks)
+latstore_shmem_init(int64 entries, LWLockPadded *locks)
 {
 	bool		found;
 	HASHCTL		info;
@@ -53,7 +54,7 @@ latstore_shmem_init(int64 max_entries, LWLockPadded *locks)
 							 &found);
 	if (!found)
 	{
-		lathdr->capacity = page_capacity(max_entries);
+		lathdr->capacity = page_capacity(entries);
 		pg_atomic_init_u64(&lathdr->unbinned, 0);
 	}
 	memset(&info, 0, sizeof(info));
@@ -61,8 +62,8 @@ latstore_shmem_init(int64 max_entries, LWLockPadded *locks)
 	info.entrysize = sizeof(LatPage);
 	info.num_partitions = LAT_PARTITIONS;
 	latstore = ShmemInitHash("apicount latency pages",
-							 page_capacity(max_entries),
-							 page_capacity(max_entries), &info,
+							 page_capacity(entries),
+							 page_capacity(entries), &info,
 							 HASH_ELEM | HASH_BLOBS | HASH_PARTITION |
 							 HASH_FIXED_SIZE);
 }

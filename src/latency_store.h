@@ -57,8 +57,9 @@ typedef struct LatSnap
 	uint32		counts[LAT_PAGE_BUCKETS];
 } LatSnap;
 
-extern Size latstore_shmem_size(int64 max_entries);
-extern void latstore_shmem_init(int64 max_entries, LWLockPadded *locks);
+/* entries: of both counter tiers (apicount.max_entries + max_apis) */
+extern Size latstore_shmem_size(int64 entries);
+extern void latstore_shmem_init(int64 entries, LWLockPadded *locks);
 
 /* add counts (pairs sorted by idx); never throws */
 extern void latstore_add(uint64 method_h, uint64 path_h, int32 minute,

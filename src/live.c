@@ -126,8 +126,8 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 	rows = collect(&n);
 	for (i = 0; i < n; i++)
 	{
-		Datum		values[14];
-		bool		nulls[14];
+		Datum		values[15];
+		bool		nulls[15];
 		LiveRow    *r = &rows[i];
 
 		memset(nulls, 0, sizeof(nulls));
@@ -144,6 +144,8 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 		values[12] = Float8GetDatum((double) r->d.lat_sum_ns / 1000000.0);
 		nulls[13] = r->d.lat_count == 0;
 		values[13] = Float8GetDatum((double) r->d.lat_max_ns / 1000000.0);
+		values[14] = CStringGetTextDatum((r->key.flags & KEY_API) ? "api" :
+										 "caller");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -221,20 +223,29 @@ group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
 	return true;
 }
 
-/* does an entry take part in a _live_groups query? */
+/*
+ * Does an entry take part in a _live_groups query?  A query of callers
+ * (grouped by IP or user, or tracked_only) reads the caller tier, any
+ * other the API tier (counters.h): each hit is in each tier at most once.
+ */
 static inline bool
 entry_selected(const CounterKey *ck, int dims, uint64 path_h,
 			   bool tracked_only, bool named_callers,
 			   int32 min_minute, int32 max_minute)
 {
+	bool		of_callers = (dims & (G_IP | G_USER)) || tracked_only ||
+		named_callers;
+
 	if (ck->minute < min_minute || ck->minute > max_minute)
 		return false;
 	if (path_h != 0 && ck->path_h != path_h)
 		return false;
-	if ((tracked_only || named_callers) && !(ck->flags & KEY_TRACKED))
+	if (of_callers != ((ck->flags & KEY_TRACKED) != 0))
+		return false;
+	if (!of_callers && !(ck->flags & KEY_API))
 		return false;
 	if (named_callers &&
-		((ck->flags & KEY_OVERFLOW) ||
+		(ck->method_h == apicount_any_method_h ||
 		 ((dims & G_IP) && ck->ip_family == 0) ||
 		 ((dims & G_USER) && ck->user_h == 0)))
 		return false;
@@ -469,7 +480,9 @@ apicount_live_groups(PG_FUNCTION_ARGS)
  *		by_caller bool)
  *
  * Unflushed deltas of the minutes in [from_bucket, to_ts), per API and
- * minute, or per entry (tracked hits only) when by_caller.
+ * minute (the API tier), or when by_caller per caller entry plus each
+ * API's "(other callers)" row (NULL client_ip, user_id OTHER_CALLERS), as
+ * the flush writes them to caller_minute.
  */
 Datum
 apicount_live_minutes(PG_FUNCTION_ARGS)
@@ -503,12 +516,30 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 		if (e->key.minute < from_minute || e->key.minute > to_minute)
 			continue;
-		if (by_caller && !(e->key.flags & KEY_TRACKED))
-			continue;
-		counters_read_delta(e, &d);
-		if (d.calls == 0 && d.lat_count == 0)
-			continue;
-		group_key(&e->key, dims, &gk);
+		if (by_caller && (e->key.flags & KEY_API))
+		{
+			CounterOther o;
+
+			counters_read_other(e, &o);
+			if (o.calls == 0)
+				continue;
+			memset(&d, 0, sizeof(d));
+			d.calls = o.calls;
+			d.ok = o.ok;
+			d.client_errors = o.client_errors;
+			d.server_errors = o.server_errors;
+			group_key(&e->key, dims, &gk);
+			gk.user_h = apicount_other_callers_h;
+		}
+		else
+		{
+			if (!(e->key.flags & KEY_API) != by_caller)
+				continue;
+			counters_read_delta(e, &d);
+			if (d.calls == 0 && d.lat_count == 0)
+				continue;
+			group_key(&e->key, dims, &gk);
+		}
 		g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk));
 		g->d.calls += d.calls;
 		g->d.ok += d.ok;
@@ -547,8 +578,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[19];
-	bool		nulls[19];
+	Datum		values[23];
+	bool		nulls[23];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -565,6 +596,7 @@ apicount_stats(PG_FUNCTION_ARGS)
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int64GetDatum(s->capacity);
 	values[1] = Int64GetDatum((int64) pg_atomic_read_u32(&s->normal_entries) +
+							  pg_atomic_read_u32(&s->api_entries) +
 							  pg_atomic_read_u32(&s->overflow_entries));
 	values[2] = Int64GetDatum(pg_atomic_read_u64(&s->hits));
 	values[3] = Int64GetDatum(pg_atomic_read_u64(&s->overflow_hits));
@@ -587,6 +619,11 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[16] = Int64GetDatum(pg_atomic_read_u64(&s->caller_rows_upserted));
 	values[17] = Int64GetDatum(strtab_count());
 	values[18] = Int64GetDatum(strtab_capacity());
+	/* the tiers (counters.h) */
+	values[19] = Int64GetDatum(s->api_capacity);
+	values[20] = Int64GetDatum((int64) pg_atomic_read_u32(&s->api_entries));
+	values[21] = Int64GetDatum((int64) pg_atomic_read_u32(&s->normal_entries));
+	values[22] = Int64GetDatum(pg_atomic_read_u64(&s->folded_calls));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -15,7 +15,7 @@
  *
  * Latencies are kept per key as sorted (bucket, count) pairs and go to the
  * latency store (latency_store.h) under the API the counts landed on: the
- * key's own, or overflow when the counter table had no room.
+ * key's own, or an "(other)" path when the API tier had no room.
  *
  * Memory and error rules: the merge runs in the XACT_EVENT_COMMIT callback,
  * after the commit record, where an ERROR is not allowed: counters_add
@@ -139,7 +139,7 @@ typedef struct PendingLevel
 	char	   *bump;			/* free space of the current entry block */
 	Size		bump_left;
 	char	   *first_block;	/* FIRST_BLOCK_ENTRIES entries, in cxt */
-	/* overflow entries by minute % OVERFLOW_CACHE (a COPY spans minutes) */
+	/* catch-all entries by minute % OVERFLOW_CACHE (a COPY spans minutes) */
 	PendingEntry *overflow[OVERFLOW_CACHE];
 	struct PendingLevel *next;	/* the enclosing level */
 } PendingLevel;
@@ -171,7 +171,7 @@ entry_of(const PendingRef *ref)
 	return (PendingEntry *) unconstify(CounterKey *, ref->key);
 }
 
-/* where the level's cached overflow entry of a minute is kept */
+/* where the level's cached catch-all entry of a minute is kept */
 static inline PendingEntry **
 overflow_slot(PendingLevel *lvl, int32 minute)
 {
@@ -572,28 +572,68 @@ static PendingEntry *level_entry(PendingLevel *lvl, const CounterKey *key,
 								 int path_len, const char *user,
 								 int user_len);
 
-/* the level's entry of the minute's overflow key */
+/* the level's entry of the minute's catch-all key ("*", "(other)") */
 static PendingEntry *
-overflow_entry(PendingLevel *lvl, int32 minute)
+catchall_entry(PendingLevel *lvl, int32 minute)
 {
-	/* rows past the level's bound come here one after another */
+	/* rows past the level's bounds may come here one after another */
 	PendingEntry *cached = *overflow_slot(lvl, minute);
 	CounterKey	okey;
 
 	if (cached != NULL && cached->key.minute == minute)
 		return cached;
 
-	counters_overflow_key(minute, &okey);
-	return level_entry(lvl, &okey, etab_hash(&okey), OVERFLOW_METHOD,
-					   strlen(OVERFLOW_METHOD), OVERFLOW_PATH,
-					   strlen(OVERFLOW_PATH), NULL, 0);
+	counters_catchall_key(minute, &okey);
+	return level_entry(lvl, &okey, etab_hash(&okey), ANY_METHOD,
+					   strlen(ANY_METHOD), OTHER_PATH,
+					   strlen(OTHER_PATH), NULL, 0);
+}
+
+static inline bool
+is_catchall(const CounterKey *key)
+{
+	return key->path_h == apicount_other_path_h &&
+		key->method_h == apicount_any_method_h;
+}
+
+/*
+ * Memory bound: a level never holds more distinct keys than the shared
+ * tiers have entries, since at commit the surplus would be folded anyway;
+ * so keys past the bounds are folded here, the way the tiers fold them
+ * (totals unchanged).  A caller key past apicount.max_entries keys becomes
+ * its API's key (KEY_FOLDED: "(other callers)"); an API key past that plus
+ * apicount.max_apis becomes its method's "(other)"; past the reserve too,
+ * the catch-all, which is made whatever the count (one per minute).
+ */
+static PendingEntry *
+folded_entry(PendingLevel *lvl, const CounterKey *key,
+			 const char *method, int method_len,
+			 const char *path, int path_len)
+{
+	CounterKey	fk;
+
+	if (key->flags & KEY_TRACKED)
+	{
+		counters_api_key(key, &fk);
+		fk.flags = KEY_FOLDED;
+		return level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
+						   path, path_len, NULL, 0);
+	}
+	if (!(key->flags & KEY_OVERFLOW))
+	{
+		counters_other_path_key(key->minute, key->method_h, &fk);
+		fk.flags = KEY_OVERFLOW | (key->flags & KEY_FOLDED);
+		return level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
+						   OTHER_PATH, strlen(OTHER_PATH), NULL, 0);
+	}
+	return catchall_entry(lvl, key->minute);
 }
 
 /*
  * The entry of a level that counts for a key: the key's own, created if
- * needed, or the minute's overflow entry when the level is at its bound.
+ * needed, or a folded key's when the level is at its bound (folded_entry).
  * A different string with the same hash (a 64-bit collision) is routed to
- * the overflow key rather than merged.
+ * the catch-all key rather than merged.
  */
 static PendingEntry *
 level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
@@ -610,16 +650,14 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		bool		found;
 		Size		esize = pending_entry_size();
 		char	   *room;
+		int64		bound = apicount_shared->capacity;
 
-		/*
-		 * Memory bound: a level never holds more distinct keys than the
-		 * shared table has entries, since at commit the surplus would
-		 * overflow anyway.  New keys past that count as overflow right away
-		 * (totals unchanged).
-		 */
-		if (!(key->flags & KEY_OVERFLOW) &&
-			lvl->nentries >= apicount_shared->capacity)
-			return overflow_entry(lvl, key->minute);
+		if (!(key->flags & KEY_TRACKED))
+			bound += apicount_shared->api_capacity;
+		if (key->flags & KEY_OVERFLOW)
+			bound += OVERFLOW_RESERVE;
+		if (lvl->nentries >= bound && !is_catchall(key))
+			return folded_entry(lvl, key, method, method_len, path, path_len);
 		/* the entry is complete before the index refers to it */
 		e = (PendingEntry *) level_take(lvl, esize +
 										string_room(method, method_len) +
@@ -647,9 +685,9 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		e = entry_of(ref);
 		if (!same_strings(e, method, method_len, path, path_len,
 						  user, user_len))
-			return overflow_entry(lvl, key->minute);
+			return catchall_entry(lvl, key->minute);
 	}
-	if (key->flags & KEY_OVERFLOW)
+	if (is_catchall(key))
 		*overflow_slot(lvl, key->minute) = e;
 	return e;
 }
@@ -809,6 +847,8 @@ merge_into_shared(void)
 		{
 			CountedUnder under;
 			LocalSlot	buf[APICOUNT_MAX_SLOTS];
+			uint64		api_method_h;
+			uint64		api_path_h;
 
 			if (ahead != NULL)
 			{
@@ -819,17 +859,15 @@ merge_into_shared(void)
 				continue;		/* made by a savepoint merge that failed */
 			under = counters_add(&e->key, e->hash, e->method, e->method_len,
 								 e->path, e->path_len, e->user, e->user_len,
-								 &e->d, slots_of(e, buf));
+								 &e->d, slots_of(e, buf), &api_method_h,
+								 &api_path_h);
 
 			make_sparse(e);		/* the entry goes after this */
 			if (e->lat_n == 0)
 				continue;
-			if (under == COUNTED_KEY)
-				latstore_add(e->key.method_h, e->key.path_h, e->key.minute,
+			if (under != COUNTED_SPILL)
+				latstore_add(api_method_h, api_path_h, e->key.minute,
 							 e->lat, e->lat_n);
-			else if (under == COUNTED_OVERFLOW)
-				latstore_add(apicount_overflow_method_h, apicount_overflow_path_h,
-							 e->key.minute, e->lat, e->lat_n);
 			else
 				latstore_add_unbinned(e->lat, e->lat_n);
 		}
