@@ -9,6 +9,7 @@ OBJS = \
 	src/normalize.o \
 	src/strtab.o \
 	src/counters.o \
+	src/heavy.o \
 	src/entry_table.o \
 	src/pending.o \
 	src/prefault.o \

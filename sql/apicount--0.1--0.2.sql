@@ -39,7 +39,8 @@ CREATE FUNCTION @extschema@._stats(
 	OUT caller_rows_upserted bigint, OUT strings bigint,
 	OUT strings_capacity bigint, OUT api_capacity bigint,
 	OUT api_entries bigint, OUT caller_entries bigint,
-	OUT folded_calls bigint)
+	OUT folded_calls bigint, OUT folded_unsummarized bigint,
+	OUT heavy_counters bigint, OUT heavy_bound bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'apicount_stats'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -54,9 +55,147 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT client_ip IS NULL AND user_id IS NOT DISTINCT FROM '(other callers)' $$;
 
-CREATE OR REPLACE FUNCTION @extschema@.top_callers(n integer DEFAULT 10, since interval DEFAULT '1 minute',
+-- the network of an address: /apicount.net_prefix_v4 or /apicount.net_prefix_v6
+CREATE FUNCTION @extschema@._net(ip inet)
+RETURNS inet
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT network(set_masklen(ip, CASE WHEN family(ip) = 4
+		THEN current_setting('apicount.net_prefix_v4')::integer
+		ELSE current_setting('apicount.net_prefix_v6')::integer END))
+$$;
+
+---------------------------------------------------------------------------
+-- Heavy callers among the folded ones (src/heavy.h): per minute and
+-- grouped_by, Space-Saving summaries of the calls folded into "(other
+-- callers)".  A row's true count lies in [calls - calls_error, calls]; a
+-- caller of an API absent from a minute's rows folded at most that
+-- minute's absent_bound calls (heavy_minute_bounds).  Written by the
+-- worker once a minute is past the live horizon; _live_heavy reads the
+-- minutes before that.
+---------------------------------------------------------------------------
+CREATE TABLE @extschema@.caller_heavy_minute (
+	bucket          timestamptz NOT NULL,
+	grouped_by        text NOT NULL CHECK (grouped_by IN ('ip_user', 'ip', 'user', 'net')),
+	method          text NOT NULL,
+	path            text NOT NULL,
+	client_ip       inet,
+	user_id         text,
+	calls           bigint NOT NULL,
+	calls_error     bigint NOT NULL,
+	errors          bigint NOT NULL,
+	CONSTRAINT caller_heavy_minute_key UNIQUE NULLS NOT DISTINCT
+		(bucket, grouped_by, method, path, client_ip, user_id)
+);
+CREATE TABLE @extschema@.heavy_minute_bounds (
+	bucket          timestamptz NOT NULL,
+	grouped_by        text NOT NULL,
+	folded_calls    bigint NOT NULL,
+	absent_bound    bigint NOT NULL,
+	PRIMARY KEY (bucket, grouped_by)
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.caller_heavy_minute', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.heavy_minute_bounds', '');
+
+CREATE FUNCTION @extschema@._live_heavy(from_bucket timestamptz, to_ts timestamptz,
+	grouped_by text,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
+	OUT user_id text, OUT calls bigint, OUT calls_error bigint, OUT errors bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_heavy'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- the sliding windows count folded heavy callers too, and by network
+DROP FUNCTION @extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean);
+CREATE FUNCTION @extschema@._live_groups(since interval, by_api boolean,
+	by_ip boolean, by_user boolean, path text, min_calls bigint,
+	tracked_only boolean, named_callers boolean, with_ok boolean,
+	by_net boolean DEFAULT false,
+	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
+	OUT calls bigint, OUT ok bigint, OUT errors bigint,
+	OUT unflushed_latency_count bigint, OUT unflushed_latency_sum_ms double precision,
+	OUT calls_error bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_groups'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE OR REPLACE FUNCTION @extschema@._check_by(by text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF by IS NULL OR by NOT IN ('ip', 'user', 'ip_user', 'net') THEN
+		RAISE EXCEPTION 'invalid value for by: %', coalesce(quote_literal(by), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use ''ip'', ''user'', ''ip_user'' or ''net''.';
+	END IF;
+END
+$$;
+
+-- Caller groups per minute and API over [from_bucket, to_ts), flushed and
+-- live: the caller rows (without "(other callers)") grouped by 'ip',
+-- 'user', 'ip_user' or 'net', plus the heavy callers among the folded
+-- ones.  calls is an upper bound: calls - calls_error <= truth <= calls;
+-- ok counts the hits of caller rows only (a lower bound).
+CREATE FUNCTION @extschema@._caller_groups(from_bucket timestamptz, to_ts timestamptz,
+	by text,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
+	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint,
+	OUT calls_error bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH full_rows AS (
+		SELECT c.bucket, c.method, c.path,
+		       CASE WHEN by IN ('ip', 'ip_user') THEN c.client_ip
+		            WHEN by = 'net' THEN @extschema@._net(c.client_ip) END AS ip,
+		       CASE WHEN by IN ('user', 'ip_user') THEN c.user_id END AS uid,
+		       sum(c.calls) AS calls, sum(c.ok) AS ok, sum(c.errors) AS errors
+		FROM @extschema@._caller_minutes(from_bucket, to_ts) c
+		WHERE NOT @extschema@._is_other_callers(c.client_ip, c.user_id)
+		GROUP BY 1, 2, 3, 4, 5
+	), live AS (
+		SELECT * FROM @extschema@._live_heavy(from_bucket, to_ts, by)
+	), heavy AS (
+		SELECT h.bucket, h.method, h.path, h.client_ip, h.user_id, h.calls,
+		       h.calls_error, h.errors
+		FROM @extschema@.caller_heavy_minute h
+		WHERE h.grouped_by = by AND h.bucket >= from_bucket AND h.bucket < to_ts
+		UNION ALL
+		SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.calls,
+		       l.calls_error, l.errors
+		FROM live l WHERE l.method IS NOT NULL
+	), bounds AS (
+		SELECT b.bucket, b.absent_bound
+		FROM @extschema@.heavy_minute_bounds b
+		WHERE b.grouped_by = by AND b.bucket >= from_bucket AND b.bucket < to_ts
+		UNION ALL
+		SELECT l.bucket, l.calls_error FROM live l WHERE l.method IS NULL
+	)
+	SELECT coalesce(f.bucket, h.bucket), coalesce(f.method, h.method),
+	       coalesce(f.path, h.path), coalesce(f.ip, h.client_ip),
+	       coalesce(f.uid, h.user_id),
+	       (coalesce(f.calls, 0) + coalesce(h.calls, 0) +
+	        CASE WHEN h.bucket IS NULL THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint,
+	       coalesce(f.ok, 0)::bigint,
+	       (coalesce(f.errors, 0) + coalesce(h.errors, 0))::bigint,
+	       (coalesce(h.calls_error, 0) +
+	        CASE WHEN h.bucket IS NULL THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint
+	FROM full_rows f
+	FULL JOIN heavy h ON h.bucket = f.bucket AND h.method = f.method
+	     AND h.path = f.path AND h.client_ip IS NOT DISTINCT FROM f.ip
+	     AND h.user_id IS NOT DISTINCT FROM f.uid
+	LEFT JOIN (SELECT bucket, sum(absent_bound) AS absent_bound FROM bounds GROUP BY 1) bd
+	     ON bd.bucket = f.bucket
+$$;
+
+-- top_callers: by => 'net' too, and calls_error (0 when exact)
+DROP FUNCTION @extschema@.top_callers(integer, interval, text, text);
+CREATE FUNCTION @extschema@.top_callers(n integer DEFAULT 10, since interval DEFAULT '1 minute',
 	path text DEFAULT NULL, by text DEFAULT 'ip')
-RETURNS TABLE (client_ip inet, user_id text, calls bigint, errors bigint)
+RETURNS TABLE (client_ip inet, user_id text, calls bigint, errors bigint, calls_error bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -71,18 +210,18 @@ BEGIN
 	PERFORM @extschema@._read_begin();
 	IF since <= interval '2 minutes' THEN
 		RETURN QUERY
-		SELECT lw.client_ip, lw.user_id, lw.calls, lw.errors
-		FROM @extschema@._live_groups(since, false, want_ip, want_user, p, 1, true, false, false) lw
+		SELECT lw.client_ip, lw.user_id, lw.calls, lw.errors, lw.calls_error
+		FROM @extschema@._live_groups(since, false, want_ip, want_user, p, 1, true,
+		                              false, false, by = 'net') lw
 		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
 		LIMIT n;
 	ELSE
 		RETURN QUERY
-		SELECT CASE WHEN want_ip THEN c.client_ip END AS ip,
-		       CASE WHEN want_user THEN c.user_id END AS uid,
-		       sum(c.calls)::bigint, sum(c.errors)::bigint
-		FROM @extschema@._caller_minutes(date_trunc('minute', now() - since), now() + interval '1 microsecond') c
-		WHERE (p IS NULL OR c.path = p)
-		  AND NOT @extschema@._is_other_callers(c.client_ip, c.user_id)
+		SELECT c.client_ip, c.user_id, sum(c.calls)::bigint, sum(c.errors)::bigint,
+		       sum(c.calls_error)::bigint
+		FROM @extschema@._caller_groups(date_trunc('minute', now() - since),
+		                                now() + interval '1 microsecond', by) c
+		WHERE p IS NULL OR c.path = p
 		GROUP BY 1, 2
 		HAVING sum(c.calls) > 0
 		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
@@ -92,51 +231,198 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION @extschema@._window_by(since interval, by text, min_calls bigint,
+DROP FUNCTION @extschema@.hot_callers(bigint, interval, text, text);
+DROP FUNCTION @extschema@._hot_callers(bigint, interval, text, text);
+DROP FUNCTION @extschema@._window_by(interval, text, bigint);
+
+-- per API and caller ('ip', 'user', 'ip_user', 'net') or per API ('api')
+-- over a window, calls >= min_calls; a caller whose grouped_by field is NULL
+-- is no caller and is left out, and so are catch-all and "(other
+-- callers)" hits.  calls is never below the truth (see _live_groups).
+CREATE FUNCTION @extschema@._window_by(since interval, by text, min_calls bigint,
 	OUT method text, OUT path text, OUT client_ip inet, OUT user_id text,
-	OUT calls bigint, OUT ok bigint, OUT errors bigint)
+	OUT calls bigint, OUT ok bigint, OUT errors bigint, OUT calls_error bigint)
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	want_ip boolean := by IN ('ip', 'ip_user');
+	want_ip boolean := by IN ('ip', 'ip_user', 'net');
 	want_user boolean := by IN ('user', 'ip_user');
 BEGIN
 	IF by = 'api' THEN
 		RETURN QUERY
-		SELECT a.method, a.path, NULL::inet, NULL::text, a.calls, a.ok, a.errors
+		SELECT a.method, a.path, NULL::inet, NULL::text, a.calls, a.ok, a.errors, 0::bigint
 		FROM @extschema@._api_window(since) a
 		WHERE a.method <> '*' AND a.calls >= min_calls;
 	ELSIF since <= interval '2 minutes' THEN
 		RETURN QUERY
-		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors
-		FROM @extschema@._live_groups(since, true, want_ip, want_user, NULL,
-		                              min_calls, true, true, true) lw;
+		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors,
+		       lw.calls_error
+		FROM @extschema@._live_groups(since, true, want_ip AND by <> 'net', want_user, NULL,
+		                              min_calls, true, true, true, by = 'net') lw;
 	ELSE
 		RETURN QUERY
-		SELECT g.method, g.path, g.ip, g.uid,
-		       sum(g.calls)::bigint, sum(g.ok)::bigint, sum(g.errors)::bigint
-		FROM (SELECT cm.method, cm.path,
-		             CASE WHEN want_ip THEN cm.client_ip END AS ip,
-		             CASE WHEN want_user THEN cm.user_id END AS uid,
-		             cm.calls, cm.ok, cm.errors
-		      FROM @extschema@._caller_minutes(date_trunc('minute', now() - since),
-		                                       now() + interval '1 microsecond') cm
-		      WHERE cm.method <> '*'
-		        AND NOT @extschema@._is_other_callers(cm.client_ip, cm.user_id)
-		        AND (NOT want_ip OR cm.client_ip IS NOT NULL)
-		        AND (NOT want_user OR cm.user_id IS NOT NULL)) g
+		SELECT g.method, g.path, g.client_ip, g.user_id, sum(g.calls)::bigint,
+		       sum(g.ok)::bigint, sum(g.errors)::bigint, sum(g.calls_error)::bigint
+		FROM @extschema@._caller_groups(date_trunc('minute', now() - since),
+		                                now() + interval '1 microsecond', by) g
+		WHERE g.method <> '*'
+		  AND (NOT want_ip OR g.client_ip IS NOT NULL)
+		  AND (NOT want_user OR g.user_id IS NOT NULL)
 		GROUP BY 1, 2, 3, 4
 		HAVING sum(g.calls) >= min_calls;
 	END IF;
 END
 $$;
 
+CREATE FUNCTION @extschema@._hot_callers(threshold bigint, since interval, p text, by text)
+RETURNS TABLE (m text, pth text, ip inet, uid text, calls bigint, errors bigint,
+               calls_error bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_since(since);
+	PERFORM @extschema@._check_by(by);
+	IF threshold IS NULL OR threshold < 1 THEN
+		RAISE EXCEPTION 'threshold must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT w.method, w.path, w.client_ip, w.user_id, w.calls, w.errors, w.calls_error
+	FROM @extschema@._window_by(since, by, threshold) w
+	WHERE p IS NULL OR w.path = p
+	ORDER BY 5 DESC, 1, 2, 3 NULLS LAST, 4 NULLS LAST;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+-- calls is never below the truth and above it by at most calls_error
+-- (0 when every hit of the caller had its own counter)
+CREATE FUNCTION @extschema@.hot_callers(threshold bigint DEFAULT 1000,
+	since interval DEFAULT '1 minute', path text DEFAULT NULL, by text DEFAULT 'ip')
+RETURNS TABLE (method text, path text, client_ip inet, user_id text,
+               calls bigint, errors bigint, calls_error bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._hot_callers($1, $2, $3, $4) $$;
+
+-- callers(): the heavy callers among the folded ones too, with calls_error,
+-- and the API's "(other callers)" row
+DROP FUNCTION @extschema@.callers(text, timestamptz, timestamptz);
+CREATE FUNCTION @extschema@.callers(path text, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz,
+               last_seen timestamptz, calls bigint, errors bigint, calls_error bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p text := path;
+BEGIN
+	IF p IS NULL THEN
+		RAISE EXCEPTION 'path must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	SELECT u.client_ip, u.user_id, min(u.bucket), max(u.bucket),
+	       sum(u.calls)::bigint, sum(u.errors)::bigint, sum(u.calls_error)::bigint
+	FROM (
+		SELECT g.bucket, g.client_ip, g.user_id, g.calls, g.errors, g.calls_error
+		FROM @extschema@._caller_groups(date_trunc('minute', from_ts), to_ts, 'ip_user') g
+		WHERE g.path = p AND g.calls > 0
+		UNION ALL
+		SELECT c.bucket, c.client_ip, c.user_id, c.calls, c.errors, 0
+		FROM @extschema@._caller_minutes(date_trunc('minute', from_ts), to_ts) c
+		WHERE c.path = p AND c.calls > 0
+		  AND @extschema@._is_other_callers(c.client_ip, c.user_id)
+	) u
+	GROUP BY u.client_ip, u.user_id
+	ORDER BY 5 DESC, 1 NULLS LAST, 2 NULLS LAST;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+-- rules per network, alerts with the bound of their count
+ALTER TABLE @extschema@.rules DROP CONSTRAINT rules_per_check;
+ALTER TABLE @extschema@.rules ADD CONSTRAINT rules_per_check
+	CHECK (per IN ('ip', 'user', 'ip_user', 'net', 'api'));
+ALTER TABLE @extschema@.alerts ADD COLUMN calls_error bigint NOT NULL DEFAULT 0;
+
+CREATE OR REPLACE FUNCTION @extschema@.evaluate_rules()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	fired integer := 0;
+	a @extschema@.alerts;
+	wstart timestamptz;
+BEGIN
+	PERFORM @extschema@._read_begin();
+	FOR r IN SELECT * FROM @extschema@.rules WHERE enabled ORDER BY name LOOP
+		IF r."window" <= interval '2 minutes' THEN
+			wstart := @extschema@._window_start(r."window");
+		ELSE
+			wstart := date_trunc('minute', now() - r."window");
+		END IF;
+		FOR a IN
+			INSERT INTO @extschema@.alerts (fired_at, rule, method, path, client_ip,
+			                                user_id, calls, errors, window_start, window_end,
+			                                calls_error)
+			SELECT now(), r.name, w.method, w.path, w.client_ip, w.user_id,
+			       w.calls, w.errors, wstart, now(), w.calls_error
+			FROM @extschema@._window_by(r."window", r.per, r.threshold) w
+			WHERE w.path LIKE r.path_pattern
+			  AND (r.method IS NULL OR w.method = upper(r.method))
+			  AND w.calls >= r.threshold
+			  AND (r.min_error_ratio IS NULL
+			       OR w.errors::float8 / w.calls::float8 >= r.min_error_ratio)
+			  AND NOT EXISTS (
+				SELECT 1 FROM @extschema@.alerts p
+				WHERE p.rule = r.name
+				  AND p.fired_at > now() - r.cooldown
+				  AND p.method IS NOT DISTINCT FROM w.method
+				  AND p.path IS NOT DISTINCT FROM w.path
+				  AND p.client_ip IS NOT DISTINCT FROM w.client_ip
+				  AND p.user_id IS NOT DISTINCT FROM w.user_id)
+			ORDER BY w.calls DESC
+			RETURNING *
+		LOOP
+			PERFORM pg_notify('apicount_alert', row_to_json(a)::text);
+			fired := fired + 1;
+		END LOOP;
+	END LOOP;
+	PERFORM @extschema@._read_end();
+	RETURN fired;
+END
+$$;
+
 -- privileges of the objects made here, as in apicount--0.1.sql
-REVOKE ALL ON @extschema@.live, @extschema@.stats FROM PUBLIC;
+REVOKE ALL ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
+	@extschema@.heavy_minute_bounds FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
-	@extschema@._is_other_callers(inet, text) FROM PUBLIC;
-GRANT SELECT ON @extschema@.live, @extschema@.stats TO apicount_reader;
+	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
+	@extschema@._live_heavy(timestamptz, timestamptz, text),
+	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean),
+	@extschema@._caller_groups(timestamptz, timestamptz, text),
+	@extschema@.top_callers(integer, interval, text, text),
+	@extschema@._window_by(interval, text, bigint),
+	@extschema@._hot_callers(bigint, interval, text, text),
+	@extschema@.hot_callers(bigint, interval, text, text),
+	@extschema@.callers(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT SELECT ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
+	@extschema@.heavy_minute_bounds TO apicount_reader;
 GRANT EXECUTE ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
-	@extschema@._is_other_callers(inet, text) TO apicount_reader;
+	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
+	@extschema@._live_heavy(timestamptz, timestamptz, text),
+	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean),
+	@extschema@._caller_groups(timestamptz, timestamptz, text),
+	@extschema@.top_callers(integer, interval, text, text),
+	@extschema@._window_by(interval, text, bigint),
+	@extschema@._hot_callers(bigint, interval, text, text),
+	@extschema@.hot_callers(bigint, interval, text, text),
+	@extschema@.callers(text, timestamptz, timestamptz) TO apicount_reader;

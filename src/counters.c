@@ -30,6 +30,7 @@
 #include "counters.h"
 #include "entry_table.h"
 #include "guc.h"
+#include "heavy.h"
 #include "latency_store.h"
 #include "strtab.h"
 
@@ -87,7 +88,8 @@ string_capacity(void)
 int
 counters_lwlock_count(void)
 {
-	return COUNTER_PARTITIONS + STRTAB_PARTITIONS + LAT_PARTITIONS;
+	return COUNTER_PARTITIONS + STRTAB_PARTITIONS + LAT_PARTITIONS +
+		heavy_lwlock_count();
 }
 
 Size
@@ -98,6 +100,7 @@ counters_shmem_size(void)
 	size = add_size(size, etab_shmem_size(total_capacity(),
 										  counters_entry_size()));
 	size = add_size(size, strtab_shmem_size(string_capacity()));
+	size = add_size(size, heavy_shmem_size());
 	size = add_size(size, latstore_shmem_size((int64) apicount_max_entries +
 											  apicount_max_apis));
 	return size;
@@ -133,6 +136,7 @@ counters_shmem_init(void)
 		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);
 		pg_atomic_init_u32(&apicount_shared->api_entries, 0);
 		pg_atomic_init_u64(&apicount_shared->folded_calls, 0);
+		pg_atomic_init_u64(&apicount_shared->folded_unsummarized, 0);
 		pg_atomic_init_u32(&apicount_shared->overflow_entries, 0);
 		pg_atomic_init_u64(&apicount_shared->hits, 0);
 		pg_atomic_init_u64(&apicount_shared->overflow_hits, 0);
@@ -163,6 +167,9 @@ counters_shmem_init(void)
 	latstore_shmem_init((int64) apicount_max_entries + apicount_max_apis,
 						apicount_shared->locks + COUNTER_PARTITIONS +
 						STRTAB_PARTITIONS);
+
+	heavy_shmem_init(apicount_shared->locks + COUNTER_PARTITIONS +
+					 STRTAB_PARTITIONS + LAT_PARTITIONS);
 
 	apicount_hash_seed = apicount_shared->hash_seed;
 	apicount_any_method_h = apicount_hash_string(ANY_METHOD,
@@ -389,7 +396,7 @@ init_entry(CounterEntry *e)
 	pg_atomic_init_u32(&t->other_ok, 0);
 	pg_atomic_init_u32(&t->other_client_errors, 0);
 	pg_atomic_init_u32(&t->other_server_errors, 0);
-	pg_atomic_init_u32(&t->pad, 0);
+	pg_atomic_init_u32(&t->late, 0);
 }
 
 /* set when the current counters_add sent its delta to the spill counters */
@@ -495,6 +502,8 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 		{
 			init_entry(e);
 			*created = true;
+			if (!(key->flags & KEY_API) && heavy_evicted(key->minute))
+				pg_atomic_write_u32(&entry_tail(e)->late, 1);
 		}
 		if (!apply_delta(e, d, slots, o))
 		{
@@ -609,7 +618,12 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	if (delta->truncated)
 		pg_atomic_fetch_add_u64(&apicount_shared->truncated, delta->truncated);
 	if (key->flags & KEY_FOLDED)
+	{
+		/* folded by the backend, past max_entries keys in one transaction */
 		pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
+		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
+								delta->calls);
+	}
 
 	/* hits without a caller key are "(other callers)" of their API */
 	counters_api_key(key, api);
@@ -643,8 +657,15 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 					  user, user_len, &cd, slots, NULL))
 		return under;
 
-	/* no room for the caller: folded into its API's "(other callers)" */
+	/*
+	 * No room for the caller: folded into its API's "(other callers)", and
+	 * counted in the summaries of heavy callers (heavy.h).
+	 */
 	pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
+	if (!heavy_add(&ck, user, user_len, delta->calls,
+				   delta->client_errors + delta->server_errors, slots))
+		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
+								delta->calls);
 	memset(&none, 0, sizeof(none));
 	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,
 					   NULL, 0, &none, no_slots, &all))

@@ -124,7 +124,10 @@ typedef struct CounterTail
 	pg_atomic_uint32 other_ok;
 	pg_atomic_uint32 other_client_errors;
 	pg_atomic_uint32 other_server_errors;
-	pg_atomic_uint32 pad;
+	pg_atomic_uint32 late;		/* caller entries: 1 if made after the
+								 * minute's heavy summaries first evicted,
+								 * so the caller may have been folded and
+								 * forgotten before (heavy.h) */
 } CounterTail;
 
 /* the unflushed "(other callers)" counts of an API entry */
@@ -156,6 +159,7 @@ typedef struct ApicountShared
 	pg_atomic_uint64 hits;
 	pg_atomic_uint64 overflow_hits; /* hits counted under an "(other)" path */
 	pg_atomic_uint64 folded_calls;	/* callers folded into "(other callers)" */
+	pg_atomic_uint64 folded_unsummarized;	/* of those, not in heavy.h */
 	pg_atomic_uint64 truncated;
 	pg_atomic_uint64 flushes;
 	pg_atomic_uint64 flush_failures;

@@ -41,6 +41,7 @@
 #include "entry_table.h"
 #include "flush.h"
 #include "guc.h"
+#include "heavy.h"
 #include "known_rows.h"
 #include "latency_sql.h"
 #include "latency_store.h"
@@ -163,6 +164,34 @@ static const char *caller_update_sql =
 " AND (t.user_id OPERATOR(pg_catalog.=) u.user_id "
 "      OR (t.user_id IS NULL AND u.user_id IS NULL)) "
 "RETURNING u.ord, t.ctid";
+
+/*
+ * The summaries of heavy callers of one minute and dimension (heavy.h):
+ * one row per counter, and the minute's bound for callers absent from it.
+ * Upserts, since a summary written at shutdown may meet its minute again
+ * after the restart (the sums of two summaries keep both bounds).
+ */
+static const char *heavy_rows_sql =
+"INSERT INTO apicount.caller_heavy_minute AS t "
+"(bucket, grouped_by, method, path, client_ip, user_id, calls, calls_error, errors) "
+"SELECT $1, $2, pg_catalog.unnest($3::pg_catalog.text[]), "
+" pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.inet[]), "
+" pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
+" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[]) "
+"ON CONFLICT (bucket, grouped_by, method, path, client_ip, user_id) DO UPDATE SET "
+" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
+" calls_error = t.calls_error OPERATOR(pg_catalog.+) excluded.calls_error, "
+" errors = t.errors OPERATOR(pg_catalog.+) excluded.errors";
+
+static const char *heavy_bound_sql =
+"INSERT INTO apicount.heavy_minute_bounds AS t "
+"(bucket, grouped_by, folded_calls, absent_bound) VALUES ($1, $2, $3, $4) "
+"ON CONFLICT (bucket, grouped_by) DO UPDATE SET "
+" folded_calls = t.folded_calls OPERATOR(pg_catalog.+) excluded.folded_calls, "
+" absent_bound = t.absent_bound OPERATOR(pg_catalog.+) excluded.absent_bound";
+
+/* set for the last flush at shutdown: write every summary of heavy callers */
+bool		flush_heavy_all = false;
 
 static void
 ensure_context(void)
@@ -809,9 +838,143 @@ write_caller_minute(FlushItem *items, int nitems)
 	}
 }
 
+/* snapshots of the summaries of heavy callers that this flush writes */
+typedef struct HeavyDue
+{
+	int			nminutes;
+	int32		minutes[HEAVY_RING];
+	HeavySnapshot *snaps[HEAVY_RING * HEAVY_NDIMS];	/* NULL: none */
+} HeavyDue;
+
+/* the minutes past the live horizon (all of them at shutdown) */
+static void
+take_heavy_snapshots(HeavyDue *due)
+{
+	int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
+	int			i,
+				d;
+
+	due->nminutes = heavy_due_minutes(flush_heavy_all ? PG_INT32_MAX :
+									  now_minute - 2, due->minutes);
+	for (i = 0; i < due->nminutes; i++)
+		for (d = 0; d < HEAVY_NDIMS; d++)
+			due->snaps[i * HEAVY_NDIMS + d] = heavy_snapshot(d, due->minutes[i]);
+}
+
+static void
+write_heavy_snapshot(const HeavySnapshot *snap)
+{
+	int			n = snap->n;
+	int			i,
+				c;
+	Datum	   *cols[5];
+	bool	   *ipnulls;
+	bool	   *usernulls;
+	Oid			elemtypes[5] = {TEXTOID, TEXTOID, INETOID, TEXTOID, INT8OID};
+	Datum		args[9];
+	Oid			types[9];
+	Datum	   *errs;
+	Datum	   *calls_error;
+	int			w = 0;
+	Datum		bucket = TimestampTzGetDatum((TimestampTz) snap->minute *
+											 USECS_PER_MINUTE);
+	Datum		grouping = CStringGetTextDatum(heavy_dim_names[snap->dim]);
+
+	if (snap->folded == 0)
+		return;
+	for (c = 0; c < 5; c++)
+		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
+	calls_error = palloc(sizeof(Datum) * Max(n, 1));
+	errs = palloc(sizeof(Datum) * Max(n, 1));
+	ipnulls = palloc0(sizeof(bool) * Max(n, 1));
+	usernulls = palloc0(sizeof(bool) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		const HeavyCounter *hc = &snap->counters[i];
+		text	   *m = strtab_get_text(hc->key.method_h);
+		text	   *p = strtab_get_text(hc->key.path_h);
+		uint64		e = 0;
+		int			k;
+
+		/* the API entry holds them (heavy.h); never missing, but be safe */
+		cols[0][w] = PointerGetDatum(m && p ? m : cstring_to_text(ANY_METHOD));
+		cols[1][w] = PointerGetDatum(m && p ? p : cstring_to_text(OTHER_PATH));
+		ipnulls[w] = hc->key.ip_family == 0;
+		cols[2][w] = ipnulls[w] ? (Datum) 0 : counters_key_inet(&hc->key);
+		usernulls[w] = hc->key.user_h == 0;
+		if (!usernulls[w])
+			cols[3][w] = PointerGetDatum(cstring_to_text_with_len(hc->user,
+																  hc->user_len));
+		cols[4][w] = Int64GetDatum((int64) hc->count);
+		calls_error[w] = Int64GetDatum((int64) hc->error);
+		for (k = 0; k < apicount_shared->nslots; k++)
+			e += hc->slot_errors[k];
+		errs[w] = Int64GetDatum((int64) e);
+		w++;
+	}
+	args[0] = bucket;
+	types[0] = TIMESTAMPTZOID;
+	args[1] = grouping;
+	types[1] = TEXTOID;
+	if (w > 0)
+	{
+		for (c = 0; c < 5; c++)
+		{
+			args[2 + c] = make_array(cols[c], c == 2 ? ipnulls : c == 3 ? usernulls : NULL,
+									 w, elemtypes[c]);
+			types[2 + c] = get_array_type(elemtypes[c]);
+		}
+		args[7] = make_array(calls_error, NULL, w, INT8OID);
+		types[7] = get_array_type(INT8OID);
+		args[8] = make_array(errs, NULL, w, INT8OID);
+		types[8] = get_array_type(INT8OID);
+		if (SPI_execute_with_args(heavy_rows_sql, 9, types, args, NULL, false, 0)
+			!= SPI_OK_INSERT)
+			elog(ERROR, "apicount: writing caller_heavy_minute failed");
+	}
+	args[2] = Int64GetDatum((int64) snap->folded);
+	args[3] = Int64GetDatum((int64) snap->min_count);
+	types[2] = types[3] = INT8OID;
+	if (SPI_execute_with_args(heavy_bound_sql, 4, types, args, NULL, false, 0)
+		!= SPI_OK_INSERT)
+		elog(ERROR, "apicount: writing heavy_minute_bounds failed");
+}
+
+static void
+write_heavy(const HeavyDue *due)
+{
+	int			i;
+
+	for (i = 0; i < due->nminutes * HEAVY_NDIMS; i++)
+		if (due->snaps[i] != NULL)
+			write_heavy_snapshot(due->snaps[i]);
+}
+
+/* after the write: the ring slots go to later minutes */
+static void
+retire_heavy(const HeavyDue *due)
+{
+	int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
+	int			i;
+
+	for (i = 0; i < due->nminutes; i++)
+		heavy_retire(due->minutes[i], now_minute);
+}
+
+void
+flush_discard_heavy(void)
+{
+	HeavyDue	due;
+
+	due.nminutes = heavy_due_minutes(apicount_minute_of(GetCurrentTimestamp()) - 2,
+									 due.minutes);
+	retire_heavy(&due);
+}
+
 bool
 flush_counters(int64 *written, char *errbuf, int errlen)
 {
+	HeavyDue	due;
 	FlushItem  *items;
 	int			nitems;
 	LatSnap    *lat;
@@ -825,6 +988,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 	oldcxt = MemoryContextSwitchTo(FlushContext);
 	items = take_snapshot(&nitems);
 	lat = take_latency_snapshot(&nlat);
+	take_heavy_snapshots(&due);
 	MemoryContextSwitchTo(oldcxt);
 	*written = 0;
 	memset(&caller_writes, 0, sizeof(caller_writes));
@@ -846,6 +1010,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 			upsert_api_rows(items, nitems, lat, nlat, true);
 			write_caller_minute(items, nitems);
 		}
+		write_heavy(&due);
 		SPI_finish();
 		PopActiveSnapshot();
 
@@ -888,6 +1053,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 				known_rows_written(items[i].entry, &items[i].tid);
 		}
 		latstore_subtract(lat, nlat);
+		retire_heavy(&due);
 		readlock_release_exclusive();
 		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_inserted,
 								caller_writes.inserted);
@@ -988,7 +1154,8 @@ delete_batch(void *arg)
 void
 flush_apply_retention(void)
 {
-	static const char *tables[] = {"api_minute", "api_hour", "caller_minute"};
+	static const char *tables[] = {"api_minute", "api_hour", "caller_minute",
+	"caller_heavy_minute", "heavy_minute_bounds"};
 	TimestampTz cutoff = GetCurrentTimestamp() -
 		apicount_retention_secs * USECS_PER_SEC;
 	int			t,

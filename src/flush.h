@@ -19,6 +19,12 @@ extern bool flush_counters(int64 *written, char *errbuf, int errlen);
  */
 extern void flush_free_entries(bool discard);
 
+/* without the extension: give the ring slots of past minutes to later ones */
+extern void flush_discard_heavy(void);
+
+/* set before the last flush at shutdown: write every summary of heavy callers */
+extern bool flush_heavy_all;
+
 /* delete rollup rows older than apicount.retention, in bounded batches */
 extern void flush_apply_retention(void);
 

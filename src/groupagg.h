@@ -31,6 +31,15 @@ typedef struct GroupRow
 	uint64		calls;			/* window groups */
 	uint64		ok;
 	uint64		errors;
+	uint64		calls_error;	/* calls - calls_error <= truth <= calls */
+	uint32		heavy_seen;		/* bit i: in the heavy summary of minute i */
+	uint32		clean;			/* bit i: the group is one caller key with an
+								 * entry of summary i's minute made before
+								 * that summary first evicted, so it folded
+								 * nothing then (counters.h, "late") */
+	const char *user;			/* a summary's copy of the user id, if any
+								 * (a folded caller's is not interned) */
+	int			user_len;
 } GroupRow;
 
 typedef struct GroupAgg

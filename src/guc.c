@@ -17,6 +17,9 @@
 char	   *apicount_database = NULL;
 int			apicount_max_entries = 100000;
 int			apicount_max_apis = 10000;
+int			apicount_heavy_counters = 2048;
+int			apicount_net_prefix_v4 = 24;
+int			apicount_net_prefix_v6 = 64;
 int			apicount_slot_seconds = 5;
 int			apicount_flush_interval_ms = 5000;
 char	   *apicount_retention_text = NULL;
@@ -160,6 +163,33 @@ apicount_define_gucs(void)
 							"Hits of APIs that find no room are counted under their method's path \"(other)\".",
 							&apicount_max_apis,
 							10000, 100, 10000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("apicount.heavy_counters",
+							"Counters of each summary of heavy callers among the folded ones.",
+							"A caller with more than folded calls / heavy_counters calls of one API in a minute is always reported.",
+							&apicount_heavy_counters,
+							2048, 64, 1000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("apicount.net_prefix_v4",
+							"Prefix length of the IPv4 networks that by => 'net' groups callers by.",
+							NULL,
+							&apicount_net_prefix_v4,
+							24, 8, 32,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("apicount.net_prefix_v6",
+							"Prefix length of the IPv6 networks that by => 'net' groups callers by.",
+							NULL,
+							&apicount_net_prefix_v6,
+							64, 16, 128,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);

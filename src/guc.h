@@ -9,6 +9,9 @@
 extern char *apicount_database;
 extern int	apicount_max_entries;
 extern int	apicount_max_apis;
+extern int	apicount_heavy_counters;
+extern int	apicount_net_prefix_v4;
+extern int	apicount_net_prefix_v6;
 extern int	apicount_slot_seconds;
 extern int	apicount_flush_interval_ms;
 extern char *apicount_retention_text;

@@ -26,6 +26,7 @@
 #include "counters.h"
 #include "entry_table.h"
 #include "groupagg.h"
+#include "heavy.h"
 #include "ingest.h"
 #include "latency_store.h"
 #include "normalize.h"
@@ -34,6 +35,7 @@
 
 PG_FUNCTION_INFO_V1(apicount_live_entries);
 PG_FUNCTION_INFO_V1(apicount_live_groups);
+PG_FUNCTION_INFO_V1(apicount_live_heavy);
 PG_FUNCTION_INFO_V1(apicount_live_minutes);
 PG_FUNCTION_INFO_V1(apicount_stats);
 PG_FUNCTION_INFO_V1(apicount_flush);
@@ -156,6 +158,7 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 #define G_IP		0x02
 #define G_USER		0x04
 #define G_MINUTE	0x08
+#define G_NET		0x10		/* the IP's network (heavy_mask_net) */
 
 /* fingerprint buckets of the threshold prefilter */
 #define PREFILTER_BUCKETS	65536
@@ -169,11 +172,22 @@ group_key(const CounterKey *k, int dims, GroupKey *g)
 		g->method_h = k->method_h;
 		g->path_h = k->path_h;
 	}
-	if (dims & G_IP)
+	if (dims & (G_IP | G_NET))
 	{
 		g->ip_family = k->ip_family;
 		g->ip_bits = k->ip_bits;
 		memcpy(g->ip_addr, k->ip_addr, sizeof(g->ip_addr));
+	}
+	if ((dims & G_NET) && k->ip_family != 0)
+	{
+		CounterKey	net;
+
+		memset(&net, 0, sizeof(net));
+		net.ip_family = k->ip_family;
+		memcpy(net.ip_addr, k->ip_addr, sizeof(net.ip_addr));
+		heavy_mask_net(&net);
+		g->ip_bits = net.ip_bits;
+		memcpy(g->ip_addr, net.ip_addr, sizeof(g->ip_addr));
 	}
 	if (dims & G_USER)
 		g->user_h = k->user_h;
@@ -198,9 +212,24 @@ path_filter_hash(text *path)
 	return h;
 }
 
-/* output columns method, path, client_ip, user_id from a group key */
+/*
+ * Output columns method, path, client_ip, user_id from a group key; user
+ * (user_len bytes), if not NULL, is the user id when the string table
+ * does not hold it.
+ */
+static bool
+group_columns_user(const GroupKey *g, int dims, Datum *values, bool *nulls,
+				   const char *user, int user_len);
+
 static bool
 group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
+{
+	return group_columns_user(g, dims, values, nulls, NULL, 0);
+}
+
+static bool
+group_columns_user(const GroupKey *g, int dims, Datum *values, bool *nulls,
+				   const char *user, int user_len)
 {
 	CounterKey	k;
 
@@ -215,11 +244,15 @@ group_columns(const GroupKey *g, int dims, Datum *values, bool *nulls)
 			return false;
 		nulls[0] = nulls[1] = false;
 	}
-	nulls[2] = !(dims & G_IP) || g->ip_family == 0;
+	nulls[2] = !(dims & (G_IP | G_NET)) || g->ip_family == 0;
 	values[2] = nulls[2] ? (Datum) 0 : counters_key_inet(&k);
 	nulls[3] = !(dims & G_USER) || g->user_h == 0;
 	if (!nulls[3] && !resolve(g->user_h, &values[3]))
-		return false;
+	{
+		if (user == NULL)
+			return false;
+		values[3] = PointerGetDatum(cstring_to_text_with_len(user, user_len));
+	}
 	return true;
 }
 
@@ -233,7 +266,7 @@ entry_selected(const CounterKey *ck, int dims, uint64 path_h,
 			   bool tracked_only, bool named_callers,
 			   int32 min_minute, int32 max_minute)
 {
-	bool		of_callers = (dims & (G_IP | G_USER)) || tracked_only ||
+	bool		of_callers = (dims & (G_IP | G_USER | G_NET)) || tracked_only ||
 		named_callers;
 
 	if (ck->minute < min_minute || ck->minute > max_minute)
@@ -246,10 +279,44 @@ entry_selected(const CounterKey *ck, int dims, uint64 path_h,
 		return false;
 	if (named_callers &&
 		(ck->method_h == apicount_any_method_h ||
-		 ((dims & G_IP) && ck->ip_family == 0) ||
+		 ((dims & (G_IP | G_NET)) && ck->ip_family == 0) ||
 		 ((dims & G_USER) && ck->user_h == 0)))
 		return false;
 	return true;
+}
+
+/* the summary of heavy callers that groups callers as dims do, or -1 */
+static int
+heavy_dim_of(int dims)
+{
+	if (dims & G_NET)
+		return HEAVY_NET;
+	if ((dims & G_IP) && (dims & G_USER))
+		return HEAVY_IP_USER;
+	if (dims & G_IP)
+		return HEAVY_IP;
+	if (dims & G_USER)
+		return HEAVY_USER;
+	return -1;
+}
+
+/* a summary counter's calls and errors in global slots [first, cur] */
+static inline void
+heavy_window_sums(const HeavyCounter *hc, int32 minute, int64 first,
+				  int64 cur, int nslots, uint64 *calls, uint64 *errors)
+{
+	int64		base = (int64) minute * nslots;
+	int			lo = (int) Min(Max(0, first - base), (int64) nslots);
+	int			hi = (int) Max(Min((int64) nslots, cur - base + 1), 0);
+	int			i;
+
+	*calls = 0;
+	*errors = 0;
+	for (i = lo; i < hi; i++)
+	{
+		*calls += hc->slot_calls[i];
+		*errors += hc->slot_errors[i];
+	}
 }
 
 /*
@@ -286,15 +353,67 @@ window_sums(CounterEntry *e, int64 first, int64 cur, int nslots,
 /*
  * apicount._live_groups(since interval, by_api bool, by_ip bool,
  *		by_user bool, path text, min_calls bigint, tracked_only bool,
- *		named_callers bool, with_ok bool)
+ *		named_callers bool, with_ok bool, by_net bool)
  *
  * Hits in the last ceil(since / slot_seconds) slots up to the slot holding
  * now(), grouped in C by the chosen dimensions; groups under min_calls are
- * left out; ok is read (and returned) only with with_ok.  Each group also carries the unflushed latency count and sum of
- * the minutes the window overlaps (the rollups hold the flushed part).  tracked_only keeps hits recorded with track_callers on;
- * named_callers also drops overflow hits and hits whose grouped caller
- * fields are NULL (a hit without an IP is no IP caller).
+ * left out; ok is read (and returned) only with with_ok.  Each group also
+ * carries the unflushed latency count and sum of the minutes the window
+ * overlaps (the rollups hold the flushed part).  tracked_only keeps hits
+ * recorded with track_callers on; named_callers also drops catch-all hits
+ * and hits whose grouped caller fields are NULL (a hit without an IP is no
+ * IP caller).  by_net groups IPs by their network (heavy_mask_net).
+ *
+ * Groups of callers also count the folded callers that the summaries of
+ * heavy callers hold (heavy.h): a counter adds its exact calls in the
+ * window plus its error, and when the groups include the API, a group
+ * absent from a minute's summary adds that summary's minimum count, the
+ * most its folded calls can be.  calls is never below the truth and above
+ * it by at most calls_error (0 when every hit of the group had an entry).
  */
+
+/* the summaries of heavy callers a window reads, one per minute */
+typedef struct WindowHeavy
+{
+	int			n;
+	HeavySnapshot *snaps[8];
+	uint64		bound_sum;		/* of their minimum counts */
+} WindowHeavy;
+
+static void
+window_heavy(WindowHeavy *wh, int hdim, int32 min_minute, int32 max_minute)
+{
+	int32		m;
+
+	memset(wh, 0, sizeof(*wh));
+	if (hdim < 0)
+		return;
+	for (m = min_minute; m <= max_minute && wh->n < lengthof(wh->snaps); m++)
+	{
+		HeavySnapshot *snap = heavy_snapshot(hdim, m);
+
+		if (snap == NULL)
+			continue;
+		wh->bound_sum += snap->min_count;
+		wh->snaps[wh->n++] = snap;
+	}
+}
+
+/* does a summary counter take part in the query (as entry_selected)? */
+static inline bool
+heavy_selected(const HeavyCounter *hc, int dims, uint64 path_h,
+			   bool named_callers)
+{
+	if (path_h != 0 && hc->key.path_h != path_h)
+		return false;
+	if (named_callers &&
+		(hc->key.method_h == apicount_any_method_h ||
+		 ((dims & (G_IP | G_NET)) && hc->key.ip_family == 0) ||
+		 ((dims & G_USER) && hc->key.user_h == 0)))
+		return false;
+	return true;
+}
+
 Datum
 apicount_live_groups(PG_FUNCTION_ARGS)
 {
@@ -324,6 +443,9 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	CounterEntry **entry_ptr = NULL;
 	int			nselected = 0;
 	int			i;
+	WindowHeavy wh;
+	int			h;
+	bool		full_key_groups;
 
 	apicount_require_preload();
 	if (PG_ARGISNULL(0))
@@ -341,6 +463,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	tracked_only = PG_GETARG_BOOL(6);
 	named_callers = PG_GETARG_BOOL(7);
 	with_ok = PG_GETARG_BOOL(8);
+	if (PG_NARGS() > 9 && !PG_ARGISNULL(9) && PG_GETARG_BOOL(9))
+		dims = (dims & ~G_IP) | G_NET;
 
 	slot_seconds = apicount_shared->slot_seconds;
 	nslots = apicount_shared->nslots;
@@ -366,6 +490,11 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			return (Datum) 0;
 	}
 
+	/* the summaries first: never under the partition locks (heavy.h) */
+	window_heavy(&wh, heavy_dim_of(dims), min_minute, (int32) (cur / nslots));
+	full_key_groups = (dims & (G_API | G_IP | G_USER | G_NET)) ==
+		(G_API | G_IP | G_USER);
+
 	counters_lock_all(LW_SHARED);
 
 	/*
@@ -373,13 +502,16 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	 * bucket of its group's fingerprint: a group can reach the threshold
 	 * only if its bucket does, so most entries are never grouped.  Entry
 	 * pointers stay valid while the partition locks are held (only the
-	 * worker removes entries, under exclusive locks).
+	 * worker removes entries, under exclusive locks).  Summary counters
+	 * add their upper bounds, and each entry of a query by API the bounds
+	 * its group may get for being absent from a summary.
 	 */
 	if (min_calls > 1)
 	{
 		int			n = 0;
 
 		Size		max_entries = etab_count() + 1024;
+		uint64		absent = (dims & G_API) ? wh.bound_sum : 0;
 
 		bucket = palloc0(sizeof(uint64) * PREFILTER_BUCKETS);
 		entry_fp = palloc_extended(sizeof(uint64) * max_entries, MCXT_ALLOC_HUGE);
@@ -399,11 +531,31 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 				group_key(&e->key, dims, &gk);
 				entry_fp[n] = groupkey_fingerprint(&gk) | 1;
 				entry_ptr[n] = e;
-				bucket[entry_fp[n] % PREFILTER_BUCKETS] += calls;
+				bucket[entry_fp[n] % PREFILTER_BUCKETS] += calls + absent;
 				n++;
 			}
 		}
 		nselected = n;
+		for (h = 0; h < wh.n; h++)
+		{
+			HeavySnapshot *snap = wh.snaps[h];
+
+			for (i = 0; i < snap->n; i++)
+			{
+				HeavyCounter *hc = &snap->counters[i];
+				uint64		calls,
+							errors;
+				GroupKey	gk;
+
+				if (!heavy_selected(hc, dims, path_h, named_callers))
+					continue;
+				heavy_window_sums(hc, snap->minute, first, cur, nslots,
+								  &calls, &errors);
+				group_key(&hc->key, dims, &gk);
+				bucket[(groupkey_fingerprint(&gk) | 1) % PREFILTER_BUCKETS] +=
+					calls + hc->error;
+			}
+		}
 	}
 
 	/*
@@ -447,22 +599,89 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		g->calls += calls;
 		g->ok += ok;
 		g->errors += errors;
+		if (full_key_groups && !pg_atomic_read_u32(&entry_tail(e)->late))
+		{
+			for (h = 0; h < wh.n; h++)
+				if (wh.snaps[h]->minute == e->key.minute)
+					g->clean |= 1u << h;
+		}
 		/* unflushed latency of the minutes the window overlaps */
 		g->d.lat_count += lat_count;
 		g->d.lat_sum_ns += pg_atomic_read_u64(&e->lat_sum_ns);
 	}
 	counters_unlock_all();
 
+	/* the folded callers of the summaries */
+	for (h = 0; h < wh.n; h++)
+	{
+		HeavySnapshot *snap = wh.snaps[h];
+
+		for (i = 0; i < snap->n; i++)
+		{
+			HeavyCounter *hc = &snap->counters[i];
+			uint64		calls,
+						errors;
+			uint64		fp;
+			GroupKey	gk;
+
+			if (!heavy_selected(hc, dims, path_h, named_callers))
+				continue;
+			heavy_window_sums(hc, snap->minute, first, cur, nslots,
+							  &calls, &errors);
+			if (calls == 0 && hc->error == 0)
+				continue;
+			group_key(&hc->key, dims, &gk);
+			fp = groupkey_fingerprint(&gk) | 1;
+			if (bucket != NULL && bucket[fp % PREFILTER_BUCKETS] < (uint64) min_calls)
+				continue;
+			g = groupagg_get(agg, &gk, fp);
+			g->calls += calls + hc->error;
+			g->errors += errors;
+			g->calls_error += hc->error;
+			g->heavy_seen |= 1u << h;
+			if (gk.user_h != 0)
+			{
+				g->user = hc->user;
+				g->user_len = hc->user_len;
+			}
+		}
+	}
+
+	/*
+	 * A group of one API absent from a minute's summary folded at most that
+	 * summary's minimum count in that minute; nothing, if it is one caller
+	 * key whose entry of that minute was made before the summary first
+	 * evicted (a fold before the entry would still be in the summary).
+	 * Across APIs the bound is per API, so groups without the API get no
+	 * such term.
+	 */
+	if ((dims & G_API) && wh.bound_sum > 0)
+	{
+		for (i = 0; i < agg->nrows; i++)
+		{
+			g = &agg->rows[i];
+			for (h = 0; h < wh.n; h++)
+			{
+				if (((g->heavy_seen | g->clean) & (1u << h)) ||
+					wh.snaps[h]->min_count == 0)
+					continue;
+				g->calls += wh.snaps[h]->min_count;
+				g->calls_error += wh.snaps[h]->min_count;
+			}
+		}
+	}
+
 	for (i = 0; i < agg->nrows; i++)
 	{
-		Datum		values[9];
-		bool		nulls[9];
+		Datum		values[10];
+		bool		nulls[10];
 
 		g = &agg->rows[i];
 		if ((int64) g->calls < min_calls || g->calls == 0)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
-		if (!group_columns(&g->key, dims, values, nulls))
+		if (!group_columns_user(&g->key, dims, values, nulls, g->user,
+								g->user_len))
 			continue;
 		values[4] = Int64GetDatum(g->calls);
 		values[5] = Int64GetDatum(g->ok);
@@ -470,6 +689,86 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		values[6] = Int64GetDatum(g->errors);
 		values[7] = Int64GetDatum(g->d.lat_count);
 		values[8] = Float8GetDatum((double) g->d.lat_sum_ns / 1000000.0);
+		values[9] = Int64GetDatum(g->calls_error);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * apicount._live_heavy(from_bucket timestamptz, to_ts timestamptz,
+ *		grouping text)
+ *
+ * The live summaries of heavy callers (heavy.h) of the minutes in
+ * [from_bucket, to_ts) for one grouping ('ip_user', 'ip', 'user', 'net'):
+ * a row per counter (calls = its count, an upper bound; calls_error), and
+ * per minute one row with NULL method: calls = the folded calls the
+ * summary counted, calls_error = the bound of a caller absent from it.
+ * The worker writes the same rows to caller_heavy_minute and
+ * heavy_minute_bounds once the minute is past the live horizon.
+ */
+Datum
+apicount_live_heavy(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	char	   *grouping = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int			hdim = -1;
+	int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
+	int32		from_minute,
+				to_minute,
+				m;
+	int			d,
+				i;
+
+	apicount_require_preload();
+	for (d = 0; d < HEAVY_NDIMS; d++)
+		if (strcmp(grouping, heavy_dim_names[d]) == 0)
+			hdim = d;
+	if (hdim < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid grouping \"%s\"", grouping),
+				 errhint("Use 'ip_user', 'ip', 'user' or 'net'.")));
+	InitMaterializedSRF(fcinfo, 0);
+	from_minute = Max(apicount_minute_at_or_after(from_ts), now_minute - HEAVY_RING);
+	to_minute = Min(apicount_minute_before(to_ts), now_minute + HEAVY_RING);
+	for (m = from_minute; m <= to_minute; m++)
+	{
+		HeavySnapshot *snap = heavy_snapshot(hdim, m);
+		Datum		values[8];
+		bool		nulls[8];
+
+		if (snap == NULL || snap->folded == 0)
+			continue;
+		values[0] = TimestampTzGetDatum((TimestampTz) m * USECS_PER_MINUTE);
+		for (i = 0; i < snap->n; i++)
+		{
+			HeavyCounter *hc = &snap->counters[i];
+			uint64		errors = 0;
+			int			k;
+
+			memset(nulls, 0, sizeof(nulls));
+			if (!resolve(hc->key.method_h, &values[1]) ||
+				!resolve(hc->key.path_h, &values[2]))
+				continue;
+			nulls[3] = hc->key.ip_family == 0;
+			values[3] = nulls[3] ? (Datum) 0 : counters_key_inet(&hc->key);
+			nulls[4] = hc->key.user_h == 0;
+			values[4] = nulls[4] ? (Datum) 0 :
+				PointerGetDatum(cstring_to_text_with_len(hc->user, hc->user_len));
+			values[5] = Int64GetDatum((int64) hc->count);
+			values[6] = Int64GetDatum((int64) hc->error);
+			for (k = 0; k < apicount_shared->nslots; k++)
+				errors += hc->slot_errors[k];
+			values[7] = Int64GetDatum((int64) errors);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		memset(nulls, 0, sizeof(nulls));
+		nulls[1] = nulls[2] = nulls[3] = nulls[4] = nulls[7] = true;
+		values[5] = Int64GetDatum((int64) snap->folded);
+		values[6] = Int64GetDatum((int64) snap->min_count);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -578,8 +877,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[23];
-	bool		nulls[23];
+	Datum		values[26];
+	bool		nulls[26];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -624,6 +923,10 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[20] = Int64GetDatum((int64) pg_atomic_read_u32(&s->api_entries));
 	values[21] = Int64GetDatum((int64) pg_atomic_read_u32(&s->normal_entries));
 	values[22] = Int64GetDatum(pg_atomic_read_u64(&s->folded_calls));
+	values[23] = Int64GetDatum(pg_atomic_read_u64(&s->folded_unsummarized));
+	values[24] = Int64GetDatum(heavy_capacity());
+	/* the current minute's bound for callers absent from its summaries */
+	values[25] = Int64GetDatum((int64) heavy_bound(apicount_minute_of(GetCurrentTimestamp())));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

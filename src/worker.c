@@ -122,6 +122,7 @@ run_flush(void)
 
 		/* DROP EXTENSION drops the data: live counts go with the tables */
 		flush_free_entries(true);
+		flush_discard_heavy();
 		counters_take_spill(&spill);
 		ok = false;
 		snprintf(errbuf, sizeof(errbuf),
@@ -247,6 +248,7 @@ shutdown_flushes(void)
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+	flush_heavy_all = true;
 	run_flush();
 }
 

@@ -1,0 +1,551 @@
+/*-------------------------------------------------------------------------
+ * heavy.c
+ *		Space-Saving summaries of folded callers (see heavy.h for the
+ *		algorithm, its bound and the locking rules).
+ *
+ * Each summary is one block of shared memory: a header, a min-heap of
+ * counter numbers ordered by count, an open-addressing index (linear
+ * probing, backward-shift deletion) from a group key's hash to its
+ * counter, and the counters.  Keys are hashed with etab_hash, which is
+ * keyed by a secret drawn at server start, so no client can aim at a slot.
+ * Everything is sized at server start; nothing here allocates on the
+ * commit path.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include "storage/shmem.h"
+#include "utils/inet.h"
+#include "utils/timestamp.h"
+
+#include "entry_table.h"
+#include "guc.h"
+#include "heavy.h"
+
+const char *const heavy_dim_names[HEAVY_NDIMS] = {"ip_user", "ip", "user", "net"};
+
+/* a counter in shared memory (per-slot arrays sized by nslots) */
+typedef struct SummaryCounter
+{
+	CounterKey	key;
+	uint32		hash;
+	int32		heap_pos;
+	int16		user_len;
+	char		user[APICOUNT_MAX_USER];	/* not NUL-terminated */
+	uint64		count;
+	uint64		error;
+	uint32		slots[FLEXIBLE_ARRAY_MEMBER];	/* calls[nslots], errors[nslots] */
+} SummaryCounter;
+
+typedef struct Summary
+{
+	int32		minute;			/* PG_INT32_MIN: none */
+	int32		n;				/* counters in use */
+	uint64		folded;
+	uint64		evictions;
+	/* then: int32 heap[m], int32 index[index_size], counters */
+} Summary;
+
+static char *summaries = NULL;	/* HEAVY_RING * HEAVY_NDIMS blocks */
+static LWLockPadded *heavy_locks = NULL;
+static int	m_counters = 0;
+static uint32 index_size = 0;
+static Size counter_size = 0;
+static Size block_size = 0;
+static int	nslots = 0;
+
+int
+heavy_capacity(void)
+{
+	return apicount_heavy_counters;
+}
+
+int
+heavy_lwlock_count(void)
+{
+	return HEAVY_RING * HEAVY_NDIMS;
+}
+
+static void
+compute_layout(void)
+{
+	nslots = 60 / apicount_slot_seconds;
+	m_counters = apicount_heavy_counters;
+	index_size = 16;
+	while (index_size < (uint32) (2 * m_counters))
+		index_size <<= 1;
+	counter_size = MAXALIGN(offsetof(SummaryCounter, slots) +
+							sizeof(uint32) * 2 * nslots);
+	block_size = MAXALIGN(sizeof(Summary)) +
+		MAXALIGN(sizeof(int32) * m_counters) +
+		MAXALIGN(sizeof(int32) * index_size) +
+		counter_size * m_counters;
+}
+
+Size
+heavy_shmem_size(void)
+{
+	compute_layout();
+	return mul_size(block_size, HEAVY_RING * HEAVY_NDIMS);
+}
+
+static inline Summary *
+summary_at(int ring, HeavyDim dim)
+{
+	return (Summary *) (summaries + block_size * (ring * HEAVY_NDIMS + dim));
+}
+
+static inline int32 *
+heap_of(Summary *s)
+{
+	return (int32 *) ((char *) s + MAXALIGN(sizeof(Summary)));
+}
+
+static inline int32 *
+index_of(Summary *s)
+{
+	return (int32 *) ((char *) heap_of(s) + MAXALIGN(sizeof(int32) * m_counters));
+}
+
+static inline SummaryCounter *
+counter_at(Summary *s, int i)
+{
+	return (SummaryCounter *) ((char *) index_of(s) +
+							   MAXALIGN(sizeof(int32) * index_size) +
+							   counter_size * i);
+}
+
+static inline LWLock *
+summary_lock(int ring, HeavyDim dim)
+{
+	return &heavy_locks[ring * HEAVY_NDIMS + dim].lock;
+}
+
+static inline int
+ring_of(int32 minute)
+{
+	return (int) (((int64) minute % HEAVY_RING + HEAVY_RING) % HEAVY_RING);
+}
+
+static void
+reset_summary(Summary *s, int32 minute)
+{
+	int32	   *index = index_of(s);
+	uint32		i;
+
+	s->minute = minute;
+	s->n = 0;
+	s->folded = 0;
+	s->evictions = 0;
+	for (i = 0; i < index_size; i++)
+		index[i] = -1;
+}
+
+/* the minute of ring slot r in the window [now - 2, now + 1] */
+static int32
+ring_minute(int r, int32 now_minute)
+{
+	int32		first = now_minute - 2;
+
+	return first + ((r - ring_of(first)) % HEAVY_RING + HEAVY_RING) % HEAVY_RING;
+}
+
+void
+heavy_shmem_init(LWLockPadded *locks)
+{
+	bool		found;
+
+	compute_layout();
+	heavy_locks = locks;
+	summaries = ShmemInitStruct("apicount heavy callers",
+								mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
+								&found);
+	if (!found)
+	{
+		int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
+		int			r,
+					d;
+
+		for (r = 0; r < HEAVY_RING; r++)
+			for (d = 0; d < HEAVY_NDIMS; d++)
+				reset_summary(summary_at(r, d), ring_minute(r, now_minute));
+	}
+}
+
+void
+heavy_mask_net(CounterKey *key)
+{
+	int			bits;
+	int			len;
+	int			i;
+
+	if (key->ip_family == 0)
+		return;
+	len = key->ip_family == PGSQL_AF_INET ? 4 : 16;
+	bits = key->ip_family == PGSQL_AF_INET ? apicount_net_prefix_v4 :
+		apicount_net_prefix_v6;
+	for (i = 0; i < len; i++)
+	{
+		int			keep = Max(0, Min(8, bits - 8 * i));
+
+		key->ip_addr[i] &= (uint8) (0xFF00 >> keep);
+	}
+	key->ip_bits = (uint8) bits;
+}
+
+void
+heavy_project(const CounterKey *caller, HeavyDim dim, CounterKey *group)
+{
+	*group = *caller;
+	group->flags = 0;
+	group->pad = 0;
+	if (dim == HEAVY_USER)
+	{
+		group->ip_family = 0;
+		group->ip_bits = 0;
+		memset(group->ip_addr, 0, sizeof(group->ip_addr));
+	}
+	if (dim == HEAVY_IP || dim == HEAVY_NET)
+		group->user_h = 0;
+	if (dim == HEAVY_NET)
+		heavy_mask_net(group);
+}
+
+/* ---- the index: hash -> counter number ----------------------------- */
+
+static int
+index_find(Summary *s, const CounterKey *key, uint32 hash)
+{
+	int32	   *index = index_of(s);
+	uint32		mask = index_size - 1;
+	uint32		pos = hash & mask;
+
+	for (;;)
+	{
+		int32		c = index[pos];
+		SummaryCounter *sc;
+
+		if (c < 0)
+			return -1;
+		sc = counter_at(s, c);
+		if (sc->hash == hash && memcmp(&sc->key, key, sizeof(CounterKey)) == 0)
+			return c;
+		pos = (pos + 1) & mask;
+	}
+}
+
+static void
+index_insert(Summary *s, int c, uint32 hash)
+{
+	int32	   *index = index_of(s);
+	uint32		mask = index_size - 1;
+	uint32		pos = hash & mask;
+
+	while (index[pos] >= 0)
+		pos = (pos + 1) & mask;
+	index[pos] = c;
+}
+
+static void
+index_delete(Summary *s, int c, uint32 hash)
+{
+	int32	   *index = index_of(s);
+	uint32		mask = index_size - 1;
+	uint32		pos = hash & mask;
+	uint32		next;
+
+	while (index[pos] != c)
+		pos = (pos + 1) & mask;
+	index[pos] = -1;
+	/* backward shift: move up later slots whose home is not in (pos, next] */
+	next = (pos + 1) & mask;
+	while (index[next] >= 0)
+	{
+		uint32		home = counter_at(s, index[next])->hash & mask;
+
+		if (((next - home) & mask) >= ((next - pos) & mask))
+		{
+			index[pos] = index[next];
+			index[next] = -1;
+			pos = next;
+		}
+		next = (next + 1) & mask;
+	}
+}
+
+/* ---- the min-heap of counters by count ----------------------------- */
+
+static inline void
+heap_set(Summary *s, int pos, int c)
+{
+	heap_of(s)[pos] = c;
+	counter_at(s, c)->heap_pos = pos;
+}
+
+static void
+sift_up(Summary *s, int pos)
+{
+	int32	   *heap = heap_of(s);
+	int			c = heap[pos];
+	uint64		count = counter_at(s, c)->count;
+
+	while (pos > 0)
+	{
+		int			parent = (pos - 1) / 2;
+
+		if (counter_at(s, heap[parent])->count <= count)
+			break;
+		heap_set(s, pos, heap[parent]);
+		pos = parent;
+	}
+	heap_set(s, pos, c);
+}
+
+static void
+sift_down(Summary *s, int pos)
+{
+	int32	   *heap = heap_of(s);
+	int			c = heap[pos];
+	uint64		count = counter_at(s, c)->count;
+
+	for (;;)
+	{
+		int			child = 2 * pos + 1;
+
+		if (child >= s->n)
+			break;
+		if (child + 1 < s->n &&
+			counter_at(s, heap[child + 1])->count < counter_at(s, heap[child])->count)
+			child++;
+		if (counter_at(s, heap[child])->count >= count)
+			break;
+		heap_set(s, pos, heap[child]);
+		pos = child;
+	}
+	heap_set(s, pos, c);
+}
+
+static void
+add_slots(SummaryCounter *sc, const LocalSlot *slots)
+{
+	int			i;
+
+	for (i = 0; i < nslots; i++)
+	{
+		sc->slots[i] += slots[i].calls;
+		sc->slots[nslots + i] += slots[i].errors;
+	}
+}
+
+/* one Space-Saving update of weight calls (the summary's lock held) */
+static void
+set_user(SummaryCounter *sc, const CounterKey *key, const char *user,
+		 int user_len)
+{
+	sc->user_len = key->user_h != 0 ? (int16) Min(user_len, APICOUNT_MAX_USER) : 0;
+	if (sc->user_len > 0)
+		memcpy(sc->user, user, sc->user_len);
+}
+
+static void
+summary_add(Summary *s, const CounterKey *key, uint32 hash,
+			const char *user, int user_len, uint64 calls,
+			const LocalSlot *slots)
+{
+	int			c = index_find(s, key, hash);
+	SummaryCounter *sc;
+
+	s->folded += calls;
+	if (c >= 0)
+	{
+		sc = counter_at(s, c);
+		sc->count += calls;
+		add_slots(sc, slots);
+		sift_down(s, sc->heap_pos);
+		return;
+	}
+	if (s->n < m_counters)
+	{
+		c = s->n++;
+		sc = counter_at(s, c);
+		sc->key = *key;
+		sc->hash = hash;
+		set_user(sc, key, user, user_len);
+		sc->count = calls;
+		sc->error = 0;
+		memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
+		add_slots(sc, slots);
+		index_insert(s, c, hash);
+		heap_set(s, s->n - 1, c);
+		sift_up(s, s->n - 1);
+		return;
+	}
+	/* full: the key takes the counter with the smallest count */
+	c = heap_of(s)[0];
+	sc = counter_at(s, c);
+	index_delete(s, c, sc->hash);
+	sc->error = sc->count;
+	sc->count += calls;
+	sc->key = *key;
+	sc->hash = hash;
+	set_user(sc, key, user, user_len);
+	memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
+	add_slots(sc, slots);
+	index_insert(s, c, hash);
+	sift_down(s, 0);
+	s->evictions++;
+}
+
+bool
+heavy_add(const CounterKey *caller, const char *user, int user_len,
+		  uint64 calls, uint64 errors, const LocalSlot *slots)
+{
+	int			r = ring_of(caller->minute);
+	int			d;
+	bool		added = false;
+
+	if (summaries == NULL || calls == 0)
+		return false;
+	for (d = 0; d < HEAVY_NDIMS; d++)
+	{
+		LWLock	   *lock = summary_lock(r, d);
+		Summary    *s = summary_at(r, d);
+		CounterKey	g;
+		uint32		hash;
+
+		heavy_project(caller, d, &g);
+		hash = etab_hash(&g);
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		if (s->minute == caller->minute)
+		{
+			summary_add(s, &g, hash, user, user_len, calls, slots);
+			added = true;
+		}
+		LWLockRelease(lock);
+	}
+	return added;
+}
+
+HeavySnapshot *
+heavy_snapshot(HeavyDim dim, int32 minute)
+{
+	int			r = ring_of(minute);
+	LWLock	   *lock = summary_lock(r, dim);
+	Summary    *s = summary_at(r, dim);
+	HeavySnapshot *snap;
+	int			i;
+
+	LWLockAcquire(lock, LW_SHARED);
+	if (s->minute != minute)
+	{
+		LWLockRelease(lock);
+		return NULL;
+	}
+	snap = palloc0(sizeof(HeavySnapshot));
+	snap->dim = dim;
+	snap->minute = minute;
+	snap->folded = s->folded;
+	snap->n = s->n;
+	snap->min_count = (s->evictions > 0 && s->n > 0) ?
+		counter_at(s, heap_of(s)[0])->count : 0;
+	snap->counters = palloc_extended(sizeof(HeavyCounter) * Max(s->n, 1),
+									 MCXT_ALLOC_HUGE);
+	for (i = 0; i < s->n; i++)
+	{
+		SummaryCounter *sc = counter_at(s, i);
+		HeavyCounter *hc = &snap->counters[i];
+
+		hc->key = sc->key;
+		hc->user_len = sc->user_len;
+		memcpy(hc->user, sc->user, sc->user_len);
+		hc->user[sc->user_len] = '\0';
+		hc->count = sc->count;
+		hc->error = sc->error;
+		memcpy(hc->slot_calls, sc->slots, sizeof(uint32) * nslots);
+		memcpy(hc->slot_errors, sc->slots + nslots, sizeof(uint32) * nslots);
+	}
+	LWLockRelease(lock);
+	return snap;
+}
+
+int
+heavy_due_minutes(int32 cutoff, int32 *minutes)
+{
+	int			r;
+	int			n = 0;
+
+	for (r = 0; r < HEAVY_RING; r++)
+	{
+		LWLock	   *lock = summary_lock(r, HEAVY_IP_USER);
+		int32		m;
+
+		LWLockAcquire(lock, LW_SHARED);
+		m = summary_at(r, HEAVY_IP_USER)->minute;
+		LWLockRelease(lock);
+		if (m < cutoff)
+			minutes[n++] = m;
+	}
+	return n;
+}
+
+void
+heavy_retire(int32 minute, int32 now_minute)
+{
+	int			r = ring_of(minute);
+	int32		next = ring_minute(r, now_minute);
+	int			d;
+
+	for (d = 0; d < HEAVY_NDIMS; d++)
+	{
+		LWLock	   *lock = summary_lock(r, d);
+		Summary    *s = summary_at(r, d);
+
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		if (s->minute == minute)
+			reset_summary(s, next > minute ? next : minute + HEAVY_RING);
+		LWLockRelease(lock);
+	}
+}
+
+uint64
+heavy_bound(int32 minute)
+{
+	int			r = ring_of(minute);
+	uint64		bound = 0;
+	int			d;
+
+	if (summaries == NULL)
+		return 0;
+	for (d = 0; d < HEAVY_NDIMS; d++)
+	{
+		LWLock	   *lock = summary_lock(r, d);
+		Summary    *s = summary_at(r, d);
+
+		LWLockAcquire(lock, LW_SHARED);
+		if (s->minute == minute && s->evictions > 0 && s->n > 0)
+			bound = Max(bound, counter_at(s, heap_of(s)[0])->count);
+		LWLockRelease(lock);
+	}
+	return bound;
+}
+
+bool
+heavy_evicted(int32 minute)
+{
+	int			r = ring_of(minute);
+	int			d;
+
+	if (summaries == NULL)
+		return false;
+	/* no lock: a stale read only errs towards "not yet" by a few hits */
+	for (d = 0; d < HEAVY_NDIMS; d++)
+	{
+		Summary    *s = summary_at(r, d);
+
+		if (s->minute == minute && s->evictions > 0)
+			return true;
+	}
+	return false;
+}
