@@ -14,6 +14,7 @@ OBJS = \
 	src/pending.o \
 	src/prefault.o \
 	src/ingest.o \
+	src/audited.o \
 	src/string_memo.o \
 	src/requests_am.o \
 	src/requests_slot.o \

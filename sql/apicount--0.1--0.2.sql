@@ -40,7 +40,9 @@ CREATE FUNCTION @extschema@._stats(
 	OUT strings_capacity bigint, OUT api_capacity bigint,
 	OUT api_entries bigint, OUT caller_entries bigint,
 	OUT folded_calls bigint, OUT folded_unsummarized bigint,
-	OUT heavy_counters bigint, OUT heavy_bound bigint)
+	OUT heavy_counters bigint, OUT heavy_bound bigint,
+	OUT audited_capacity bigint, OUT audited_entries bigint,
+	OUT audited_folded bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'apicount_stats'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -401,9 +403,30 @@ BEGIN
 END
 $$;
 
+---------------------------------------------------------------------------
+-- Audited APIs: every caller of a path matching one of these LIKE patterns
+-- is kept by name (live, caller_minute, callers()), in entries of its own
+-- (apicount.max_audited_entries) when the caller tier is full.  If even
+-- those run out, the worker fires an alert of rule 'audited_apis_full'.
+---------------------------------------------------------------------------
+CREATE TABLE @extschema@.audited_apis (
+	pattern     text PRIMARY KEY,
+	comment     text
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.audited_apis', '');
+
+CREATE FUNCTION @extschema@._audited_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'apicount_audited_changed' LANGUAGE C;
+CREATE TRIGGER audited_apis_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.audited_apis
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audited_changed();
+
 -- privileges of the objects made here, as in apicount--0.1.sql
 REVOKE ALL ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
-	@extschema@.heavy_minute_bounds FROM PUBLIC;
+	@extschema@.heavy_minute_bounds, @extschema@.audited_apis FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audited_changed() FROM PUBLIC;
+-- writers read the patterns when they record a hit
+GRANT SELECT ON @extschema@.audited_apis TO apicount_writer, apicount_reader;
 REVOKE ALL ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
 	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
 	@extschema@._live_heavy(timestamptz, timestamptz, text),

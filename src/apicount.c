@@ -12,6 +12,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
+#include "audited.h"
 #include "counters.h"
 #include "guc.h"
 #include "pending.h"
@@ -72,6 +73,7 @@ _PG_init(void)
 	shmem_startup_hook = apicount_shmem_startup;
 
 	pending_register_callbacks();
+	audited_register_callbacks();
 	readlock_register_callbacks();
 	apicount_register_worker();
 }

@@ -71,7 +71,8 @@ counters_entry_size(void)
 static int64
 total_capacity(void)
 {
-	return (int64) apicount_max_entries + apicount_max_apis + OVERFLOW_RESERVE;
+	return (int64) apicount_max_entries + apicount_max_apis + OVERFLOW_RESERVE +
+		apicount_max_audited_entries;
 }
 
 /*
@@ -133,6 +134,11 @@ counters_shmem_init(void)
 		apicount_shared->tail_offset = entry_tail_offset();
 		apicount_shared->capacity = apicount_max_entries;
 		apicount_shared->api_capacity = apicount_max_apis;
+		apicount_shared->audited_capacity = apicount_max_audited_entries;
+		pg_atomic_init_u32(&apicount_shared->audited_entries, 0);
+		pg_atomic_init_u64(&apicount_shared->audited_folded, 0);
+		pg_atomic_init_u64(&apicount_shared->audited_alerted, 0);
+		pg_atomic_init_u64(&apicount_shared->audited_gen, 0);
 		pg_atomic_init_u32(&apicount_shared->normal_entries, 0);
 		pg_atomic_init_u32(&apicount_shared->api_entries, 0);
 		pg_atomic_init_u64(&apicount_shared->folded_calls, 0);
@@ -396,7 +402,8 @@ init_entry(CounterEntry *e)
 	pg_atomic_init_u32(&t->other_ok, 0);
 	pg_atomic_init_u32(&t->other_client_errors, 0);
 	pg_atomic_init_u32(&t->other_server_errors, 0);
-	pg_atomic_init_u32(&t->late, 0);
+	t->tier = TIER_CALLER;
+	t->late = 0;
 }
 
 /* set when the current counters_add sent its delta to the spill counters */
@@ -454,22 +461,35 @@ reserve_slot(pg_atomic_uint32 *counter, int64 limit)
 	return true;
 }
 
-/* the count of entries in a key's tier and the tier's capacity */
+/* the count of entries in a tier and the tier's capacity */
 static pg_atomic_uint32 *
-tier_of(const CounterKey *key, int64 *limit)
+tier_counter(EntryTier tier, int64 *limit)
 {
-	if (key->flags & KEY_OVERFLOW)
+	switch (tier)
 	{
-		*limit = OVERFLOW_RESERVE;
-		return &apicount_shared->overflow_entries;
-	}
-	if (key->flags & KEY_API)
-	{
-		*limit = apicount_shared->api_capacity;
-		return &apicount_shared->api_entries;
+		case TIER_API:
+			*limit = apicount_shared->api_capacity;
+			return &apicount_shared->api_entries;
+		case TIER_OTHER:
+			*limit = OVERFLOW_RESERVE;
+			return &apicount_shared->overflow_entries;
+		case TIER_AUDITED:
+			*limit = apicount_shared->audited_capacity;
+			return &apicount_shared->audited_entries;
+		case TIER_CALLER:
+			break;
 	}
 	*limit = apicount_shared->capacity;
 	return &apicount_shared->normal_entries;
+}
+
+/* the tier a key's entry is made in first */
+static inline EntryTier
+tier_of(const CounterKey *key)
+{
+	if (key->flags & KEY_OVERFLOW)
+		return TIER_OTHER;
+	return (key->flags & KEY_API) ? TIER_API : TIER_CALLER;
 }
 
 /*
@@ -479,11 +499,12 @@ tier_of(const CounterKey *key, int64 *limit)
  */
 static bool
 create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
-			   const LocalSlot *slots, const CounterOther *o, bool *created)
+			   const LocalSlot *slots, const CounterOther *o, EntryTier tier,
+			   bool *created)
 {
 	LWLock	   *lock = partition_lock(hashcode);
 	int64		limit;
-	pg_atomic_uint32 *count = tier_of(key, &limit);
+	pg_atomic_uint32 *count = tier_counter(tier, &limit);
 	CounterEntry *e;
 	bool		found;
 
@@ -502,8 +523,9 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 		{
 			init_entry(e);
 			*created = true;
+			entry_tail(e)->tier = (uint16) tier;
 			if (!(key->flags & KEY_API) && heavy_evicted(key->minute))
-				pg_atomic_write_u32(&entry_tail(e)->late, 1);
+				entry_tail(e)->late = 1;
 		}
 		if (!apply_delta(e, d, slots, o))
 		{
@@ -522,16 +544,16 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 }
 
 /*
- * Add to key's entry, creating it if its tier has room.  False when there
- * was no entry and no room; nothing was added then.
+ * Add to key's entry, creating it in tier if the tier has room.  False
+ * when there was no entry and no room; nothing was added then.
  */
 static bool
-add_or_create(const CounterKey *key, uint32 hashcode,
-			  const char *method, int method_len,
-			  const char *path, int path_len,
-			  const char *user, int user_len,
-			  const CounterDelta *d, const LocalSlot *slots,
-			  const CounterOther *o)
+add_or_create_in(const CounterKey *key, uint32 hashcode,
+				 const char *method, int method_len,
+				 const char *path, int path_len,
+				 const char *user, int user_len,
+				 const CounterDelta *d, const LocalSlot *slots,
+				 const CounterOther *o, EntryTier tier)
 {
 	bool		created = false;
 	bool		added = false;
@@ -541,7 +563,7 @@ add_or_create(const CounterKey *key, uint32 hashcode,
 		return true;
 
 	/* a full tier refuses new keys without touching strings */
-	if ((int64) pg_atomic_read_u32(tier_of(key, &limit)) >= limit)
+	if ((int64) pg_atomic_read_u32(tier_counter(tier, &limit)) >= limit)
 		return false;
 
 	/* new key: take string references first, never under a partition lock */
@@ -551,7 +573,8 @@ add_or_create(const CounterKey *key, uint32 hashcode,
 		{
 			if (strtab_ref(key->user_h, user, user_len))
 			{
-				added = create_and_add(key, hashcode, d, slots, o, &created);
+				added = create_and_add(key, hashcode, d, slots, o, tier,
+									   &created);
 				if (!created)
 					strtab_unref(key->user_h);
 			}
@@ -562,6 +585,19 @@ add_or_create(const CounterKey *key, uint32 hashcode,
 			strtab_unref(key->method_h);
 	}
 	return added;
+}
+
+/* add_or_create_in the key's own tier */
+static inline bool
+add_or_create(const CounterKey *key, uint32 hashcode,
+			  const char *method, int method_len,
+			  const char *path, int path_len,
+			  const char *user, int user_len,
+			  const CounterDelta *d, const LocalSlot *slots,
+			  const CounterOther *o)
+{
+	return add_or_create_in(key, hashcode, method, method_len, path, path_len,
+							user, user_len, d, slots, o, tier_of(key));
 }
 
 /* no per-slot counts: the slots of a delta that adds no calls */
@@ -575,13 +611,17 @@ static const LocalSlot no_slots[APICOUNT_MAX_SLOTS];
 static CountedUnder
 add_api(CounterKey *api, const char *method, int method_len,
 		const char *path, int path_len, const CounterDelta *delta,
-		const LocalSlot *slots, const CounterOther *o)
+		const LocalSlot *slots, const CounterOther *o, bool audited)
 {
 	bool		was_other = (api->flags & KEY_OVERFLOW) != 0;
 
 	if (add_or_create(api, etab_hash(api), method, method_len, path, path_len,
 					  NULL, 0, delta, slots, o))
 		return was_other ? COUNTED_OVERFLOW : COUNTED_KEY;
+	if (audited && !was_other &&
+		add_or_create_in(api, etab_hash(api), method, method_len, path,
+						 path_len, NULL, 0, delta, slots, o, TIER_AUDITED))
+		return COUNTED_KEY;
 
 	if (!was_other)
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
@@ -603,7 +643,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 					  const char *path, int path_len,
 					  const char *user, int user_len,
 					  const CounterDelta *delta,
-					  const LocalSlot *slots,
+					  const LocalSlot *slots, bool audited,
 					  CounterKey *api)
 {
 	CounterOther all = {delta->calls, delta->ok, delta->client_errors,
@@ -623,6 +663,9 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 		pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
 		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
 								delta->calls);
+		if (audited)
+			pg_atomic_fetch_add_u64(&apicount_shared->audited_folded,
+									delta->calls);
 	}
 
 	/* hits without a caller key are "(other callers)" of their API */
@@ -630,7 +673,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	if (api->flags & KEY_OVERFLOW)
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
 	under = add_api(api, method, method_len, path, path_len, delta, slots,
-					caller ? NULL : &all);
+					caller ? NULL : &all, audited);
 	if (!caller || under == COUNTED_SPILL)
 		return under;
 
@@ -656,6 +699,15 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	if (add_or_create(&ck, hashcode, method, method_len, path, path_len,
 					  user, user_len, &cd, slots, NULL))
 		return under;
+	if (audited &&
+		add_or_create_in(&ck, hashcode, method, method_len, path, path_len,
+						 user, user_len, &cd, slots, NULL, TIER_AUDITED))
+		return under;
+	if (audited)
+	{
+		/* even the audited tier is full: the worker fires an alert */
+		pg_atomic_fetch_add_u64(&apicount_shared->audited_folded, delta->calls);
+	}
 
 	/*
 	 * No room for the caller: folded into its API's "(other callers)", and
@@ -689,7 +741,7 @@ counters_add(const CounterKey *key, uint32 hashcode,
 			 const char *path, int path_len,
 			 const char *user, int user_len,
 			 const CounterDelta *delta,
-			 const LocalSlot *slots,
+			 const LocalSlot *slots, bool audited,
 			 uint64 *api_method_h, uint64 *api_path_h)
 {
 	CountedUnder r;
@@ -698,7 +750,7 @@ counters_add(const CounterKey *key, uint32 hashcode,
 	delta_spilled = false;
 	Assert(hashcode == etab_hash(key));
 	r = counters_add_internal(key, hashcode, method, method_len, path, path_len,
-							  user, user_len, delta, slots, &api);
+							  user, user_len, delta, slots, audited, &api);
 	*api_method_h = api.method_h;
 	*api_path_h = api.path_h;
 	return delta_spilled ? COUNTED_SPILL : r;
@@ -785,6 +837,7 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 	uint32		hashcode = etab_hash(&key);
 	LWLock	   *lock = partition_lock(hashcode);
 	bool		removed = false;
+	uint16		tier = entry_tail(e)->tier;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (!only_if_idle ||
@@ -801,7 +854,7 @@ counters_remove(CounterEntry *e, bool only_if_idle)
 	{
 		int64		limit;
 
-		pg_atomic_fetch_sub_u32(tier_of(&key, &limit), 1);
+		pg_atomic_fetch_sub_u32(tier_counter((EntryTier) tier, &limit), 1);
 		strtab_unref(key.method_h);
 		strtab_unref(key.path_h);
 		strtab_unref(key.user_h);

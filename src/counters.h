@@ -124,11 +124,23 @@ typedef struct CounterTail
 	pg_atomic_uint32 other_ok;
 	pg_atomic_uint32 other_client_errors;
 	pg_atomic_uint32 other_server_errors;
-	pg_atomic_uint32 late;		/* caller entries: 1 if made after the
-								 * minute's heavy summaries first evicted,
-								 * so the caller may have been folded and
+	/* set when the entry is made (exclusive partition lock), then read-only */
+	uint16		tier;			/* EntryTier: whose capacity it counts in */
+	uint16		late;			/* caller entries: made after the minute's
+								 * heavy summaries first evicted, so the
+								 * caller may have been folded and
 								 * forgotten before (heavy.h) */
 } CounterTail;
+
+/* the capacities entries count in */
+typedef enum EntryTier
+{
+	TIER_CALLER,				/* apicount.max_entries */
+	TIER_API,					/* apicount.max_apis */
+	TIER_OTHER,					/* OVERFLOW_RESERVE: "(other)" paths */
+	TIER_AUDITED				/* apicount.max_audited_entries: callers and
+								 * APIs of audited_apis past their tier */
+} EntryTier;
 
 /* the unflushed "(other callers)" counts of an API entry */
 typedef struct CounterOther
@@ -154,6 +166,11 @@ typedef struct ApicountShared
 	pg_atomic_uint32 normal_entries;	/* caller entries */
 	pg_atomic_uint32 api_entries;
 	pg_atomic_uint32 overflow_entries;	/* "(other)" API entries */
+	int64		audited_capacity;	/* apicount.max_audited_entries */
+	pg_atomic_uint32 audited_entries;
+	pg_atomic_uint64 audited_folded;	/* audited callers folded: alerts */
+	pg_atomic_uint64 audited_alerted;	/* of those, covered by an alert */
+	pg_atomic_uint64 audited_gen;	/* bumped when audited_apis changes */
 
 	/* statistics */
 	pg_atomic_uint64 hits;
@@ -285,14 +302,15 @@ typedef enum CountedUnder
  * entry has room.  Never throws: an API that finds no room is counted
  * under "(other)", and if even that has none, in the spill counters.
  * *api_method_h and *api_path_h tell the API the counts landed on (where
- * the delta's latencies belong).
+ * the delta's latencies belong).  An audited API (audited.h) and its
+ * callers that find no room in their tier take room in the audited tier.
  */
 extern CountedUnder counters_add(const CounterKey *key, uint32 hashcode,
 						 const char *method, int method_len,
 						 const char *path, int path_len,
 						 const char *user, int user_len,
 						 const CounterDelta *delta,
-						 const LocalSlot *slots,
+						 const LocalSlot *slots, bool audited,
 						 uint64 *api_method_h, uint64 *api_path_h);
 
 /* scans: take every partition lock in the given mode, in order */

@@ -193,6 +193,40 @@ static const char *heavy_bound_sql =
 /* set for the last flush at shutdown: write every summary of heavy callers */
 bool		flush_heavy_all = false;
 
+/*
+ * An alert when callers of audited APIs were folded since the last one
+ * (their audited tier was full): a row in apicount.alerts and a NOTIFY,
+ * as apicount.evaluate_rules() fires them.
+ */
+static const char *audited_alert_sql =
+"WITH a AS (INSERT INTO apicount.alerts "
+" (fired_at, rule, calls, errors, window_start, window_end) "
+" VALUES (pg_catalog.now(), 'audited_apis_full', $1, 0, $2, pg_catalog.now()) "
+" RETURNING *) "
+"SELECT pg_catalog.pg_notify('apicount_alert', pg_catalog.row_to_json(a)::text) FROM a";
+
+static TimestampTz audited_alerted_at = 0;
+
+/* fire the alert if needed; returns the folded count it covers */
+static uint64
+alert_audited_folded(void)
+{
+	uint64		folded = pg_atomic_read_u64(&apicount_shared->audited_folded);
+	uint64		alerted = pg_atomic_read_u64(&apicount_shared->audited_alerted);
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+
+	if (folded <= alerted)
+		return alerted;
+	args[0] = Int64GetDatum((int64) (folded - alerted));
+	args[1] = TimestampTzGetDatum(audited_alerted_at != 0 ? audited_alerted_at :
+								  GetCurrentTimestamp());
+	if (SPI_execute_with_args(audited_alert_sql, 2, types, args, NULL, false, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "apicount: inserting the audited_apis_full alert failed");
+	return folded;
+}
+
 static void
 ensure_context(void)
 {
@@ -975,6 +1009,7 @@ bool
 flush_counters(int64 *written, char *errbuf, int errlen)
 {
 	HeavyDue	due;
+	volatile uint64 audited_done = 0;
 	FlushItem  *items;
 	int			nitems;
 	LatSnap    *lat;
@@ -1011,6 +1046,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 			write_caller_minute(items, nitems);
 		}
 		write_heavy(&due);
+		audited_done = alert_audited_folded();
 		SPI_finish();
 		PopActiveSnapshot();
 
@@ -1055,6 +1091,11 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		latstore_subtract(lat, nlat);
 		retire_heavy(&due);
 		readlock_release_exclusive();
+		if (audited_done > pg_atomic_read_u64(&apicount_shared->audited_alerted))
+		{
+			pg_atomic_write_u64(&apicount_shared->audited_alerted, audited_done);
+			audited_alerted_at = GetCurrentTimestamp();
+		}
 		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_inserted,
 								caller_writes.inserted);
 		pg_atomic_fetch_add_u64(&apicount_shared->caller_rows_updated,

@@ -18,6 +18,7 @@ char	   *apicount_database = NULL;
 int			apicount_max_entries = 100000;
 int			apicount_max_apis = 10000;
 int			apicount_heavy_counters = 2048;
+int			apicount_max_audited_entries = 50000;
 int			apicount_net_prefix_v4 = 24;
 int			apicount_net_prefix_v6 = 64;
 int			apicount_slot_seconds = 5;
@@ -163,6 +164,15 @@ apicount_define_gucs(void)
 							"Hits of APIs that find no room are counted under their method's path \"(other)\".",
 							&apicount_max_apis,
 							10000, 100, 10000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("apicount.max_audited_entries",
+							"Entries kept for the callers of audited APIs (apicount.audited_apis) when the caller tier is full.",
+							"When these run out too, the worker fires an alert of rule 'audited_apis_full'.",
+							&apicount_max_audited_entries,
+							50000, 100, 10000000,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);

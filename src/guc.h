@@ -10,6 +10,7 @@ extern char *apicount_database;
 extern int	apicount_max_entries;
 extern int	apicount_max_apis;
 extern int	apicount_heavy_counters;
+extern int	apicount_max_audited_entries;
 extern int	apicount_net_prefix_v4;
 extern int	apicount_net_prefix_v6;
 extern int	apicount_slot_seconds;

@@ -25,6 +25,7 @@
 #include "counters.h"
 #include "guc.h"
 #include "ingest.h"
+#include "audited.h"
 #include "normalize.h"
 #include "pending.h"
 #include "requests_slot.h"
@@ -281,6 +282,7 @@ prepare_hit(const RequestValues *req, PendingHit *hit, PathSpace *space)
 
 	/* method */
 	prepare_method(req->method, hit);
+	hit->audited = audited_path(hit->key.path_h, hit->path, hit->path_len);
 
 	/* user id */
 	if (req->user_id != NULL)

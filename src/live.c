@@ -599,7 +599,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		g->calls += calls;
 		g->ok += ok;
 		g->errors += errors;
-		if (full_key_groups && !pg_atomic_read_u32(&entry_tail(e)->late))
+		if (full_key_groups && !entry_tail(e)->late)
 		{
 			for (h = 0; h < wh.n; h++)
 				if (wh.snaps[h]->minute == e->key.minute)
@@ -877,8 +877,8 @@ Datum
 apicount_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[26];
-	bool		nulls[26];
+	Datum		values[29];
+	bool		nulls[29];
 	ApicountShared *s;
 	uint64		last_at;
 	int			pid;
@@ -896,7 +896,8 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(s->capacity);
 	values[1] = Int64GetDatum((int64) pg_atomic_read_u32(&s->normal_entries) +
 							  pg_atomic_read_u32(&s->api_entries) +
-							  pg_atomic_read_u32(&s->overflow_entries));
+							  pg_atomic_read_u32(&s->overflow_entries) +
+							  pg_atomic_read_u32(&s->audited_entries));
 	values[2] = Int64GetDatum(pg_atomic_read_u64(&s->hits));
 	values[3] = Int64GetDatum(pg_atomic_read_u64(&s->overflow_hits));
 	values[4] = Int64GetDatum(pg_atomic_read_u64(&s->truncated));
@@ -927,6 +928,9 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[24] = Int64GetDatum(heavy_capacity());
 	/* the current minute's bound for callers absent from its summaries */
 	values[25] = Int64GetDatum((int64) heavy_bound(apicount_minute_of(GetCurrentTimestamp())));
+	values[26] = Int64GetDatum(s->audited_capacity);
+	values[27] = Int64GetDatum((int64) pg_atomic_read_u32(&s->audited_entries));
+	values[28] = Int64GetDatum(pg_atomic_read_u64(&s->audited_folded));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

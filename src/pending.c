@@ -52,6 +52,7 @@ typedef struct PendingEntry
 	int16		lat_cap;
 	int16		one_slot;		/* with slots NULL: the slot of every hit,
 								 * or -1 before the first */
+	bool		audited;		/* its API is audited (audited.h) */
 	LatPair    *lat;			/* sorted by idx: lat_inline, or in the
 								 * level's datacxt past LAT_INLINE pairs;
 								 * dense (below) when lat_n == LAT_NBUCKETS */
@@ -570,7 +571,7 @@ static PendingEntry *level_entry(PendingLevel *lvl, const CounterKey *key,
 								 uint32 hashcode, const char *method,
 								 int method_len, const char *path,
 								 int path_len, const char *user,
-								 int user_len);
+								 int user_len, bool audited);
 
 /* the level's entry of the minute's catch-all key ("*", "(other)") */
 static PendingEntry *
@@ -586,7 +587,7 @@ catchall_entry(PendingLevel *lvl, int32 minute)
 	counters_catchall_key(minute, &okey);
 	return level_entry(lvl, &okey, etab_hash(&okey), ANY_METHOD,
 					   strlen(ANY_METHOD), OTHER_PATH,
-					   strlen(OTHER_PATH), NULL, 0);
+					   strlen(OTHER_PATH), NULL, 0, false);
 }
 
 static inline bool
@@ -608,7 +609,7 @@ is_catchall(const CounterKey *key)
 static PendingEntry *
 folded_entry(PendingLevel *lvl, const CounterKey *key,
 			 const char *method, int method_len,
-			 const char *path, int path_len)
+			 const char *path, int path_len, bool audited)
 {
 	CounterKey	fk;
 
@@ -617,14 +618,14 @@ folded_entry(PendingLevel *lvl, const CounterKey *key,
 		counters_api_key(key, &fk);
 		fk.flags = KEY_FOLDED;
 		return level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
-						   path, path_len, NULL, 0);
+						   path, path_len, NULL, 0, audited);
 	}
 	if (!(key->flags & KEY_OVERFLOW))
 	{
 		counters_other_path_key(key->minute, key->method_h, &fk);
 		fk.flags = KEY_OVERFLOW | (key->flags & KEY_FOLDED);
 		return level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
-						   OTHER_PATH, strlen(OTHER_PATH), NULL, 0);
+						   OTHER_PATH, strlen(OTHER_PATH), NULL, 0, false);
 	}
 	return catchall_entry(lvl, key->minute);
 }
@@ -639,7 +640,7 @@ static PendingEntry *
 level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 			const char *method, int method_len,
 			const char *path, int path_len,
-			const char *user, int user_len)
+			const char *user, int user_len, bool audited)
 {
 	PendingRef *ref;
 	PendingEntry *e;
@@ -656,8 +657,11 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 			bound += apicount_shared->api_capacity;
 		if (key->flags & KEY_OVERFLOW)
 			bound += OVERFLOW_RESERVE;
+		if (audited)
+			bound += apicount_shared->audited_capacity;
 		if (lvl->nentries >= bound && !is_catchall(key))
-			return folded_entry(lvl, key, method, method_len, path, path_len);
+			return folded_entry(lvl, key, method, method_len, path, path_len,
+								audited);
 		/* the entry is complete before the index refers to it */
 		e = (PendingEntry *) level_take(lvl, esize +
 										string_room(method, method_len) +
@@ -674,6 +678,7 @@ level_entry(PendingLevel *lvl, const CounterKey *key, uint32 hashcode,
 		e->path_len = path_len;
 		e->user = put_string(&room, user, user_len);
 		e->user_len = user_len;
+		e->audited = audited;
 		pendidx_insert_hash(lvl->idx, &e->key, hashcode, &found);
 		Assert(!found);
 		e->next = lvl->entries;
@@ -734,7 +739,7 @@ pending_add(const PendingHit *hit)
 
 	e = level_entry(top_level, &hit->key, hit->keyhash,
 					hit->method, hit->method_len, hit->path, hit->path_len,
-					hit->user, hit->user_len);
+					hit->user, hit->user_len, hit->audited);
 
 	/*
 	 * One hit: the counts of add_counts, added in place.  The slot and the
@@ -783,7 +788,8 @@ static inline PendingEntry *
 parent_entry(PendingLevel *parent, const PendingEntry *e)
 {
 	return level_entry(parent, &e->key, e->hash, e->method, e->method_len,
-					   e->path, e->path_len, e->user, e->user_len);
+					   e->path, e->path_len, e->user, e->user_len,
+					   e->audited);
 }
 
 static void
@@ -859,8 +865,8 @@ merge_into_shared(void)
 				continue;		/* made by a savepoint merge that failed */
 			under = counters_add(&e->key, e->hash, e->method, e->method_len,
 								 e->path, e->path_len, e->user, e->user_len,
-								 &e->d, slots_of(e, buf), &api_method_h,
-								 &api_path_h);
+								 &e->d, slots_of(e, buf), e->audited,
+								 &api_method_h, &api_path_h);
 
 			make_sparse(e);		/* the entry goes after this */
 			if (e->lat_n == 0)

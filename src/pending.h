@@ -29,6 +29,7 @@ typedef struct PendingHit
 	uint64		latency_ns;
 	int			slot;
 	int			truncated;		/* strings of this hit cut to their limit */
+	bool		audited;		/* its path is audited (audited.h) */
 	uint32		keyhash;		/* set by pending_prepare */
 	char		method_buf[APICOUNT_MAX_METHOD + 1];	/* method points here */
 } PendingHit;
