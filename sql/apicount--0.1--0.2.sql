@@ -149,15 +149,22 @@ RETURNS SETOF record
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH full_rows AS (
+	WITH cm AS MATERIALIZED (
+		SELECT c.*, @extschema@._is_other_callers(c.client_ip, c.user_id) AS other
+		FROM @extschema@._caller_minutes(from_bucket, to_ts) c
+	), full_rows AS (
 		SELECT c.bucket, c.method, c.path,
 		       CASE WHEN by IN ('ip', 'ip_user') THEN c.client_ip
 		            WHEN by = 'net' THEN @extschema@._net(c.client_ip) END AS ip,
 		       CASE WHEN by IN ('user', 'ip_user') THEN c.user_id END AS uid,
 		       sum(c.calls) AS calls, sum(c.ok) AS ok, sum(c.errors) AS errors
-		FROM @extschema@._caller_minutes(from_bucket, to_ts) c
-		WHERE NOT @extschema@._is_other_callers(c.client_ip, c.user_id)
+		FROM cm c
+		WHERE NOT c.other
 		GROUP BY 1, 2, 3, 4, 5
+	), folded_apis AS (
+		-- the minutes and APIs with an "(other callers)" row: only their
+		-- callers can have folded calls that a summary no longer holds
+		SELECT DISTINCT c.bucket, c.method, c.path FROM cm c WHERE c.other
 	), live AS (
 		SELECT * FROM @extschema@._live_heavy(from_bucket, to_ts, by)
 	), heavy AS (
@@ -180,15 +187,19 @@ AS $$
 	       coalesce(f.path, h.path), coalesce(f.ip, h.client_ip),
 	       coalesce(f.uid, h.user_id),
 	       (coalesce(f.calls, 0) + coalesce(h.calls, 0) +
-	        CASE WHEN h.bucket IS NULL THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint,
+	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL
+	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint,
 	       coalesce(f.ok, 0)::bigint,
 	       (coalesce(f.errors, 0) + coalesce(h.errors, 0))::bigint,
 	       (coalesce(h.calls_error, 0) +
-	        CASE WHEN h.bucket IS NULL THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint
+	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL
+	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint
 	FROM full_rows f
 	FULL JOIN heavy h ON h.bucket = f.bucket AND h.method = f.method
 	     AND h.path = f.path AND h.client_ip IS NOT DISTINCT FROM f.ip
 	     AND h.user_id IS NOT DISTINCT FROM f.uid
+	LEFT JOIN folded_apis fa
+	     ON fa.bucket = f.bucket AND fa.method = f.method AND fa.path = f.path
 	LEFT JOIN (SELECT bucket, sum(absent_bound) AS absent_bound FROM bounds GROUP BY 1) bd
 	     ON bd.bucket = f.bucket
 $$;

@@ -322,6 +322,12 @@ atomic_max_u64(pg_atomic_uint64 *ptr, uint64 val)
 }
 
 /*
+ * Set while counters_add adds a folded caller to its API entry: the entry
+ * is then marked (CounterTail.late: its minute had folded callers).
+ */
+static bool adding_fold = false;
+
+/*
  * Add a delta (and "(other callers)" counts o, if any) to an entry.
  * Returns false, adding nothing, if a 32-bit field could wrap (about 4
  * billion hits of one key in one flush interval); the caller then counts
@@ -373,6 +379,8 @@ apply_delta(CounterEntry *e, const CounterDelta *d, const LocalSlot *slots,
 	}
 	if (o != NULL && o->calls)
 	{
+		if (adding_fold && t->late == 0)
+			t->late = 1;		/* the same store from every backend */
 		pg_atomic_fetch_add_u64(&t->other_calls, o->calls);
 		if (o->ok)
 			pg_atomic_fetch_add_u32(&t->other_ok, (uint32) o->ok);
@@ -719,6 +727,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
 								delta->calls);
 	memset(&none, 0, sizeof(none));
+	adding_fold = true;
 	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,
 					   NULL, 0, &none, no_slots, &all))
 	{
@@ -732,6 +741,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 							 strlen(OTHER_PATH), NULL, 0, &none, no_slots,
 							 &all);
 	}
+	adding_fold = false;
 	return under;
 }
 

@@ -129,7 +129,8 @@ typedef struct CounterTail
 	uint16		late;			/* caller entries: made after the minute's
 								 * heavy summaries first evicted, so the
 								 * caller may have been folded and
-								 * forgotten before (heavy.h) */
+								 * forgotten before (heavy.h); API
+								 * entries: callers of it were folded */
 } CounterTail;
 
 /* the capacities entries count in */

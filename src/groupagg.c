@@ -62,23 +62,45 @@ groupagg_create(int expected)
 	return agg;
 }
 
-GroupRow *
-groupagg_get(GroupAgg *agg, const GroupKey *k, uint64 fp)
+/* the row number + 1 of the group, or 0 with *pos its free table slot */
+static int32
+probe(GroupAgg *agg, const GroupKey *k, uint64 fp, uint32 *pos)
 {
-	uint32		pos = (uint32) fp & agg->mask;
-	GroupRow   *row;
+	uint32		p = (uint32) fp & agg->mask;
 
 	for (;;)
 	{
-		int32		slot = agg->table[pos];
+		int32		slot = agg->table[p];
 
-		if (slot == 0)
-			break;
-		if (agg->row_fp[slot - 1] == fp &&
-			memcmp(&agg->rows[slot - 1].key, k, sizeof(GroupKey)) == 0)
-			return &agg->rows[slot - 1];
-		pos = (pos + 1) & agg->mask;
+		if (slot == 0 ||
+			(agg->row_fp[slot - 1] == fp &&
+			 memcmp(&agg->rows[slot - 1].key, k, sizeof(GroupKey)) == 0))
+		{
+			*pos = p;
+			return slot;
+		}
+		p = (p + 1) & agg->mask;
 	}
+}
+
+GroupRow *
+groupagg_find(GroupAgg *agg, const GroupKey *k, uint64 fp)
+{
+	uint32		pos;
+	int32		slot = probe(agg, k, fp, &pos);
+
+	return slot == 0 ? NULL : &agg->rows[slot - 1];
+}
+
+GroupRow *
+groupagg_get(GroupAgg *agg, const GroupKey *k, uint64 fp)
+{
+	uint32		pos;
+	int32		slot = probe(agg, k, fp, &pos);
+	GroupRow   *row;
+
+	if (slot != 0)
+		return &agg->rows[slot - 1];
 
 	/* new group; keep the table at most half full */
 	if (agg->nrows == agg->cap)

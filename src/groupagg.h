@@ -55,6 +55,9 @@ typedef struct GroupAgg
 extern uint64 groupkey_fingerprint(const GroupKey *k);
 extern GroupAgg *groupagg_create(int expected);
 
+/* the group's row, or NULL */
+extern GroupRow *groupagg_find(GroupAgg *agg, const GroupKey *k, uint64 fp);
+
 /* the group's row, added zeroed if new */
 extern GroupRow *groupagg_get(GroupAgg *agg, const GroupKey *k, uint64 fp);
 

@@ -446,6 +446,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	WindowHeavy wh;
 	int			h;
 	bool		full_key_groups;
+	GroupAgg   *folded_apis;
 
 	apicount_require_preload();
 	if (PG_ARGISNULL(0))
@@ -609,6 +610,27 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 		g->d.lat_count += lat_count;
 		g->d.lat_sum_ns += pg_atomic_read_u64(&e->lat_sum_ns);
 	}
+	/*
+	 * With bounds to add, the APIs of the window's minutes that had folded
+	 * callers (CounterTail.late of API entries): only their callers can
+	 * have folded calls that a summary no longer holds.
+	 */
+	folded_apis = NULL;
+	if ((dims & G_API) && wh.bound_sum > 0)
+	{
+		folded_apis = groupagg_create(64);
+		cursor = 0;
+		while ((e = etab_next(&cursor)) != NULL)
+		{
+			GroupKey	gk;
+
+			if (!(e->key.flags & KEY_API) || !entry_tail(e)->late ||
+				e->key.minute < min_minute || e->key.minute > cur / nslots)
+				continue;
+			group_key(&e->key, G_API | G_MINUTE, &gk);
+			(void) groupagg_get(folded_apis, &gk, groupkey_fingerprint(&gk));
+		}
+	}
 	counters_unlock_all();
 
 	/* the folded callers of the summaries */
@@ -662,8 +684,16 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			g = &agg->rows[i];
 			for (h = 0; h < wh.n; h++)
 			{
+				GroupKey	ak;
+
 				if (((g->heavy_seen | g->clean) & (1u << h)) ||
 					wh.snaps[h]->min_count == 0)
+					continue;
+				memset(&ak, 0, sizeof(ak));
+				ak.method_h = g->key.method_h;
+				ak.path_h = g->key.path_h;
+				ak.minute = wh.snaps[h]->minute;
+				if (!groupagg_find(folded_apis, &ak, groupkey_fingerprint(&ak)))
 					continue;
 				g->calls += wh.snaps[h]->min_count;
 				g->calls_error += wh.snaps[h]->min_count;
