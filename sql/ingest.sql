@@ -83,12 +83,15 @@ FROM (SELECT p AS path, s.time
 GROUP BY path ORDER BY path;
 
 -- the live view holds the recent hits (entries of recent minutes are kept
--- after a flush; calls is the minute's total, flushed or not)
-SELECT path, method, sum(calls) AS calls
+-- after a flush; calls is the minute's total, flushed or not): each hit once
+-- in the API tier, and (all hits here are tracked) once in the caller tier
+SELECT path, method, sum(calls) FILTER (WHERE tier = 'api') AS calls,
+       sum(calls) FILTER (WHERE tier = 'caller') AS caller_calls
 FROM apicount.live
 WHERE path LIKE '/ingest/%' AND path <> '/ingest/multi'
 GROUP BY path, method
 ORDER BY path, method;
-SELECT sum(calls) AS multi_recent_calls
+SELECT sum(calls) FILTER (WHERE tier = 'api') AS multi_recent_calls,
+       sum(calls) FILTER (WHERE tier = 'caller') AS multi_recent_caller_calls
 FROM apicount.live
 WHERE path = '/ingest/multi' AND bucket >= date_trunc('minute', :'t_before'::timestamptz);

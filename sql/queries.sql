@@ -2,7 +2,9 @@
 -- queries: top_apis (both forms), top_callers (each "by"), series and callers
 -- compared with independent GROUP BY queries over a plain table holding the
 -- same hits, with everything live, everything flushed, and a mix of both;
--- the rollup tables after a flush; track_callers = off.
+-- the rollup tables after a flush; track_callers = off (untracked hits are
+-- their API's "(other callers)": a caller_minute row with NULL client_ip and
+-- user_id '(other callers)', shown by callers(), left out of top_callers).
 -- Paths used here start with /q/; client_ips are in 10.99.0.0/24 and
 -- 2001:db8:99::/64, user ids start with q- (or are '' / NULL).
 --
@@ -232,16 +234,19 @@ RETURNS TABLE (ok bool, nonempty bool) LANGUAGE sql AS $$
 $$;
 
 --
--- callers
+-- callers: one row per caller of the tracked hits, plus the untracked hits as
+-- one row (NULL client_ip, user_id '(other callers)')
 --
 CREATE FUNCTION pg_temp.ref_callers(p text, f timestamptz, t timestamptz)
 RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz, last_seen timestamptz,
                calls bigint, errors bigint)
 LANGUAGE sql STABLE AS $$
-	SELECT w.client_ip, w.user_id, min(w.bucket), max(w.bucket),
+	SELECT CASE WHEN w.tracked THEN w.client_ip END,
+	       CASE WHEN w.tracked THEN w.user_id ELSE '(other callers)' END,
+	       min(w.bucket), max(w.bucket),
 	       count(*), count(*) FILTER (WHERE w.status >= 400)
 	FROM q_raw w
-	WHERE w.tracked AND w.path = p AND pg_temp.in_window(w.bucket, w.slot, w.ts, f, t, NULL, false)
+	WHERE w.path = p AND pg_temp.in_window(w.bucket, w.slot, w.ts, f, t, NULL, false)
 	GROUP BY 1, 2
 $$;
 
@@ -361,11 +366,15 @@ CREATE FUNCTION pg_temp.chk_rollups() RETURNS TABLE (check_name text, ok bool) L
 		SELECT bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors
 		FROM apicount.caller_minute WHERE path LIKE '/q/%'
 	), cr AS (
-		SELECT date_trunc('minute', ts) AS bucket, method, path, client_ip, user_id, count(*) AS calls,
+		-- tracked hits per caller; untracked hits per API as its '(other callers)' row
+		SELECT date_trunc('minute', ts) AS bucket, method, path,
+		       CASE WHEN tracked THEN client_ip END AS client_ip,
+		       CASE WHEN tracked THEN user_id ELSE '(other callers)' END AS user_id,
+		       count(*) AS calls,
 		       count(*) FILTER (WHERE status BETWEEN 100 AND 399) AS ok,
 		       count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS client_errors,
 		       count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS server_errors
-		FROM q_raw WHERE tracked GROUP BY 1, 2, 3, 4, 5
+		FROM q_raw GROUP BY 1, 2, 3, 4, 5
 	)
 	SELECT 'api_minute = plain table per (bucket, method, path)',
 	       (SELECT count(*) FROM am FULL JOIN ar USING (bucket, method, path)
@@ -379,7 +388,7 @@ CREATE FUNCTION pg_temp.chk_rollups() RETURNS TABLE (check_name text, ok bool) L
 	SELECT 'api_minute total = plain table total',
 	       (SELECT sum(calls) FROM am) = (SELECT count(*) FROM q_raw)
 	UNION ALL
-	SELECT 'caller_minute = plain table (tracked hits) per caller and minute',
+	SELECT 'caller_minute = plain table (tracked per caller, untracked as (other callers)) per minute',
 	       (SELECT count(*) FROM cm FULL JOIN cr
 	          ON cm.bucket = cr.bucket AND cm.method = cr.method AND cm.path = cr.path
 	         AND cm.client_ip IS NOT DISTINCT FROM cr.client_ip AND cm.user_id IS NOT DISTINCT FROM cr.user_id
@@ -387,19 +396,21 @@ CREATE FUNCTION pg_temp.chk_rollups() RETURNS TABLE (check_name text, ok bool) L
 	           OR cm.client_errors IS DISTINCT FROM cr.client_errors
 	           OR cm.server_errors IS DISTINCT FROM cr.server_errors) = 0
 	UNION ALL
-	SELECT 'caller_minute total = tracked hits',
-	       (SELECT sum(calls) FROM cm) = (SELECT count(*) FROM q_raw WHERE tracked)
+	SELECT 'caller_minute total = all hits (tracked + (other callers))',
+	       (SELECT sum(calls) FROM cm) = (SELECT count(*) FROM q_raw)
 	UNION ALL
-	SELECT 'caller_minute = api_minute per (bucket, method, path) where all hits were tracked',
+	SELECT 'caller_minute tracked rows total = tracked hits',
+	       (SELECT sum(calls) FROM cm WHERE NOT (client_ip IS NULL AND user_id IS NOT DISTINCT FROM '(other callers)'))
+	       = (SELECT count(*) FROM q_raw WHERE tracked)
+	UNION ALL
+	SELECT 'caller_minute = api_minute per (bucket, method, path)',
 	       (SELECT count(*)
 	        FROM am
-	        LEFT JOIN (SELECT bucket, method, path, sum(calls) AS calls, sum(ok) AS ok,
+	        FULL JOIN (SELECT bucket, method, path, sum(calls) AS calls, sum(ok) AS ok,
 	                          sum(client_errors) AS ce, sum(server_errors) AS se
 	                   FROM cm GROUP BY 1, 2, 3) c USING (bucket, method, path)
-	        WHERE NOT EXISTS (SELECT FROM q_raw q WHERE NOT q.tracked AND q.path = am.path AND q.method = am.method
-	                            AND date_trunc('minute', q.ts) = am.bucket)
-	          AND (c.calls IS DISTINCT FROM am.calls OR c.ok IS DISTINCT FROM am.ok
-	               OR c.ce IS DISTINCT FROM am.client_errors OR c.se IS DISTINCT FROM am.server_errors)) = 0
+	        WHERE c.calls IS DISTINCT FROM am.calls OR c.ok IS DISTINCT FROM am.ok
+	           OR c.ce IS DISTINCT FROM am.client_errors OR c.se IS DISTINCT FROM am.server_errors) = 0
 	UNION ALL
 	SELECT 'no /q/ hit left unflushed in apicount.live',
 	       NOT EXISTS (SELECT FROM apicount.live WHERE path LIKE '/q/%' AND unflushed <> 0)
@@ -445,8 +456,9 @@ DROP TABLE results;
 
 --
 -- phase 3: more hits for the same keys and minutes, partly with
--- track_callers = off (those count in api_minute only; untracked-only path
--- /q/untracked never shows up in caller results)
+-- track_callers = off (those count in api_minute, and in caller_minute only
+-- as their API's '(other callers)' row; untracked-only path /q/untracked
+-- never shows up in top_callers, and in callers() only as that row)
 --
 CREATE TEMP TABLE q_batch2 AS
 SELECT now() - make_interval(secs => CASE WHEN i % 2 = 0 THEN ((i * 4099) % 15000) / 100.0
@@ -473,9 +485,10 @@ SELECT ts, method, path, client_ip, user_id, status, latency_ms FROM q_batch2 WH
 RESET apicount.track_callers;
 \set QUIET on
 
--- untracked entries carry no caller fields
+-- untracked entries carry no caller fields, and are API entries only
 SELECT count(*) > 0 AS untracked_live,
-       count(*) FILTER (WHERE client_ip IS NOT NULL OR user_id IS NOT NULL) AS with_caller_fields
+       count(*) FILTER (WHERE client_ip IS NOT NULL OR user_id IS NOT NULL) AS with_caller_fields,
+       count(*) FILTER (WHERE tier <> 'api') AS in_caller_tier
 FROM apicount.live WHERE path = '/q/untracked';
 
 CREATE TEMP TABLE results AS SELECT * FROM pg_temp.run_checks();
@@ -490,12 +503,18 @@ DROP TABLE results;
 --
 SELECT apicount.flush() >= 0 AS flushed;
 SELECT * FROM pg_temp.chk_rollups();
-SELECT count(*) AS untracked_caller_rows FROM apicount.caller_minute WHERE path = '/q/untracked';
+-- /q/untracked in caller_minute: only '(other callers)' rows, one per (minute,
+-- method) of its hits, holding all of them
+SELECT count(*) FILTER (WHERE NOT (c.client_ip IS NULL AND c.user_id IS NOT DISTINCT FROM '(other callers)')) AS untracked_named_caller_rows,
+       count(*) = (SELECT count(DISTINCT (bucket, method)) FROM q_raw WHERE path = '/q/untracked') AS one_row_per_minute_and_method,
+       sum(c.calls) = (SELECT count(*) FROM q_raw WHERE path = '/q/untracked') AS other_callers_calls_ok
+FROM apicount.caller_minute c WHERE c.path = '/q/untracked';
 SELECT sum(calls) = (SELECT count(*) FROM q_raw WHERE path = '/q/untracked') AS untracked_api_calls_ok
 FROM apicount.api_minute WHERE path = '/q/untracked';
 SELECT count(*) AS untracked_top_callers FROM apicount.top_callers(100, interval '1 hour', '/q/untracked');
-SELECT count(*) AS untracked_callers
-FROM q_ranges g, apicount.callers('/q/untracked', g.f, g.t) WHERE g.name = 'all';
+SELECT c.client_ip, c.user_id,
+       c.calls = (SELECT count(*) FROM q_raw WHERE path = '/q/untracked') AS calls_ok
+FROM q_ranges g, apicount.callers('/q/untracked', g.f, g.t) c WHERE g.name = 'all';
 CREATE TEMP TABLE results AS SELECT * FROM pg_temp.run_checks();
 SELECT bool_and(ok) AS all_ok, bool_and(nonempty) FILTER (WHERE nonempty IS NOT NULL) AS all_nonempty,
        count(*) AS checks

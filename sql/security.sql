@@ -103,14 +103,21 @@ FROM pg_class WHERE relnamespace = 'public'::regnamespace;
 -- 2 * 13 + 2 * 14 + 15 = 69
 SELECT truncated - :trunc0 AS truncations FROM apicount.stats;
 
--- live counts: apicount.live holds exactly the expected (path, user id) keys
-SELECT h.n, sum(l.calls) AS live_calls, sum(l.calls) = h.n AS ok
-FROM hostile h
-LEFT JOIN apicount.live l ON l.path = h.exp_path AND l.user_id = h.exp_user
-GROUP BY h.n ORDER BY h.n;
+-- live counts: apicount.live holds exactly the expected keys: in the caller
+-- tier (path, user id), in the API tier (path) with NULL caller fields
+SELECT n, live_calls, live_api_calls, live_calls = n AND live_api_calls = n AS ok
+FROM (SELECT h.n,
+             (SELECT sum(l.calls) FROM apicount.live l
+              WHERE l.tier = 'caller' AND l.path = h.exp_path AND l.user_id = h.exp_user) AS live_calls,
+             (SELECT sum(l.calls) FROM apicount.live l
+              WHERE l.tier = 'api' AND l.path = h.exp_path) AS live_api_calls
+      FROM hostile h) x
+ORDER BY n;
 SELECT count(*) AS unexpected_live_keys FROM apicount.live l
 WHERE l.path LIKE '/sec/h/%'
-  AND NOT EXISTS (SELECT FROM hostile h WHERE h.exp_path = l.path AND h.exp_user = l.user_id);
+  AND NOT EXISTS (SELECT FROM hostile h WHERE h.exp_path = l.path
+                  AND ((l.tier = 'caller' AND h.exp_user = l.user_id)
+                       OR (l.tier = 'api' AND l.user_id IS NULL AND l.client_ip IS NULL)));
 
 -- query functions: the paths come back byte-exact (short ones shown)
 SELECT h.n, CASE WHEN octet_length(a.path) <= 48 THEN a.path END AS path,
@@ -453,7 +460,7 @@ UNION ALL SELECT 9, to_jsonb(t) FROM apicount.hot_callers(1, interval '1 minute'
 UNION ALL SELECT 10, to_jsonb(t) FROM apicount.hot_callers(1, interval '1 hour', NULL, 'ip') t
 UNION ALL SELECT 11, to_jsonb(t) FROM apicount.login_anomalies('/sec/%', interval '1 minute', interval '30 minutes', 1, 0, 1) t
 UNION ALL SELECT 12, to_jsonb(t) FROM (SELECT capacity, hits, overflow_hits, truncated, shared_memory_bytes FROM apicount.stats) t
-UNION ALL SELECT 13, to_jsonb(t) FROM (SELECT bucket, method, path, client_ip, user_id, calls FROM apicount.live) t;
+UNION ALL SELECT 13, to_jsonb(t) FROM (SELECT bucket, method, path, client_ip, user_id, calls, tier FROM apicount.live) t;
 SET LOCAL search_path = evil, public, pg_catalog;
 CREATE TEMP TABLE q_hostile AS
 SELECT 1 AS q, to_jsonb(t) AS r FROM apicount.top_apis(1000, interval '1 minute') t
@@ -468,7 +475,7 @@ UNION ALL SELECT 9, to_jsonb(t) FROM apicount.hot_callers(1, interval '1 minute'
 UNION ALL SELECT 10, to_jsonb(t) FROM apicount.hot_callers(1, interval '1 hour', NULL, 'ip') t
 UNION ALL SELECT 11, to_jsonb(t) FROM apicount.login_anomalies('/sec/%', interval '1 minute', interval '30 minutes', 1, 0, 1) t
 UNION ALL SELECT 12, to_jsonb(t) FROM (SELECT capacity, hits, overflow_hits, truncated, shared_memory_bytes FROM apicount.stats) t
-UNION ALL SELECT 13, to_jsonb(t) FROM (SELECT bucket, method, path, client_ip, user_id, calls FROM apicount.live) t;
+UNION ALL SELECT 13, to_jsonb(t) FROM (SELECT bucket, method, path, client_ip, user_id, calls, tier FROM apicount.live) t;
 -- defaults of series() and the evaluation of rules under the hostile path
 CREATE TEMP TABLE q_hostile_defaults AS
 SELECT pg_catalog.count(*) AS n FROM apicount.series();

@@ -1,7 +1,9 @@
 --
 -- stats: the shape of apicount.stats and apicount.live; exact counter deltas
--- (hits, entries, flushes); flush() returns the number of entries written;
--- live.calls / live.unflushed before and after a flush.
+-- (hits, entries of each tier, flushes); flush() returns the number of
+-- entries written (of both tiers: a tracked key has an API entry and a
+-- caller entry); live.calls / live.unflushed before and after a flush, per
+-- tier.
 -- Paths used here start with /stats/.
 --
 -- To know exactly what a flush writes, the worker's periodic flushes are
@@ -31,13 +33,17 @@ WHERE table_schema = 'apicount' AND table_name = 'live' ORDER BY ordinal_positio
 SELECT count(*) AS stats_rows FROM apicount.stats;
 
 -- values that do not depend on what ran before
-SELECT capacity,                                     -- apicount.max_entries default
+SELECT capacity,                                     -- apicount.max_entries default (caller tier)
+       api_capacity,                                 -- apicount.max_apis default (API tier)
        worker_pid = (SELECT pid FROM pg_stat_activity
                      WHERE backend_type = 'apicount worker') AS worker_pid_ok,
        shared_memory_bytes > 0 AS has_shared_memory,
        hits >= overflow_hits AS hits_include_overflow,
-       strings_capacity,                             -- half of (capacity + 1,024 overflow) + 64
-       strings >= 2 AS holds_overflow_strings        -- '*' and '(overflow)', always held
+       hits >= folded_calls AS hits_include_folded,
+       entries >= api_entries + caller_entries AS entries_include_tiers,
+       entries - api_entries - caller_entries <= 1024 AS reserve_within_1024,
+       strings_capacity,                             -- half of (capacity + api_capacity + 1,024 reserve) + 64
+       strings >= 3 AS holds_permanent_strings       -- '*', '(other)', '(other callers)', always held
 FROM apicount.stats;
 
 --
@@ -69,10 +75,12 @@ SELECT count(*) AS unflushed_entries FROM apicount.live WHERE unflushed > 0;
 SELECT apicount.flush() AS written_when_idle;
 
 SELECT hits AS hits0, entries AS entries0, flushes AS flushes0, overflow_hits AS overflow0,
-       truncated AS truncated0, flush_failures AS failures0
+       truncated AS truncated0, flush_failures AS failures0,
+       api_entries AS api_entries0, caller_entries AS caller_entries0, folded_calls AS folded0
 FROM apicount.stats \gset
 
--- 30 hits on 6 keys, all in the previous minute (one bucket per key)
+-- 30 hits on 6 keys, all in the previous minute (one bucket per key): 6 API
+-- entries and 6 caller entries (tracked, with NULL client_ip and user_id)
 SELECT date_trunc('minute', now()) - interval '1 minute' AS m \gset
 INSERT INTO apicount.requests (ts, method, path, status, latency_ms)
 SELECT :'m'::timestamptz + make_interval(secs => i), k.method, k.path, 200, i
@@ -85,14 +93,19 @@ SELECT apicount.hit('/stats/a', ts => :'m'::timestamptz);
 ROLLBACK;
 
 SELECT hits - :hits0 AS hits_delta, entries - :entries0 AS entries_delta,
+       api_entries - :api_entries0 AS api_entries_delta,
+       caller_entries - :caller_entries0 AS caller_entries_delta,
        flushes - :flushes0 AS flushes_delta, overflow_hits - :overflow0 AS overflow_delta,
+       folded_calls - :folded0 AS folded_delta,
        truncated - :truncated0 AS truncated_delta,
-       entries = (SELECT count(*) FROM apicount.live) AS entries_match_live
+       entries = (SELECT count(*) FROM apicount.live) AS entries_match_live,
+       api_entries = (SELECT count(*) FROM apicount.live WHERE tier = 'api') AS api_entries_match_live,
+       caller_entries = (SELECT count(*) FROM apicount.live WHERE tier = 'caller') AS caller_entries_match_live
 FROM apicount.stats;
-SELECT bucket = :'m'::timestamptz AS bucket_ok, method, path, client_ip, user_id, calls, unflushed
-FROM apicount.live WHERE path LIKE '/stats/%' ORDER BY path, method;
+SELECT bucket = :'m'::timestamptz AS bucket_ok, method, path, client_ip, user_id, calls, unflushed, tier
+FROM apicount.live WHERE path LIKE '/stats/%' ORDER BY path, method, tier;
 
--- flush() returns the entries it wrote: those with unflushed counts
+-- flush() returns the entries it wrote: those with unflushed counts (both tiers)
 SELECT count(*) AS entries_unflushed FROM apicount.live WHERE unflushed > 0;
 SELECT clock_timestamp() AS before_flush \gset
 SELECT apicount.flush() AS written;
@@ -101,18 +114,19 @@ SELECT flushes - :flushes0 AS flushes_delta,
        last_flush_ms >= 0 AS last_flush_ms_ok
 FROM apicount.stats;
 -- calls stay, unflushed goes to 0; the rollups got the counts
-SELECT method, path, calls, unflushed
-FROM apicount.live WHERE path LIKE '/stats/%' ORDER BY path, method;
+SELECT method, path, calls, unflushed, tier
+FROM apicount.live WHERE path LIKE '/stats/%' ORDER BY path, method, tier;
 SELECT bucket = :'m'::timestamptz AS bucket_ok, method, path, calls, ok, latency_count, latency_sum_ms, latency_max_ms
 FROM apicount.api_minute WHERE path LIKE '/stats/%' ORDER BY path, method;
 SELECT apicount.flush() AS written_again;
 
--- three more hits on one key: one entry to write
+-- three more hits on one key: two entries to write (its API and its caller)
 SELECT apicount.hit('/stats/a', ts => :'m'::timestamptz + interval '30 seconds') FROM generate_series(1, 3);
-SELECT method, path, calls, unflushed
-FROM apicount.live WHERE path LIKE '/stats/%' AND unflushed > 0;
+SELECT method, path, calls, unflushed, tier
+FROM apicount.live WHERE path LIKE '/stats/%' AND unflushed > 0 ORDER BY tier;
 SELECT apicount.flush() AS written;
 SELECT calls FROM apicount.api_minute WHERE path = '/stats/a' AND method = 'GET';
+SELECT client_ip, user_id, calls FROM apicount.caller_minute WHERE path = '/stats/a' AND method = 'GET';
 
 -- (a flush also frees idle entries of old minutes, so entries is compared
 -- with the live view here, not with its earlier value)

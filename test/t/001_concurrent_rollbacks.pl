@@ -15,11 +15,14 @@
 #   top_apis(n, from, to) and top_apis(n, '1 hour') (flushed + live) equal truth.
 # The server is then restarted with flush_interval = '1h' (the shutdown flush writes phase 1).
 # Phase 2 (no flush at all): a second load stays in shared memory; checked deterministically:
-#   live unflushed = phase-2 truth, api_minute = phase-1 truth, stats.hits = phase-2 truth,
-#   and top_apis (mixed flushed + live) equals truth.
+#   live unflushed of the API tier = phase-2 truth, of the caller tier = its tracked hits,
+#   api_minute = phase-1 truth, stats.hits = phase-2 truth, and top_apis (mixed flushed + live)
+#   equals truth.
 # Finally flush(); api_minute equals truth per (bucket, method, path) for calls, ok,
 # client_errors, server_errors, latency_sum_ms, latency_max_ms, latency_count, and caller_minute
-# equals truth per (bucket, method, path, client_ip, user_id) over tracked hits.
+# equals truth per (bucket, method, path, client_ip, user_id) over tracked hits, plus one
+# '(other callers)' row (NULL client_ip) per (bucket, method, path) holding the untracked hits;
+# so caller_minute sums to api_minute per (bucket, method, path).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -205,12 +208,14 @@ WITH c AS (
 	SELECT bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors
 	FROM apicount.caller_minute),
 t AS (
-	SELECT date_trunc('minute', ts) AS bucket, method, path, client_ip, user_id,
+	SELECT date_trunc('minute', ts) AS bucket, method, path,
+	       CASE WHEN tracked THEN client_ip END AS client_ip,
+	       CASE WHEN tracked THEN user_id ELSE '(other callers)' END AS user_id,
 	       count(*) AS calls,
 	       count(*) FILTER (WHERE status BETWEEN 100 AND 399) AS ok,
 	       count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS client_errors,
 	       count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS server_errors
-	FROM truth WHERE tracked GROUP BY 1, 2, 3, 4, 5)
+	FROM truth GROUP BY 1, 2, 3, 4, 5)
 SELECT 'only in caller_minute', * FROM (SELECT * FROM c EXCEPT ALL SELECT * FROM t) x
 UNION ALL
 SELECT 'only in truth', * FROM (SELECT * FROM t EXCEPT ALL SELECT * FROM c) y
@@ -301,8 +306,11 @@ run_pgbench('phase 2', 60,
 	});
 my $truth2 = $node->safe_psql('postgres', "SELECT count(*) FROM truth WHERE id > $phase1_max");
 cmp_ok($truth2, '>', 100, "phase 2: truth holds new committed hits ($truth2)");
-is($node->safe_psql('postgres', 'SELECT coalesce(sum(unflushed), 0) FROM apicount.live'),
-	$truth2, 'phase 2: live unflushed = the phase-2 truth (no flush since the restart)');
+is($node->safe_psql('postgres', "SELECT coalesce(sum(unflushed), 0) FROM apicount.live WHERE tier = 'api'"),
+	$truth2, 'phase 2: live unflushed of the API tier = the phase-2 truth (no flush since the restart)');
+is($node->safe_psql('postgres', "SELECT coalesce(sum(unflushed), 0) FROM apicount.live WHERE tier = 'caller'"),
+	$node->safe_psql('postgres', "SELECT count(*) FROM truth WHERE id > $phase1_max AND tracked"),
+	'phase 2: live unflushed of the caller tier = the tracked phase-2 truth');
 is($node->safe_psql('postgres', 'SELECT hits FROM apicount.stats'),
 	$truth2, 'phase 2: stats.hits = committed hits since the restart');
 is($node->safe_psql('postgres', 'SELECT coalesce(sum(calls), 0) FROM apicount.api_minute'),
@@ -319,14 +327,20 @@ is($node->safe_psql('postgres', 'SELECT coalesce(sum(unflushed), 0) FROM apicoun
 is($node->safe_psql('postgres', $api_diff), '',
 	'api_minute equals truth per (bucket, method, path): calls, ok, client/server errors, latency sum/max/count');
 is($node->safe_psql('postgres', $caller_diff), '',
-	'caller_minute equals truth per (bucket, method, path, client_ip, user_id) over tracked hits');
+	'caller_minute equals truth per (bucket, method, path, client_ip, user_id) over tracked hits, untracked as (other callers)');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM apicount.api_minute a
+	FULL JOIN (SELECT bucket, method, path, sum(calls) AS calls FROM apicount.caller_minute
+	           GROUP BY 1, 2, 3) c USING (bucket, method, path)
+	WHERE a.calls IS DISTINCT FROM c.calls}),
+	'0', 'caller_minute sums to api_minute per (bucket, method, path)');
 is($node->safe_psql('postgres', 'SELECT sum(calls) FROM apicount.api_minute'),
 	$node->safe_psql('postgres', 'SELECT count(*) FROM truth'),
 	'api_minute total = truth total');
 cmp_ok($node->safe_psql('postgres', 'SELECT count(*) FROM truth WHERE NOT tracked'),
 	'>', 0, 'some hits were recorded with track_callers off');
-is($node->safe_psql('postgres', "SELECT count(*) FROM apicount.api_minute WHERE path = '/do/bad' OR method = '*'"),
-	'0', 'no rolled-back-only path and no overflow row in api_minute');
+is($node->safe_psql('postgres', "SELECT count(*) FROM apicount.api_minute WHERE path IN ('/do/bad', '(other)') OR method = '*'"),
+	'0', "no rolled-back-only path and no '(other)' row in api_minute");
 is($node->safe_psql('postgres', 'SELECT sum(calls) FROM apicount.top_apis(100000, ' . $range . ')'),
 	$node->safe_psql('postgres', 'SELECT count(*) FROM truth'),
 	'top_apis total after the flush = truth total');

@@ -1,8 +1,9 @@
 # 002_restart_no_loss.pl — hits held only in shared memory survive clean shutdowns.
 #
 # apicount.flush_interval = '1h': the worker never flushes on its own during the test, so each
-# batch is still entirely unflushed when the server is stopped (checked before each stop), and
-# only the worker's shutdown flush can bring it into api_minute.
+# batch is still entirely unflushed when the server is stopped (checked before each stop, in
+# both tiers of apicount.live: every hit once in the API tier and, all hits being tracked, once in
+# the caller tier), and only the worker's shutdown flush can bring it into api_minute.
 #
 # Each batch: 5,000 hits over 50 paths, 3 methods and 4 minutes with mixed status/latency,
 # recorded through all three ingest paths (INSERT INTO apicount.requests ... SELECT,
@@ -181,6 +182,14 @@ sub batch_sql
 my $N = 5000;
 my $next_g = 1;
 
+# unflushed hits of each tier of apicount.live: "api|caller"
+sub unflushed_by_tier
+{
+	return $node->safe_psql('postgres',
+		"SELECT coalesce(sum(unflushed) FILTER (WHERE tier = 'api'), 0) || '|' || "
+		  . "coalesce(sum(unflushed) FILTER (WHERE tier = 'caller'), 0) FROM apicount.live");
+}
+
 # record one batch of $N committed hits and check they are unflushed
 sub run_batch
 {
@@ -190,9 +199,8 @@ sub run_batch
 	my $before = api_total();
 	$node->safe_psql('postgres', batch_sql($lo, $hi));
 	expect_rows($lo, $hi);
-	is($node->safe_psql('postgres',
-			'SELECT coalesce(sum(unflushed), 0) FROM apicount.live'),
-		$N, "$label: the $N new hits are all unflushed before the stop");
+	is(unflushed_by_tier(), "$N|$N",
+		"$label: the $N new hits are all unflushed before the stop (API tier|caller tier)");
 	is(api_total(), $before, "$label: api_minute unchanged before the stop");
 }
 
@@ -247,8 +255,8 @@ my $b = $node->background_psql('postgres', on_error_stop => 0);
 $b->query_safe('BEGIN');
 $b->query_safe(
 	"INSERT INTO apicount.requests (path, status) SELECT '/uncommitted', 200 FROM generate_series(1, 777)");
-is($node->safe_psql('postgres', 'SELECT coalesce(sum(unflushed), 0) FROM apicount.live'),
-	$N, "connected clients: exactly the $N committed hits are in shared memory");
+is(unflushed_by_tier(), "$N|$N",
+	"connected clients: exactly the $N committed hits are in shared memory (API tier|caller tier)");
 $off = -s $node->logfile;
 $node->restart;
 check_after('connected clients', $off);

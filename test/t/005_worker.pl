@@ -5,8 +5,9 @@
 #
 # Proves:
 #  - apicount.flush() returns the number of live entries that had unflushed hits, computed
-#    independently from the distinct (minute, method, path, client_ip, user_id) keys inserted
-#    since the previous flush; a flush with nothing new returns 0;
+#    independently from the keys inserted since the previous flush: one API entry per distinct
+#    (minute, method, path) plus one caller entry per distinct (minute, method, path,
+#    client_ip, user_id) (every hit is tracked); a flush with nothing new returns 0;
 #  - SIGKILL of the worker makes the postmaster reinitialize the whole cluster
 #    (restart_after_crash = on): the server comes back, a new worker starts, flushed hits survive,
 #    unflushed hits held only in shared memory are lost (documented, asserted as exactly that),
@@ -61,9 +62,10 @@ my $minute = $node->safe_psql('postgres',
 
 # ---- flush() returns the number of live entries with unflushed hits ----------------------
 # batch: 3 paths x 2 methods x 2 client_ips (NULL, 10.0.0.1) x 2 user_ids (NULL, 'u1'), each key
-# hit (k % 3) + 1 times -> 24 distinct keys, all in one minute.
+# hit (k % 3) + 1 times -> 24 distinct caller keys of 6 distinct APIs, all in one minute.
 my $keys  = 0;
 my $calls = 0;
+my %apis;
 my @values;
 for my $p (1 .. 3)
 {
@@ -74,6 +76,7 @@ for my $p (1 .. 3)
 			for my $u ('NULL', "'u1'")
 			{
 				$keys++;
+				$apis{"$m $p"} = 1;
 				my $times = ($keys % 3) + 1;
 				for (1 .. $times)
 				{
@@ -89,22 +92,26 @@ my $insert_keys =
   'INSERT INTO apicount.requests (ts, method, path, client_ip, user_id, status) VALUES '
   . join(",\n", @values);
 
+my $napis   = scalar keys %apis;
+my $entries = $keys + $napis;
+
 $node->safe_psql('postgres', 'SELECT apicount.flush()');    # start from nothing unflushed
 $node->safe_psql('postgres', $insert_keys);
-is($node->safe_psql('postgres', 'SELECT count(*) FROM apicount.live WHERE unflushed > 0'),
-	$keys, "live shows $keys entries with unflushed hits");
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE tier = 'api') || '|' || count(*) FILTER (WHERE tier = 'caller') FROM apicount.live WHERE unflushed > 0"),
+	"$napis|$keys", "live shows $napis API entries and $keys caller entries with unflushed hits");
 is($node->safe_psql('postgres', 'SELECT apicount.flush()'),
-	$keys, "flush() returns $keys, the number of distinct keys inserted since the last flush");
+	$entries, "flush() returns $entries, the distinct APIs + caller keys inserted since the last flush");
 is($node->safe_psql('postgres', 'SELECT apicount.flush()'),
 	'0', 'flush() with nothing new returns 0');
 is(api_total(), $calls, "api_minute holds the $calls hits");
 is($node->safe_psql('postgres', 'SELECT count(*) FROM apicount.caller_minute'),
 	$keys, "caller_minute has one row per key ($keys)");
 
-# the same keys again (existing entries, already flushed): still $keys entries to write
+# the same keys again (existing entries, already flushed): still $entries entries to write
 $node->safe_psql('postgres', $insert_keys);
 is($node->safe_psql('postgres', 'SELECT apicount.flush()'),
-	$keys, 'flush() after re-hitting the same keys returns the same number of entries');
+	$entries, 'flush() after re-hitting the same keys returns the same number of entries');
 my $flushed = 2 * $calls;
 is(api_total(), $flushed, "api_minute holds $flushed hits after the second flush");
 
@@ -114,8 +121,8 @@ $node->safe_psql('postgres',
 	"INSERT INTO apicount.requests (ts, path, status) SELECT '$minute'::timestamptz + interval '20 seconds', '/kill/lost', 500 FROM generate_series(1, $lost)"
 );
 is($node->safe_psql('postgres',
-		"SELECT sum(unflushed) FROM apicount.live WHERE path = '/kill/lost'"),
-	$lost, "$lost hits are unflushed before the SIGKILL");
+		"SELECT sum(unflushed) FILTER (WHERE tier = 'api') || '|' || sum(unflushed) FILTER (WHERE tier = 'caller') FROM apicount.live WHERE path = '/kill/lost'"),
+	"$lost|$lost", "$lost hits are unflushed before the SIGKILL (API tier|caller tier)");
 
 my $pid1 = worker_pid();
 cmp_ok($pid1, '>', 0, 'worker pid known before SIGKILL');
@@ -142,7 +149,7 @@ $node->safe_psql('postgres',
 	"INSERT INTO apicount.requests (ts, path, status) SELECT '$minute'::timestamptz + interval '30 seconds', '/kill/after', 200 FROM generate_series(1, 9)"
 );
 is($node->safe_psql('postgres', 'SELECT apicount.flush()'),
-	'1', 'flush() after the crash restart writes the one new entry');
+	'2', 'flush() after the crash restart writes the one new key (its API entry and its caller entry)');
 is($node->safe_psql('postgres',
 		"SELECT coalesce(sum(calls), 0) FROM apicount.api_minute WHERE path = '/kill/after'"),
 	'9', 'hits inserted after the crash restart are flushed');

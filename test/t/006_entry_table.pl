@@ -1,16 +1,18 @@
 # 006_entry_table.pl — the shared entry table under removal and reuse.
 #
 # Entries of minutes that left the live horizon are freed by the worker after a flush
-# (max_entries 1000: 16 partition indexes of 256 slots, filled to about 45 each, so
-# probe chains form and deletions shift them);
+# (max_entries 1000 and max_apis 1000, so 3,024 entries with the reserve: 16 partition
+# indexes of 512 slots, filled to about 90 each since every key has an API entry and a
+# caller entry, so probe chains form and deletions shift them);
 # freeing shifts index slots (backward-shift deletion) next to entries that stay, and
 # new keys reuse the freed pool entries.  Proves, over 6 rounds with random key sets:
 #   - after old-minute entries are freed, every remaining key is still found: one more
 #     hit per key lands on its live entry (calls equal the truth per minute and path),
 #     never on a second entry;
-#   - apicount.live never holds two entries with the same key;
+#   - apicount.live never holds two entries with the same key in one tier;
 #   - new keys reuse freed entries (no overflow: at most 6 x 60 kept entries, twice that
-#     if rounds cross a minute boundary, plus 350 old ones, stay under max_entries);
+#     if rounds cross a minute boundary, plus 350 old ones, stay under max_entries in
+#     each tier);
 #   - api_minute equals a plain truth table (GROUP BY over the same rows) at the end.
 use strict;
 use warnings;
@@ -25,6 +27,7 @@ $node->init;
 $node->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'apicount'\n"
 	  . "apicount.max_entries = 1000\n"
+	  . "apicount.max_apis = 1000\n"
 	  . "apicount.flush_interval = '1h'\n"
 	  . "log_statement = none\n"
 	  . "timezone = 'UTC'\n");
@@ -80,22 +83,25 @@ for my $round (1 .. 6)
 		WITH t AS (SELECT date_trunc('minute', ts) AS bucket, path, count(*) AS calls
 		           FROM truth WHERE path LIKE '/keep/r${round}x%' GROUP BY 1, 2),
 		     l AS (SELECT bucket, path, calls FROM apicount.live
-		           WHERE path LIKE '/keep/r${round}x%')
-		SELECT count(*) FILTER (WHERE l.calls IS DISTINCT FROM t.calls) || ',' || count(*)
-		FROM t FULL JOIN l USING (bucket, path)});
+		           WHERE path LIKE '/keep/r${round}x%' AND tier = 'api'),
+		     c AS (SELECT bucket, path, calls FROM apicount.live
+		           WHERE path LIKE '/keep/r${round}x%' AND tier = 'caller')
+		SELECT count(*) FILTER (WHERE l.calls IS DISTINCT FROM t.calls
+		                           OR c.calls IS DISTINCT FROM t.calls) || ',' || count(*)
+		FROM t FULL JOIN l USING (bucket, path) FULL JOIN c USING (bucket, path)});
 	is($bad, 0,
-		"round $round: every kept key's live entry holds exactly its hits (both of them)");
+		"round $round: every kept key's live entries (API and caller) hold exactly its hits (both of them)");
 	cmp_ok($n, ">=", 60, "round $round: $n kept (minute, path) entries compared");
 	is( $node->safe_psql(
 			'postgres', q{
-		SELECT count(*) FROM (SELECT bucket, method, path, client_ip, user_id
-		                      FROM apicount.live GROUP BY 1, 2, 3, 4, 5
+		SELECT count(*) FROM (SELECT bucket, method, path, client_ip, user_id, tier
+		                      FROM apicount.live GROUP BY 1, 2, 3, 4, 5, 6
 		                      HAVING count(*) > 1) d}),
 		'0', "round $round: no key has two live entries");
 }
 
-is($node->safe_psql('postgres', 'SELECT overflow_hits FROM apicount.stats'),
-	'0', 'freed entries were reused: no hit went to overflow');
+is($node->safe_psql('postgres', "SELECT overflow_hits || '|' || folded_calls FROM apicount.stats"),
+	'0|0', 'freed entries were reused: no hit went to overflow, no caller was folded');
 
 $node->safe_psql('postgres', 'SELECT apicount.flush()');
 is( $node->safe_psql(

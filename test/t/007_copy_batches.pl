@@ -1,21 +1,26 @@
 # 007_copy_batches.pl — COPY hands rows over in batches; every batch counts exactly, savepoints
-# included, with more distinct keys than the counter table holds.
+# included, with more distinct keys than the counter tiers hold.
 #
-# apicount.max_entries = 1000.  One transaction copies four CSV files (server-side COPY, so
-# PostgreSQL batches them, up to 1,000 rows a batch):
+# apicount.max_entries = 1000 (caller tier), apicount.max_apis = 100 (API tier).  One transaction
+# copies four CSV files (server-side COPY, so PostgreSQL batches them, up to 1,000 rows a batch);
+# rows have no IP and no user id, so each (path, minute) key is one caller and one API:
 #   A  12,000 rows, 1,500 distinct (path, minute) keys x 8 hits, in 3 minutes   (kept)
 #   B   3,000 rows on other paths, in a savepoint rolled back                    (dropped)
 #   C   5,000 rows, 2,100 distinct keys, in a savepoint released                 (kept)
 #   D   2,000 rows whose row 1,500 has status 999, in a savepoint rolled back    (dropped)
-# A and C together have 3,600 distinct keys, so the transaction's local counts reach their bound
-# (the table's capacity) and the surplus goes to the overflow entries, one per minute.
+# A and C together have 3,600 distinct keys, so the transaction's local counts reach their bounds
+# (max_entries caller keys, then max_entries + max_apis keys): the surplus callers are folded into
+# their API, the surplus APIs into the '(other)' path of their method (GET), one per minute; at
+# commit the API tier keeps max_apis APIs and sends the others to '(other)' too.
 # Expected values are computed in Perl from the generated rows.
 #
 # Proves, after flush():
 #  - per minute, calls / ok / client_errors / server_errors / latency_count / latency_sum over
-#    api_minute (named and overflow rows together) equal the rows of A and C;
+#    api_minute (named and '(other)' rows together) equal the rows of A and C;
 #  - every named row equals its key's own rows exactly (a key is counted whole, under its name
-#    or under overflow), and there are at most max_entries named rows; overflow rows exist;
+#    or under '(other)'), and there are at most max_apis named rows; '(other)' rows exist, keep
+#    the method GET (no '*' catch-all) and hold the rest of the rows; callers were folded;
+#  - caller_minute adds up to api_minute per (minute, method, path), '(other)' rows included;
 #  - nothing of B or D is counted;
 #  - D's error names the bad row: "row r of a batch of m rows" at the batch's last line L,
 #    with L - m + r = 1500.
@@ -32,6 +37,7 @@ $node->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'apicount'\n"
 	  . "apicount.flush_interval = '1h'\n"
 	  . "apicount.max_entries = 1000\n"
+	  . "apicount.max_apis = 100\n"
 	  . "timezone = 'UTC'\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
@@ -78,7 +84,7 @@ my $fa = write_file('a', 12000, sub { '/c/p' . ($_[0] % 1500) }, 1);
 my $fb = write_file('b', 3000, sub { '/c/rb' . $_[0] }, 0);
 my $fc = write_file('c', 5000, sub { '/c/q' . ($_[0] % 700) }, 1);
 my $fd = write_file('d', 2000, sub { '/c/bad' . $_[0] }, 0, 1500);
-is(scalar(keys %truth), 3600, 'A and C have 3,600 distinct keys (over the 1,000 capacity)');
+is(scalar(keys %truth), 3600, 'A and C have 3,600 distinct keys (over the 1,000 + 100 capacity)');
 
 my $cols = '(ts, method, path, client_ip, user_id, status, latency_ms)';
 my ($ret, $out, $err) = $node->psql('postgres', qq{
@@ -110,8 +116,10 @@ else
 	fail('the error context names the row of the batch') or diag($err);
 }
 
-my $overflow_hits = $node->safe_psql('postgres', 'SELECT overflow_hits FROM apicount.stats');
-cmp_ok($overflow_hits, '>', 0, 'stats.overflow_hits > 0 (the bound was reached)');
+my ($overflow_hits, $folded) = split /\|/,
+  $node->safe_psql('postgres', 'SELECT overflow_hits, folded_calls FROM apicount.stats');
+cmp_ok($overflow_hits, '>', 0, 'stats.overflow_hits > 0 (the API bound was reached)');
+cmp_ok($folded, '>', 0, 'stats.folded_calls > 0 (the caller bound was reached)');
 
 $node->safe_psql('postgres', 'SELECT apicount.flush()');
 
@@ -140,7 +148,7 @@ my @named = split /\n/, $node->safe_psql(
 	'postgres', qq{
 	SELECT path, (extract(epoch FROM bucket) - $base_epoch)::int / 60, calls, ok,
 	       client_errors, server_errors, latency_count
-	FROM apicount.api_minute WHERE path <> '(overflow)' ORDER BY 1, 2});
+	FROM apicount.api_minute WHERE path <> '(other)' ORDER BY 1, 2});
 my @wrong;
 for my $row (@named)
 {
@@ -152,11 +160,24 @@ for my $row (@named)
 is(scalar(@wrong), 0, 'every named api_minute row equals its key\'s rows')
   or diag(join "\n", @wrong[ 0 .. ($#wrong < 9 ? $#wrong : 9) ]);
 cmp_ok(scalar(@named), '>', 0, 'some keys were counted under their own names');
-cmp_ok(scalar(@named), '<=', 1000, 'at most max_entries (1,000) named rows');
-cmp_ok(
-	$node->safe_psql('postgres',
-		"SELECT coalesce(sum(calls), 0) FROM apicount.api_minute WHERE path = '(overflow)'"),
-	'>', 0, 'overflow rows hold the surplus');
+cmp_ok(scalar(@named), '<=', 100, 'at most max_apis (100) named rows');
+my $named_calls = 0;
+$named_calls += (split /\|/)[2] for @named;
+my ($other_calls, $other_methods, $other_per_minute) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT coalesce(sum(calls), 0), string_agg(DISTINCT method, ','), count(*) = count(DISTINCT bucket)
+	FROM apicount.api_minute WHERE path = '(other)'});
+cmp_ok($other_calls, '>', 0, "'(other)' rows hold the surplus");
+is($other_calls, 17000 - $named_calls, "'(other)' rows hold every row not under a named row");
+is("$other_methods|$other_per_minute", 'GET|t', "'(other)' rows keep the method GET, one per minute");
+is( $node->safe_psql(
+		'postgres', q{
+	SELECT count(*) FROM apicount.api_minute a
+	FULL JOIN (SELECT bucket, method, path, sum(calls) AS calls, sum(ok) AS ok,
+	                  sum(client_errors) AS ce, sum(server_errors) AS se
+	           FROM apicount.caller_minute GROUP BY 1, 2, 3) c USING (bucket, method, path)
+	WHERE a.calls IS DISTINCT FROM c.calls OR a.ok IS DISTINCT FROM c.ok
+	   OR a.client_errors IS DISTINCT FROM c.ce OR a.server_errors IS DISTINCT FROM c.se}),
+	'0', "caller_minute adds up to api_minute per (minute, method, path), '(other)' included");
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*) FROM apicount.api_minute WHERE path LIKE '/c/rb%' OR path LIKE '/c/bad%'"),

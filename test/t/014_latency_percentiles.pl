@@ -13,7 +13,10 @@
 #   - every flushed histogram holds exactly latency_count latencies, in api_minute
 #     and api_hour, and minutes() merges flushed and live rows;
 #   - rolled-back transactions and savepoints leave the histograms untouched;
-#   - hits that overflow the counter table keep their latencies under the overflow row;
+#   - the latency page store holds (max_entries + max_apis) / 8 + 1,024 pages; latencies
+#     that find no page are counted as unbinned, never in a histogram;
+#   - hits of APIs that find no room in the API tier keep their latencies under their
+#     method's '(other)' row, and every row's histogram holds exactly its latency_count;
 #   - bad arguments give 22023 / 22004 / 22P03.
 use strict;
 use warnings;
@@ -233,10 +236,11 @@ is($node->safe_psql('postgres', q{SELECT apicount.latency_percentile('\x01'::byt
 	't', 'an empty histogram has no percentile');
 $node->stop;
 
-# Small store: max_entries = 1000 gives 1000 / 8 + 1024 = 1,149 latency pages.
-my $small = new_node('latency_overflow', "apicount.max_entries = 1000\n");
+# Small store: max_entries = 1000 and max_apis = 100 give (1000 + 100) / 8 + 1024 = 1,161
+# latency pages.
+my $small = new_node('latency_overflow', "apicount.max_entries = 1000\napicount.max_apis = 100\n");
 is($small->safe_psql('postgres', 'SELECT latency_pages_capacity FROM apicount.stats'),
-	1000 / 8 + 1024, 'latency_pages_capacity = max_entries / 8 + 1024');
+	int((1000 + 100) / 8) + 1024, 'latency_pages_capacity = (max_entries + max_apis) / 8 + 1024');
 
 # Pages run out: 30 APIs with latencies over every bucket group (1 us .. 1 day) need
 # 30 x 54 = 1,620 pages.  Latencies without a page are counted in latency_unbinned;
@@ -260,21 +264,30 @@ is($small->safe_psql('postgres', 'SELECT latency_pages FROM apicount.stats'), 0,
 	'the flush freed every emptied page');
 $small->safe_psql('postgres', 'TRUNCATE apicount.api_minute');
 
-# Overflow: 3,000 distinct paths overflow the 1,000-entry counter table; the latencies
-# of overflowed hits are in the overflow row's histogram, so every row stays exact.
+# Overflow: 3,000 distinct paths overflow the 100-entry API tier; the latencies of the
+# APIs that found no room are in the 'GET' '(other)' row's histogram, so every row stays
+# exact (one latency per path: a named row holds 1, '(other)' the rest).
 $small->safe_psql('postgres',
 	q{INSERT INTO apicount.requests (method, path, status, latency_ms)
 	  SELECT 'GET', '/p/x' || g, 200, 1 + g % 100 FROM generate_series(1, 3000) g});
 $small->safe_psql('postgres', 'SELECT apicount.flush()');
-my ($total, $bad, $in_overflow) = split /\|/, $small->safe_psql(
+my ($total, $bad, $in_overflow, $named, $named_lat, $other_methods) = split /\|/, $small->safe_psql(
 	'postgres', q{
 	SELECT sum(latency_count),
 	       count(*) FILTER (WHERE coalesce(apicount.latency_count(latency_hist), 0) <> latency_count),
-	       coalesce(sum(latency_count) FILTER (WHERE path = '(overflow)'), 0)
+	       coalesce(sum(latency_count) FILTER (WHERE path = '(other)'), 0),
+	       count(*) FILTER (WHERE path LIKE '/p/x%'),
+	       coalesce(sum(latency_count) FILTER (WHERE path LIKE '/p/x%'), 0),
+	       string_agg(DISTINCT method, ',') FILTER (WHERE path = '(other)')
 	FROM apicount.api_minute});
 is($total, 3000, 'overflow: 3,000 latencies flushed');
 is($bad, 0, 'overflow: every row histogram holds exactly its latency_count');
-cmp_ok($in_overflow, '>', 0, "overflow: $in_overflow latencies under the overflow row");
+cmp_ok($named, '<=', 100, "overflow: $named named rows, at most max_apis");
+is($named_lat, $named, 'overflow: a named row holds its path\'s one latency');
+is($in_overflow, 3000 - $named, "overflow: the other $in_overflow latencies are under the '(other)' row");
+is($other_methods, 'GET', "overflow: the '(other)' row keeps the method GET");
+is($small->safe_psql('postgres', 'SELECT latency_unbinned FROM apicount.stats'), $unbinned,
+	'overflow: no latency went unbinned (the pages had room)');
 $small->stop;
 
 done_testing();

@@ -1,25 +1,36 @@
-# 023_cardinality_flood.pl — 2,000,000 distinct keys within a minute, default max_entries.
+# 023_cardinality_flood.pl — 2,000,000 distinct callers and 1,000,000 distinct APIs within a
+# minute, default capacities.
 #
-# Default apicount.max_entries (100,000), default flush_interval (5 s, so flushes run during the
-# flood).  Two floods at full speed, each 1,000,000 rows in 2 INSERT ... SELECT statements of
-# 500,000 (one transaction each):
-#   A. a scanner: 1,000,000 distinct paths ('/scan/x<g>', not id-like so normalization keeps
-#      them distinct) from 1,000,000 distinct client IPs;
-#   B. a botnet: one path ('/login') from 1,000,000 distinct client IPs.
+# Default apicount.max_entries (100,000 caller entries) and apicount.max_apis (10,000 API
+# entries), default flush_interval (5 s, so flushes run during the flood).  Two floods at full
+# speed, each 1,000,000 rows in 2 INSERT ... SELECT statements of 500,000 (one transaction each):
+#   B. a botnet: one path ('/login') from 1,000,000 distinct client IPs;
+#   A. then a scanner: 1,000,000 distinct paths ('/scan/x<g>', not id-like so normalization
+#      keeps them distinct) from 1,000,000 distinct client IPs.
 # Proves:
 #  - no error, and every statement reports its row count;
-#  - memory is bounded: stats.shared_memory_bytes is unchanged, stats.entries <= capacity +
-#    1,024 (the overflow reserve) at every step; the sum of PSS of all server processes and
-#    the inserting backend's peak RSS (VmHWM) are reported with diag();
-#  - totals are exact: after flush(), sum(calls) over api_minute, including the '(overflow)'
-#    rows with method '*', is exactly the 2,000,000 inserted (plus 30 control hits), and the
-#    same holds for caller_minute; every normal row is a real inserted key with calls = 1;
-#  - stats.overflow_hits > 0 and equals the overflow rows' calls = inserted - hits in normal
-#    entries, both before the flush (apicount.live) and after it (api_minute);
-#  - an existing key keeps counting under its own name while the table is full;
+#  - memory is bounded: stats.shared_memory_bytes is unchanged, each tier within its capacity
+#    and stats.entries <= max_entries + max_apis + 1,024 (the reserve) at every step; the sum of
+#    PSS of all server processes and the inserting backend's peak RSS (VmHWM) are reported with
+#    diag();
+#  - per-API counts are exact whatever the number of callers: after B, with the caller tier
+#    full, no '(other)' entry exists (the API tier has room: overflow_hits 0) and '/login' holds
+#    its 1,000,000 hits, before and after the flush; the callers that found no caller entry
+#    are folded (folded_calls), and caller tier + folded = every hit;
+#  - after A fills the API tier, its surplus paths are counted under 'GET' '(other)' (no '*'
+#    catch-all), stats.overflow_hits equals the '(other)' entries' calls = inserted - hits under
+#    named APIs, both before the flush (apicount.live) and after it (api_minute);
+#  - totals are exact: after flush(), sum(calls) over api_minute, '(other)' rows included, is
+#    exactly the 2,000,000 inserted (plus 30 control hits), and so is caller_minute's; per
+#    (minute, method, path) the caller rows, one '(other callers)' row included, add up to
+#    api_minute; every named caller row is a real inserted key with calls = 1, every named
+#    '/scan/' API row a real path with calls = 1; the '(other callers)' rows hold folded_calls;
+#  - an existing key (the control key, created before the floods) keeps counting under its own
+#    name, in both tiers;
 #  - the query functions stay usable: timings of top_apis('1 minute'), top_apis over 1 hour,
 #    top_callers, hot_callers and series, live (before the flush) and after it, are reported
-#    with diag(), not asserted (a generous 60 s sanity bound only).
+#    with diag(), not asserted (a generous 60 s sanity bound only); top_apis ranks '/login'
+#    and then 'GET' '(other)' first; top_callers never returns the '(other callers)' row.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -63,9 +74,9 @@ sub server_pss_kb
 	return ($sum, scalar @pids);
 }
 
-my ($capacity, $shm0) = split /\|/,
-  q1('SELECT capacity, shared_memory_bytes FROM apicount.stats');
-is($capacity, '100000', 'default capacity 100000');
+my ($capacity, $api_capacity, $shm0) = split /\|/,
+  q1('SELECT capacity, api_capacity, shared_memory_bytes FROM apicount.stats');
+is("$capacity|$api_capacity", '100000|10000', 'default capacities: 100000 callers, 10000 APIs');
 my ($pss0, $nproc0) = server_pss_kb();
 
 # control key, created before the flood: must keep counting under its own name
@@ -77,7 +88,18 @@ my %batch = (
 	B => "'/login', ('11.0.0.0'::inet + g)");
 my $inserted = 0;
 my $t_flood = time;
-for my $step ([ 'A', 0 ], [ 'A', 1 ], [ 'B', 0 ], [ 'B', 1 ])
+sub tiers_ok
+{
+	my ($label) = @_;
+	my ($entries, $api, $callers, $shm) = split /\|/,
+	  q1('SELECT entries, api_entries, caller_entries, shared_memory_bytes FROM apicount.stats');
+	cmp_ok($entries, '<=', $capacity + $api_capacity + 1024,
+		"$label: stats.entries $entries <= max_entries + max_apis + 1024");
+	ok($api <= $api_capacity && $callers <= $capacity,
+		"$label: API tier $api <= $api_capacity, caller tier $callers <= $capacity");
+	is($shm, $shm0, "$label: stats.shared_memory_bytes unchanged ($shm0)");
+}
+for my $step ([ 'B', 0 ], [ 'B', 1 ], [ 'A', 0 ], [ 'A', 1 ])
 {
 	my ($b, $half) = @$step;
 	my ($lo, $hi) = (1 + $half * $N, ($half + 1) * $N);
@@ -94,25 +116,46 @@ for my $step ([ 'A', 0 ], [ 'A', 1 ], [ 'B', 0 ], [ 'B', 1 ])
 	my @l = split /\n/, $out;
 	diag(sprintf('flood %s %d..%d: %.1f s (%.0f rows/s), inserting backend peak RSS %s kB',
 			$b, $lo, $hi, $dt, $N / $dt, $l[-1] // '?'));
-	my ($entries, $shm) = split /\|/, q1('SELECT entries, shared_memory_bytes FROM apicount.stats');
-	cmp_ok($entries, '<=', $capacity + 1024, "after $b $lo..$hi: stats.entries $entries <= capacity + 1024");
-	is($shm, $shm0, "after $b $lo..$hi: stats.shared_memory_bytes unchanged ($shm0)");
+	tiers_ok("after $b $lo..$hi");
+	if ($b eq 'B' && $half == 1)
+	{
+		# the botnet alone: one API, 1,000,000 callers
+		my ($ovh_b, $folded_b, $callers_b) = split /\|/,
+		  q1('SELECT overflow_hits, folded_calls, caller_entries FROM apicount.stats');
+		is($ovh_b, '0', "after B: no hit under '(other)' (the API tier has room)");
+		is(q1("SELECT count(*) FROM apicount.live WHERE path = '(other)' OR method = '*'"), '0',
+			"after B: no '(other)' entry in apicount.live");
+		is($callers_b, $capacity, 'after B: the caller tier is full');
+		is(q1("SELECT sum(calls) FROM apicount.live WHERE tier = 'api' AND path = '/login'"),
+			2 * $N, 'after B: the API tier counts every /login hit (' . (2 * $N) . ')');
+		is($folded_b + q1("SELECT sum(calls) FROM apicount.live WHERE tier = 'caller' AND path = '/login'"),
+			2 * $N, 'after B: /login callers in the caller tier + folded_calls = every /login hit');
+	}
 }
 my $flood_s = time - $t_flood;
 q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/control', '192.0.2.1', 200 FROM generate_series(1, 20)");
 my $total = $inserted + 30;
 
 # ---- before the flush: live counts -------------------------------------------------------------
-my ($hits, $ovh, $entries) = split /\|/, q1('SELECT hits, overflow_hits, entries FROM apicount.stats');
+my ($hits, $ovh, $folded) = split /\|/, q1('SELECT hits, overflow_hits, folded_calls FROM apicount.stats');
 is($hits, $total, "stats.hits = $total");
 cmp_ok($ovh, '>', 0, "stats.overflow_hits > 0 ($ovh)");
-my ($live_normal, $live_over) = split /\|/, q1(
-	"SELECT coalesce(sum(calls) FILTER (WHERE method <> '*'), 0), coalesce(sum(calls) FILTER (WHERE method = '*'), 0) FROM apicount.live"
-);
-is($live_over, $ovh, 'live: the (overflow) entries hold exactly stats.overflow_hits');
-is($live_normal + $live_over, $total, 'live: normal + overflow = every hit');
-is(q1("SELECT sum(calls) FROM apicount.live WHERE path = '/control'"), '30',
-	'the control key (created before the flood) kept counting under its own name');
+is(q1('SELECT api_entries FROM apicount.stats'), $api_capacity, 'after A: the API tier is full');
+my ($live_named, $live_other, $live_other_methods) = split /\|/, q1(q{
+	SELECT coalesce(sum(calls) FILTER (WHERE path <> '(other)'), 0),
+	       coalesce(sum(calls) FILTER (WHERE path = '(other)'), 0),
+	       string_agg(DISTINCT method, ',') FILTER (WHERE path = '(other)')
+	FROM apicount.live WHERE tier = 'api'});
+is($live_other, $ovh, "live: the '(other)' entries hold exactly stats.overflow_hits");
+is($live_other_methods, 'GET', "live: the '(other)' entries keep the method GET (no '*' catch-all)");
+is($live_named + $live_other, $total, "live: the API tier (named + '(other)') holds every hit");
+is(q1("SELECT sum(calls) FROM apicount.live WHERE tier = 'api' AND path = '/login'"), 2 * $N,
+	'live: /login still holds its ' . (2 * $N) . ' hits');
+is($folded + q1("SELECT sum(calls) FROM apicount.live WHERE tier = 'caller'"), $total,
+	'live: the caller tier + folded_calls = every hit');
+is(q1("SELECT string_agg(tier || ' ' || calls, ',' ORDER BY tier) FROM apicount.live WHERE path = '/control'"),
+	'api 30,caller 30',
+	'the control key (created before the flood) kept counting under its own name, in both tiers');
 
 # query timings (ms), measured inside the server
 q1(q{CREATE FUNCTION time_ms(q text) RETURNS text LANGUAGE plpgsql AS $$
@@ -142,8 +185,12 @@ sub time_queries
 	diag("$label: " . join('; ', @r));
 }
 time_queries('before flush (live)');
-is(q1("SELECT calls FROM apicount.top_apis(1, '1 minute')"), $ovh,
-	'top_apis: the (overflow) row comes first with all overflow hits');
+is(q1("SELECT method || '|' || path || '|' || calls FROM apicount.top_apis(2, '1 minute')"),
+	"GET|/login|" . (2 * $N) . "\nGET|(other)|$ovh",
+	"top_apis: /login comes first with all its hits, then 'GET' '(other)' with all overflow hits");
+is(q1(q{SELECT count(*) FROM apicount.top_callers(100000, '1 minute', NULL, 'ip_user')
+	WHERE client_ip IS NULL OR user_id = '(other callers)'}),
+	'0', "top_callers: no '(other callers)' row");
 
 # ---- after the flush: rollups ------------------------------------------------------------------
 my $t0 = time;
@@ -151,48 +198,64 @@ my ($ret, $out, $err) = $node->psql('postgres', 'SELECT apicount.flush()');
 is($ret, 0, 'flush() works after the flood') or diag($err);
 diag(sprintf('flush() after the flood: %.2f s, %s entries', time - $t0, $out));
 is(q1('SELECT sum(calls) FROM apicount.api_minute'), $total,
-	"api_minute: sum(calls) including (overflow) = $total exactly");
+	"api_minute: sum(calls) including '(other)' = $total exactly");
 is(q1('SELECT sum(calls) FROM apicount.caller_minute'), $total,
-	"caller_minute: sum(calls) including (overflow) = $total exactly");
+	"caller_minute: sum(calls) including '(other callers)' = $total exactly");
 is(q1("SELECT sum(client_errors) FROM apicount.api_minute"), $inserted / 10,
 	'api_minute: client_errors exact (every 10th row was a 404)');
-my ($rolled_normal, $rolled_over) = split /\|/, q1(
-	"SELECT coalesce(sum(calls) FILTER (WHERE method <> '*'), 0), coalesce(sum(calls) FILTER (WHERE method = '*' AND path = '(overflow)'), 0) FROM apicount.api_minute"
+is(q1("SELECT sum(calls) FROM apicount.api_minute WHERE path = '/login'"), 2 * $N,
+	'api_minute: /login holds exactly its ' . (2 * $N) . ' hits (1,000,000 callers)');
+my ($rolled_named, $rolled_other) = split /\|/, q1(
+	"SELECT coalesce(sum(calls) FILTER (WHERE path <> '(other)'), 0), coalesce(sum(calls) FILTER (WHERE path = '(other)'), 0) FROM apicount.api_minute"
 );
-is($rolled_over, $ovh, 'api_minute: the (overflow) rows hold exactly stats.overflow_hits');
-is($ovh, $total - $rolled_normal, 'stats.overflow_hits = inserted - hits in normal entries');
-is(q1(q{SELECT count(*) FROM apicount.caller_minute WHERE method <> '*' AND calls <> 1
-	AND path <> '/control'}), '0', 'caller_minute: every normal flood key has calls = 1');
-is(q1(q{SELECT count(*) FROM apicount.caller_minute WHERE method <> '*' AND NOT (
+is($rolled_other, $ovh, "api_minute: the '(other)' rows hold exactly stats.overflow_hits");
+is($ovh, $total - $rolled_named, 'stats.overflow_hits = inserted - hits under named APIs');
+is(q1(q{SELECT count(*) FROM apicount.api_minute WHERE method <> 'GET'
+	OR NOT (path IN ('/login', '/control', '(other)') OR (path ~ '^/scan/x\d+$' AND calls = 1))}),
+	'0', "api_minute: rows are /login, /control, 'GET' '(other)', or an inserted /scan/ path with calls = 1");
+is(q1(q{SELECT count(*) FROM apicount.api_minute a
+	FULL JOIN (SELECT bucket, method, path, sum(calls) AS calls, sum(ok) AS ok,
+	                  sum(client_errors) AS ce, count(*) FILTER (WHERE client_ip IS NULL) AS others
+	           FROM apicount.caller_minute GROUP BY 1, 2, 3) c USING (bucket, method, path)
+	WHERE a.calls IS DISTINCT FROM c.calls OR a.ok IS DISTINCT FROM c.ok
+	   OR a.client_errors IS DISTINCT FROM c.ce OR c.others > 1}),
+	'0', "caller_minute: per (minute, method, path) the caller rows, at most one '(other callers)' row, add up to api_minute");
+is(q1(q{SELECT count(*) FROM apicount.caller_minute WHERE client_ip IS NOT NULL AND path <> '/control' AND calls <> 1}),
+	'0', 'caller_minute: every named flood caller has calls = 1');
+is(q1(q{SELECT count(*) FROM apicount.caller_minute WHERE client_ip IS NOT NULL AND NOT (
 	(path ~ '^/scan/x\d+$' AND client_ip = '10.0.0.0'::inet + substr(path, 8)::bigint)
-	OR (path = '/login' AND client_ip << '11.0.0.0/8') OR path = '/control')}),
-	'0', 'caller_minute: every normal row is a real inserted key');
-is(q1(q{SELECT count(*) FROM apicount.caller_minute WHERE method = '*'
-	AND (path <> '(overflow)' OR client_ip IS NOT NULL OR user_id IS NOT NULL)}),
-	'0', 'caller_minute: overflow rows have path (overflow) and NULL ip/user');
-is(q1("SELECT sum(calls) FROM apicount.api_minute WHERE path = '/control'"), '30',
-	'the control key is flushed under its own name');
-($entries) = q1('SELECT entries FROM apicount.stats');
-cmp_ok($entries, '<=', $capacity + 1024, "after flush: stats.entries $entries <= capacity + 1024");
+	OR (path = '(other)' AND client_ip << '10.0.0.0/8')
+	OR (path = '/login' AND client_ip << '11.0.0.0/8') OR (path = '/control' AND client_ip = '192.0.2.1'))}),
+	'0', 'caller_minute: every named row is a real inserted key');
+is(q1(q{SELECT count(*) FILTER (WHERE user_id IS DISTINCT FROM '(other callers)') || '|' || sum(calls)
+	FROM apicount.caller_minute WHERE client_ip IS NULL}),
+	"0|$folded", "caller_minute: rows without an IP are '(other callers)' rows holding folded_calls");
+is(q1("SELECT sum(calls) FROM apicount.api_minute WHERE path = '/control'") . '|'
+	  . q1("SELECT sum(calls) FROM apicount.caller_minute WHERE path = '/control' AND client_ip = '192.0.2.1'"),
+	'30|30', 'the control key is flushed under its own name, in both rollups');
+my ($entries, $api_entries, $caller_entries) = split /\|/,
+  q1('SELECT entries, api_entries, caller_entries FROM apicount.stats');
+tiers_ok('after flush');
 time_queries('after flush (rollups + live)');
 
-# where the normal entries went: the string table holds (max_entries + 1024) / 2 + 64 strings,
-# so a flood of distinct paths fills it at about half the counter capacity; after that even a
-# brand-new path with few keys (the botnet's '/login') gets no entry of its own (reported)
-my ($scan_named, $login_named) = split /\|/, q1(
-	"SELECT coalesce(sum(calls) FILTER (WHERE path LIKE '/scan/%'), 0), coalesce(sum(calls) FILTER (WHERE path = '/login'), 0) FROM apicount.api_minute"
-);
-diag(sprintf('normal entries at the end: %d of capacity %d; flood A (1,000,000 new paths) counted under '
-		  . 'their own names: %d; flood B (one new path /login, 1,000,000 IPs): %d',
-		$entries, $capacity, $scan_named, $login_named));
+# where the hits went: the API tier holds max_apis APIs per its entries' lifetime (two live
+# minutes at least), so once the scanner's paths have filled it, every new API of the minute
+# (and of the next ones, until the entries leave the live horizon) is counted under '(other)'
+my ($scan_named, $scan_rows) = split /\|/, q1(
+	"SELECT coalesce(sum(calls), 0), count(*) FROM apicount.api_minute WHERE path LIKE '/scan/%'");
+diag(sprintf('API entries at the end: %d of %d, caller entries %d of %d; flood A (1,000,000 new paths) '
+		  . 'counted under their own names: %d (%d rows), under GET (other): %d; flood B (/login, '
+		  . '1,000,000 IPs): all under its name, %d callers folded in all',
+		$api_entries, $api_capacity, $caller_entries, $capacity, $scan_named, $scan_rows, $ovh, $folded));
 
 my ($pss1, $nproc1) = server_pss_kb();
 is(q1('SELECT shared_memory_bytes FROM apicount.stats'), $shm0, 'shared_memory_bytes unchanged at the end');
 diag(sprintf(
-		'flood: %d rows in %.1f s (%.0f rows/s); overflow_hits %d (%.1f%%); normal hits %d; '
-		  . 'entries %d of %d + 1024; shared_memory_bytes %d (%.1f MB); server PSS %d kB (%d procs) before, %d kB (%d procs) after',
-		$inserted, $flood_s, $inserted / $flood_s, $ovh, 100 * $ovh / $total, $rolled_normal,
-		$entries, $capacity, $shm0, $shm0 / 1048576, $pss0, $nproc0, $pss1, $nproc1));
+		'flood: %d rows in %.1f s (%.0f rows/s); overflow_hits %d (%.1f%%); folded_calls %d (%.1f%%); named API hits %d; '
+		  . 'entries %d (API %d of %d, callers %d of %d); shared_memory_bytes %d (%.1f MB); server PSS %d kB (%d procs) before, %d kB (%d procs) after',
+		$inserted, $flood_s, $inserted / $flood_s, $ovh, 100 * $ovh / $total, $folded, 100 * $folded / $total,
+		$rolled_named, $entries, $api_entries, $api_capacity, $caller_entries, $capacity,
+		$shm0, $shm0 / 1048576, $pss0, $nproc0, $pss1, $nproc1));
 cmp_ok($pss1 - $pss0, '<', $shm0 / 1024 + 200 * 1024,
 	'server PSS grew by less than the shared memory size + 200 MB (backends are gone)');
 

@@ -32,7 +32,7 @@
 #   - time_series targets return a "time" column in ascending order;
 #   - values: requests/s and error ratio per API and group, the 10 busiest / most failing
 #     APIs, p50/p95/p99, totals, top APIs, top callers, hot callers, alerts, annotations;
-#   - live data: before and after the run the live hits are all unflushed and no rollup row
+#   - live data: before and after the run the live hits are all unflushed (in both tiers) and no rollup row
 #     exists for the current minute, and the requests/s panel over the current minute alone
 #     returns exactly the live hits; after apicount.flush() every query is run and checked
 #     again.
@@ -348,11 +348,13 @@ my $to_ms = floor(now_us() / 1000) + 1000;
 
 sub live_state
 {
-	return sql('SELECT coalesce(sum(unflushed), 0) FROM apicount.live') . ' unflushed, '
+	# every hit is once in the API tier and (tracked, the caller tier has room) once in the caller tier
+	return sql("SELECT coalesce(sum(unflushed) FILTER (WHERE tier = 'api'), 0) || ' unflushed (caller tier '"
+		  . " || coalesce(sum(unflushed) FILTER (WHERE tier = 'caller'), 0) || '), ' FROM apicount.live")
 	  . sql("SELECT count(*) FROM apicount.api_minute WHERE bucket >= '" . ts_text($B) . "'")
 	  . ' rollup rows for the current minute';
 }
-is(live_state(), scalar(@live) . ' unflushed, 0 rollup rows for the current minute',
+is(live_state(), scalar(@live) . ' unflushed (caller tier ' . scalar(@live) . '), 0 rollup rows for the current minute',
 	'before reading the dashboard: every live hit is unflushed');
 
 # ------------------------------------------------------------------ running queries
@@ -820,7 +822,7 @@ sub run_all
 }
 
 run_all('live');
-is(live_state(), scalar(@live) . ' unflushed, 0 rollup rows for the current minute',
+is(live_state(), scalar(@live) . ' unflushed (caller tier ' . scalar(@live) . '), 0 rollup rows for the current minute',
 	'after reading the dashboard: the live hits were still unflushed, so every check above included them');
 
 # the current minute alone: only live (unflushed) hits exist there
