@@ -138,7 +138,7 @@ redis_run() {  # prints ops/s of ZINCRBY (or "error")
 }
 
 if want tput; then
-    declare -a T_SEL=() T_LOG=() T_UNL=() T_INS=() T_HIT=() T_HOT=() T_RED=() T_EXP=() T_NOOP=()
+    declare -a T_SEL=() T_LOG=() T_UNL=() T_INS=() T_HIT=() T_HOT=() T_RED=() T_EXP=() T_NOOP=() T_FLD=()
     REDIS_N=""
     if [ -n "$HAVE_REDIS" ]; then
         # shellcheck disable=SC2119
@@ -170,12 +170,14 @@ if want tput; then
         T_HOT+=("$(pgb ac_hot "$WL/ac_hot.sql")")
         T_EXP+=("$(pgb exprs_only "$WL/exprs_only.sql")")
         T_NOOP+=("$(pgb noop_insert "$WL/noop_insert.sql")")
+        fresh_apicount
+        T_FLD+=("$(pgb ac_flood "$WL/ac_flood.sql")")
         if [ -n "$REDIS_N" ]; then T_RED+=("$(redis_run "$REDIS_N")"); fi
     done
     stop_redis "$W/redis"
     SEL=$(best "${T_SEL[@]}") LOGD=$(best "${T_LOG[@]}") UNL=$(best "${T_UNL[@]}")
     INS=$(best "${T_INS[@]}") HIT=$(best "${T_HIT[@]}") HOT=$(best "${T_HOT[@]}") EXP=$(best "${T_EXP[@]}")
-    NOOP=$(best "${T_NOOP[@]}")
+    NOOP=$(best "${T_NOOP[@]}") FLD=$(best "${T_FLD[@]}")
     RED=$([ ${#T_RED[@]} -gt 0 ] && best "${T_RED[@]}" || echo "n/a")
 fi
 
@@ -351,6 +353,7 @@ if want tput; then
     row "2. SELECT apicount.hit()" "$HIT" tps "raw INSERT, UNLOGGED (PK + index)" "$UNL" tps ratio -
     row "2. SELECT apicount.hit()" "$HIT" tps "Redis ZINCRBY" "$RED" "ops/s" ratio -
     row "3. hot key (one path, one IP)" "$HOT" tps "SELECT 1" "$SEL" tps ratio 0.80
+    row "1f. INSERT during a caller flood (IPs from 10,000,000: callers folded)" "$FLD" tps "1. INSERT (100,000 IPs)" "$INS" tps ratio 0.80
     row "(diagnostic) the expressions of 1 and 2 without apicount" "$EXP" tps "SELECT 1" "$SEL" tps ratio -
     row "(diagnostic) 1 without the counting: the same INSERT, access method with ingest left out" "$NOOP" tps "SELECT 1" "$SEL" tps ratio -
     row "(diagnostic) 1 against its own floor" "$INS" tps "the same INSERT without the counting" "$NOOP" tps ratio -

@@ -436,8 +436,8 @@ CREATE TRIGGER audited_apis_changed
 REVOKE ALL ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
 	@extschema@.heavy_minute_bounds, @extschema@.audited_apis FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audited_changed() FROM PUBLIC;
--- writers read the patterns when they record a hit
-GRANT SELECT ON @extschema@.audited_apis TO apicount_writer, apicount_reader;
+-- (ingest reads the patterns in C: writers need no privilege on the table)
+GRANT SELECT ON @extschema@.audited_apis TO apicount_reader;
 REVOKE ALL ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
 	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
 	@extschema@._live_heavy(timestamptz, timestamptz, text),

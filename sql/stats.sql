@@ -41,8 +41,9 @@ SELECT capacity,                                     -- apicount.max_entries def
        hits >= overflow_hits AS hits_include_overflow,
        hits >= folded_calls AS hits_include_folded,
        entries >= api_entries + caller_entries AS entries_include_tiers,
-       entries - api_entries - caller_entries <= 1024 AS reserve_within_1024,
+       entries - api_entries - caller_entries - audited_entries <= 1024 AS reserve_within_1024,
        strings_capacity,                             -- half of (capacity + api_capacity + 1,024 reserve) + 64
+       strings_capacity = (capacity + api_capacity + 1024) / 2 + 64 AS strings_capacity_formula,
        strings >= 3 AS holds_permanent_strings       -- '*', '(other)', '(other callers)', always held
 FROM apicount.stats;
 

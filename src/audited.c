@@ -6,13 +6,18 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "commands/trigger.h"
-#include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "audited.h"
 #include "counters.h"
@@ -33,54 +38,63 @@ static int	npatterns = 0;
 static AuditCacheSlot cache[AUDIT_CACHE_SIZE];
 static bool bump_at_commit = false;
 
-/* read the patterns (in the caller's transaction, as its user) */
+/*
+ * Read the patterns.  Directly, not through SQL: the roles that record
+ * hits need no privilege on the table, and the scan sees the latest
+ * committed rows.
+ */
 static void
 load_patterns(uint64 gen)
 {
+	Oid			nsp;
+	Oid			relid;
+	Relation	rel;
+	Snapshot	snap;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	int			cap = 8;
+	int			i;
 	MemoryContext oldcxt;
-	uint64		i;
-	int			ret;
-	bool		missing;
 
+	for (i = 0; i < npatterns; i++)
+		pfree(patterns[i]);
 	if (patterns != NULL)
-	{
-		for (i = 0; i < (uint64) npatterns; i++)
-			pfree(patterns[i]);
 		pfree(patterns);
-		patterns = NULL;
-	}
+	patterns = NULL;
 	npatterns = 0;
 	memset(cache, 0, sizeof(cache));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "apicount: SPI_connect failed");
 	/* an installation of 0.1 not yet updated has no such table */
-	ret = SPI_execute("SELECT pg_catalog.to_regclass('apicount.audited_apis') IS NULL",
-					  true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "apicount: looking up apicount.audited_apis failed");
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-								   SPI_tuptable->tupdesc, 1, &missing)) ||
-		SPI_execute("SELECT pattern FROM apicount.audited_apis "
-					"WHERE pattern IS NOT NULL", true, 0) != SPI_OK_SELECT)
+	nsp = get_namespace_oid("apicount", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("audited_apis", nsp) : InvalidOid;
+	if (OidIsValid(relid))
 	{
-		SPI_finish();
-		loaded_gen = gen;
-		return;
-	}
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	patterns = palloc(sizeof(text *) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i],
-									  SPI_tuptable->tupdesc, 1, &isnull);
+		patterns = MemoryContextAlloc(TopMemoryContext, sizeof(text *) * cap);
+		rel = table_open(relid, AccessShareLock);
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		scan = table_beginscan(rel, snap, 0, NULL);
+		slot = table_slot_create(rel, NULL);
+		while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			Datum		d = slot_getattr(slot, 1, &isnull);
 
-		if (!isnull)
+			if (isnull)
+				continue;
+			if (npatterns == cap)
+			{
+				cap *= 2;
+				patterns = repalloc(patterns, sizeof(text *) * cap);
+			}
+			oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 			patterns[npatterns++] = DatumGetTextPCopy(d);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		table_endscan(scan);
+		UnregisterSnapshot(snap);
+		table_close(rel, AccessShareLock);
 	}
-	MemoryContextSwitchTo(oldcxt);
-	SPI_finish();
 	loaded_gen = gen;
 }
 

@@ -77,13 +77,24 @@ total_capacity(void)
 
 /*
  * Distinct strings held at once.  Keys share paths and methods heavily,
- * so half the entries is ample; when it runs out, new keys go to overflow
- * like a full counter table.
+ * so half the entries of the caller and API tiers is ample; when it runs
+ * out, a new caller is folded and a new API goes to "(other)", as when
+ * their tier is full.  The audited tier has a reserve of its own, a user
+ * id per entry, so a flood of distinct user ids cannot fold an audited
+ * caller by taking every string.
  */
 static int64
 string_capacity(void)
 {
-	return total_capacity() / 2 + 64;
+	return ((int64) apicount_max_entries + apicount_max_apis +
+			OVERFLOW_RESERVE) / 2 + 64;
+}
+
+/* strings kept for the entries of the audited tier: a user id each */
+static int64
+string_reserve(void)
+{
+	return apicount_max_audited_entries;
 }
 
 int
@@ -100,7 +111,7 @@ counters_shmem_size(void)
 
 	size = add_size(size, etab_shmem_size(total_capacity(),
 										  counters_entry_size()));
-	size = add_size(size, strtab_shmem_size(string_capacity()));
+	size = add_size(size, strtab_shmem_size(string_capacity() + string_reserve()));
 	size = add_size(size, heavy_shmem_size());
 	size = add_size(size, latstore_shmem_size((int64) apicount_max_entries +
 											  apicount_max_apis));
@@ -168,7 +179,7 @@ counters_shmem_init(void)
 
 	etab_shmem_init(total_capacity(), counters_entry_size());
 
-	strtab_shmem_init(string_capacity(),
+	strtab_shmem_init(string_capacity(), string_reserve(),
 					  apicount_shared->locks + COUNTER_PARTITIONS);
 	latstore_shmem_init((int64) apicount_max_entries + apicount_max_apis,
 						apicount_shared->locks + COUNTER_PARTITIONS +
@@ -575,6 +586,7 @@ add_or_create_in(const CounterKey *key, uint32 hashcode,
 		return false;
 
 	/* new key: take string references first, never under a partition lock */
+	strtab_use_reserve = (tier == TIER_AUDITED);
 	if (strtab_ref(key->method_h, method, method_len))
 	{
 		if (strtab_ref(key->path_h, path, path_len))
@@ -592,6 +604,7 @@ add_or_create_in(const CounterKey *key, uint32 hashcode,
 		if (!created)
 			strtab_unref(key->method_h);
 	}
+	strtab_use_reserve = false;
 	return added;
 }
 

@@ -47,7 +47,10 @@ typedef struct StrArena
 } StrArena;
 
 static HTAB *strtab = NULL;
-static int64 strtab_max = 0;	/* strings the table can hold */
+static int64 strtab_max = 0;	/* strings ordinary references may fill */
+static int64 strtab_reserve = 0;	/* more, for strtab_use_reserve */
+
+bool		strtab_use_reserve = false;
 static StrArena *arena = NULL;
 static LWLockPadded *strtab_locks = NULL;
 
@@ -105,7 +108,7 @@ strtab_shmem_size(int64 capacity)
 }
 
 void
-strtab_shmem_init(int64 capacity, LWLockPadded *locks)
+strtab_shmem_init(int64 capacity, int64 reserve, LWLockPadded *locks)
 {
 	HASHCTL		info;
 	bool		found;
@@ -113,6 +116,8 @@ strtab_shmem_init(int64 capacity, LWLockPadded *locks)
 
 	strtab_locks = locks;
 	strtab_max = capacity;
+	strtab_reserve = reserve;
+	capacity += reserve;
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(uint64);
 	info.entrysize = sizeof(StrEntry);
@@ -293,7 +298,9 @@ strtab_ref(uint64 h, const char *s, int len)
 	}
 	LWLockRelease(lock);
 
-	/* new string */
+	/* new string: past strtab_max only from the reserve */
+	if (!strtab_use_reserve && (int64) hash_get_num_entries(strtab) >= strtab_max)
+		return false;
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	e = hash_search_with_hash_value(strtab, &h, hashcode, HASH_ENTER_NULL,
 									&found);

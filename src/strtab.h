@@ -18,8 +18,15 @@
 
 #define STRTAB_PARTITIONS	16
 
+/*
+ * capacity: strings any reference may insert; reserve: more strings that
+ * only references made with strtab_use_reserve set may insert (the callers
+ * of audited APIs, counters.h).
+ */
 extern Size strtab_shmem_size(int64 capacity);
-extern void strtab_shmem_init(int64 capacity, LWLockPadded *locks);
+extern void strtab_shmem_init(int64 capacity, int64 reserve,
+							  LWLockPadded *locks);
+extern bool strtab_use_reserve;
 
 /*
  * Take a reference to string s (hash h), inserting it if needed.  Returns

@@ -8,7 +8,8 @@
 # user id), so a path is named by entries of both tiers.
 #
 # apicount.max_entries = 2000 and apicount.max_apis = 2000 (so that the string table,
-# (2000 + 2000 + 1024) / 2 + 64 = 2,576 strings, fills before either tier),
+# (2000 + 2000 + 1024) / 2 + 64 = 2,576 strings, fills before either tier; the reserve of the
+# audited tier, apicount.max_audited_entries = 100 more, is not for these keys),
 # apicount.flush_interval = 1h (flushes only by flush()).
 # Phase 1: one transaction records 3,000 rows over two minutes (10 minutes ago and now),
 # with methods, paths and user ids shared by both minutes and others used by one minute
@@ -58,6 +59,7 @@ $node->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'apicount'\n"
 	  . "apicount.max_entries = 2000\n"
 	  . "apicount.max_apis = 2000\n"
+	  . "apicount.max_audited_entries = 100\n"
 	  . "apicount.flush_interval = '1h'\n"
 	  . "log_statement = none\n"
 	  . "timezone = 'UTC'\n");

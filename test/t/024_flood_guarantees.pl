@@ -286,7 +286,10 @@ for my $ip (sort keys %scraper)
 {
 	my ($c, $e) = split /\|/, q1("SELECT calls, calls_error FROM apicount.callers('$scraper{$ip}', '$attack_start_ts', now()) WHERE client_ip = '$ip'");
 	ok(defined $e && $c >= 2000 && $c - $e <= 2000,
-		"callers(): scraper $ip, calls " . ($c // '?') . ' >= 2000 >= calls - calls_error (' . ($e // '?') . ')');
+		"callers(): scraper $ip, calls " . ($c // '?') . ' >= 2000 >= calls - calls_error (' . ($e // '?') . ')')
+	  or diag(q1("SELECT 'heavy', bucket, grouped_by, calls, calls_error FROM apicount.caller_heavy_minute WHERE client_ip = '$ip' "
+			  . "UNION ALL SELECT 'live', bucket, 'ip_user', calls, calls_error FROM apicount._live_heavy('$attack_start_ts', now(), 'ip_user') WHERE client_ip = '$ip' "
+			  . "UNION ALL SELECT 'caller_minute', bucket, '', calls, 0 FROM apicount.caller_minute WHERE client_ip = '$ip' ORDER BY 1, 2, 3"));
 }
 is(q1("SELECT calls || '|' || calls_error FROM apicount.callers('/api/export/users', '$attack_start_ts', now()) WHERE user_id = 'mallory'"),
 	'40|0', 'after the flush: mallory still exactly 40 calls');
