@@ -49,6 +49,46 @@ LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW @extschema@.stats AS SELECT * FROM @extschema@._stats();
 
+-- caller rows say whether their caller may have been folded in that minute
+-- before its entry was made (then a summary may have forgotten some calls)
+ALTER TABLE @extschema@.caller_minute
+	ADD COLUMN folded_before boolean NOT NULL DEFAULT false;
+
+DROP FUNCTION @extschema@._caller_minutes(timestamptz, timestamptz);
+DROP FUNCTION @extschema@._live_minutes(timestamptz, timestamptz, boolean);
+CREATE FUNCTION @extschema@._live_minutes(from_bucket timestamptz, to_ts timestamptz,
+	by_caller boolean,
+	OUT bucket timestamptz, OUT method text, OUT path text,
+	OUT client_ip inet, OUT user_id text,
+	OUT calls bigint, OUT ok bigint, OUT client_errors bigint,
+	OUT server_errors bigint, OUT latency_count bigint,
+	OUT latency_sum_ms double precision, OUT latency_max_ms double precision,
+	OUT folded_before boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_minutes'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- caller-level minute rows, flushed + unflushed, with each API's
+-- "(other callers)" row
+CREATE FUNCTION @extschema@._caller_minutes(from_bucket timestamptz, to_ts timestamptz,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
+	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint,
+	OUT folded_before boolean)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls, c.ok,
+	       c.client_errors + c.server_errors, c.folded_before
+	FROM @extschema@.caller_minute c
+	WHERE c.bucket >= from_bucket AND c.bucket < to_ts
+	UNION ALL
+	SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.calls,
+	       l.ok, l.client_errors + l.server_errors, l.folded_before
+	FROM @extschema@._live_minutes(from_bucket, to_ts, true) l
+	WHERE l.calls > 0
+$$;
+
 -- the "(other callers)" row is no caller: top_callers and the detection
 -- functions leave it out (callers() shows it)
 CREATE FUNCTION @extschema@._is_other_callers(client_ip inet, user_id text)
@@ -139,7 +179,10 @@ $$;
 -- live: the caller rows (without "(other callers)") grouped by 'ip',
 -- 'user', 'ip_user' or 'net', plus the heavy callers among the folded
 -- ones.  calls is an upper bound: calls - calls_error <= truth <= calls;
--- ok counts the hits of caller rows only (a lower bound).
+-- ok counts the hits of caller rows only (a lower bound).  A group absent
+-- from a minute's summary gets that minute's bound, unless the minute had
+-- no folded caller of its API, or (by 'ip_user') its caller row says it was
+-- never folded before its entry was made (folded_before).
 CREATE FUNCTION @extschema@._caller_groups(from_bucket timestamptz, to_ts timestamptz,
 	by text,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
@@ -157,7 +200,8 @@ AS $$
 		       CASE WHEN by IN ('ip', 'ip_user') THEN c.client_ip
 		            WHEN by = 'net' THEN @extschema@._net(c.client_ip) END AS ip,
 		       CASE WHEN by IN ('user', 'ip_user') THEN c.user_id END AS uid,
-		       sum(c.calls) AS calls, sum(c.ok) AS ok, sum(c.errors) AS errors
+		       sum(c.calls) AS calls, sum(c.ok) AS ok, sum(c.errors) AS errors,
+		       bool_or(c.folded_before) OR by <> 'ip_user' AS may_have_folded
 		FROM cm c
 		WHERE NOT c.other
 		GROUP BY 1, 2, 3, 4, 5
@@ -187,12 +231,12 @@ AS $$
 	       coalesce(f.path, h.path), coalesce(f.ip, h.client_ip),
 	       coalesce(f.uid, h.user_id),
 	       (coalesce(f.calls, 0) + coalesce(h.calls, 0) +
-	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL
+	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL AND f.may_have_folded
 	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint,
 	       coalesce(f.ok, 0)::bigint,
 	       (coalesce(f.errors, 0) + coalesce(h.errors, 0))::bigint,
 	       (coalesce(h.calls_error, 0) +
-	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL
+	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL AND f.may_have_folded
 	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint
 	FROM full_rows f
 	FULL JOIN heavy h ON h.bucket = f.bucket AND h.method = f.method
@@ -438,6 +482,10 @@ REVOKE ALL ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minu
 REVOKE ALL ON FUNCTION @extschema@._audited_changed() FROM PUBLIC;
 -- (ingest reads the patterns in C: writers need no privilege on the table)
 GRANT SELECT ON @extschema@.audited_apis TO apicount_reader;
+REVOKE ALL ON FUNCTION @extschema@._live_minutes(timestamptz, timestamptz, boolean),
+	@extschema@._caller_minutes(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._live_minutes(timestamptz, timestamptz, boolean),
+	@extschema@._caller_minutes(timestamptz, timestamptz) TO apicount_reader;
 REVOKE ALL ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
 	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
 	@extschema@._live_heavy(timestamptz, timestamptz, text),

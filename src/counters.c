@@ -543,7 +543,7 @@ create_and_add(const CounterKey *key, uint32 hashcode, const CounterDelta *d,
 			init_entry(e);
 			*created = true;
 			entry_tail(e)->tier = (uint16) tier;
-			if (!(key->flags & KEY_API) && heavy_evicted(key->minute))
+			if (!(key->flags & KEY_API) && heavy_maybe_folded(key))
 				entry_tail(e)->late = 1;
 		}
 		if (!apply_delta(e, d, slots, o))

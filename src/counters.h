@@ -126,10 +126,9 @@ typedef struct CounterTail
 	pg_atomic_uint32 other_server_errors;
 	/* set when the entry is made (exclusive partition lock), then read-only */
 	uint16		tier;			/* EntryTier: whose capacity it counts in */
-	uint16		late;			/* caller entries: made after the minute's
-								 * heavy summaries first evicted, so the
-								 * caller may have been folded and
-								 * forgotten before (heavy.h); API
+	uint16		late;			/* caller entries: the caller may have been
+								 * folded in its minute before the entry
+								 * was made (heavy_maybe_folded); API
 								 * entries: callers of it were folded */
 } CounterTail;
 

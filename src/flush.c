@@ -115,55 +115,96 @@ static const char *api_upsert_sql =
 " latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
 "  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
 
-/* caller_minute's columns, $1 .. $9 */
-#define CALLER_COLUMNS \
+/*
+ * caller_minute's columns, $1 .. $9, and from extension version 0.2 on
+ * folded_before as $10.  A server whose library is newer than the
+ * installed extension (before ALTER EXTENSION apicount UPDATE) writes the
+ * 0.1 columns.
+ */
+#define CALLER_COLUMNS_V1 \
 "bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors"
-#define CALLER_UNNEST \
+#define CALLER_UNNEST_V1 \
 "pg_catalog.unnest($1::pg_catalog.timestamptz[]), " \
 "pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), " \
 "pg_catalog.unnest($4::pg_catalog.inet[]), pg_catalog.unnest($5::pg_catalog.text[]), " \
 "pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), " \
 "pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])"
+#define CALLER_COLUMNS CALLER_COLUMNS_V1 ", folded_before"
+#define CALLER_UNNEST CALLER_UNNEST_V1 ", pg_catalog.unnest($10::pg_catalog.bool[])"
 
-static const char *caller_upsert_sql =
-"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS ") "
-"SELECT " CALLER_UNNEST " "
-"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
-" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
-" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
-" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors "
-"RETURNING t.ctid";
+#define CALLER_ADD(src) \
+" calls = t.calls OPERATOR(pg_catalog.+) " src ".calls, " \
+" ok = t.ok OPERATOR(pg_catalog.+) " src ".ok, " \
+" client_errors = t.client_errors OPERATOR(pg_catalog.+) " src ".client_errors, " \
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) " src ".server_errors "
+
+/* the upsert, the plain insert, the update by TID: [0] for 0.1, [1] from 0.2 */
+static const char *caller_upsert_sql[2] = {
+	"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS_V1 ") "
+	"SELECT " CALLER_UNNEST_V1 " "
+	"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
+	CALLER_ADD("excluded") "RETURNING t.ctid",
+	"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS ") "
+	"SELECT " CALLER_UNNEST " "
+	"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
+	CALLER_ADD("excluded") ", folded_before = t.folded_before OR excluded.folded_before "
+	"RETURNING t.ctid"
+};
 
 /* rows that are not there yet (known_rows.h): no conflict handling */
-static const char *caller_insert_sql =
-"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS ") "
-"SELECT " CALLER_UNNEST " "
-"RETURNING ctid";
+static const char *caller_insert_sql[2] = {
+	"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS_V1 ") "
+	"SELECT " CALLER_UNNEST_V1 " RETURNING ctid",
+	"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS ") "
+	"SELECT " CALLER_UNNEST " RETURNING ctid"
+};
 
 /*
- * Rows this worker wrote before, by the TID it got back ($10; $11 numbers
- * the rows): only where the TID still holds the row's key.  RETURNING
- * tells which rows were found.
+ * Rows this worker wrote before, by the TID it got back (the parameter
+ * after the columns; the next one numbers the rows): only where the TID
+ * still holds the row's key.  RETURNING tells which rows were found.
  */
-static const char *caller_update_sql =
-"UPDATE apicount.caller_minute AS t SET "
-" calls = t.calls OPERATOR(pg_catalog.+) u.calls, "
-" ok = t.ok OPERATOR(pg_catalog.+) u.ok, "
-" client_errors = t.client_errors OPERATOR(pg_catalog.+) u.client_errors, "
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) u.server_errors "
-"FROM (SELECT " CALLER_UNNEST ", pg_catalog.unnest($10::pg_catalog.tid[]), "
-"       pg_catalog.unnest($11::pg_catalog.int4[])) "
-" AS u(" CALLER_COLUMNS ", tid, ord) "
-"WHERE t.ctid OPERATOR(pg_catalog.=) u.tid "
-" AND t.bucket OPERATOR(pg_catalog.=) u.bucket "
-" AND t.method OPERATOR(pg_catalog.=) u.method "
-" AND t.path OPERATOR(pg_catalog.=) u.path "
-" AND (t.client_ip OPERATOR(pg_catalog.=) u.client_ip "
-"      OR (t.client_ip IS NULL AND u.client_ip IS NULL)) "
-" AND (t.user_id OPERATOR(pg_catalog.=) u.user_id "
-"      OR (t.user_id IS NULL AND u.user_id IS NULL)) "
-"RETURNING u.ord, t.ctid";
+#define CALLER_UPDATE_WHERE \
+"WHERE t.ctid OPERATOR(pg_catalog.=) u.tid " \
+" AND t.bucket OPERATOR(pg_catalog.=) u.bucket " \
+" AND t.method OPERATOR(pg_catalog.=) u.method " \
+" AND t.path OPERATOR(pg_catalog.=) u.path " \
+" AND (t.client_ip OPERATOR(pg_catalog.=) u.client_ip " \
+"      OR (t.client_ip IS NULL AND u.client_ip IS NULL)) " \
+" AND (t.user_id OPERATOR(pg_catalog.=) u.user_id " \
+"      OR (t.user_id IS NULL AND u.user_id IS NULL)) " \
+"RETURNING u.ord, t.ctid"
+
+static const char *caller_update_sql[2] = {
+	"UPDATE apicount.caller_minute AS t SET " CALLER_ADD("u")
+	"FROM (SELECT " CALLER_UNNEST_V1 ", pg_catalog.unnest($10::pg_catalog.tid[]), "
+	"       pg_catalog.unnest($11::pg_catalog.int4[])) "
+	" AS u(" CALLER_COLUMNS_V1 ", tid, ord) " CALLER_UPDATE_WHERE,
+	"UPDATE apicount.caller_minute AS t SET " CALLER_ADD("u")
+	", folded_before = t.folded_before OR u.folded_before "
+	"FROM (SELECT " CALLER_UNNEST ", pg_catalog.unnest($11::pg_catalog.tid[]), "
+	"       pg_catalog.unnest($12::pg_catalog.int4[])) "
+	" AS u(" CALLER_COLUMNS ", tid, ord) " CALLER_UPDATE_WHERE
+};
+
+/* 1 when the installed extension has the 0.2 schema (set by each flush) */
+static int	schema_v2 = 1;
+
+static int
+installed_schema_v2(void)
+{
+	if (SPI_execute("SELECT extversion OPERATOR(pg_catalog.=) '0.1' "
+					"FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'apicount'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "apicount: reading the installed version failed");
+	{
+		bool		isnull;
+		bool		v1 = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+
+		return v1 ? 0 : 1;
+	}
+}
 
 /*
  * The summaries of heavy callers of one minute and dimension (heavy.h):
@@ -501,6 +542,8 @@ typedef struct CallerRow
 	int64		ok;
 	int64		client_errors;
 	int64		server_errors;
+	bool		folded_before;	/* the caller may have been folded before
+								 * its entry was made (CounterTail.late) */
 	KnownRow	known;			/* known_rows.h */
 	ItemPointerData tid;		/* for ROW_AT_TID */
 } CallerRow;
@@ -595,6 +638,7 @@ merge_equal_rows(CallerRow *rows, int n)
 			rows[w].ok += rows[i].ok;
 			rows[w].client_errors += rows[i].client_errors;
 			rows[w].server_errors += rows[i].server_errors;
+			rows[w].folded_before |= rows[i].folded_before;
 		}
 		else
 			rows[++w] = rows[i];
@@ -606,26 +650,29 @@ merge_equal_rows(CallerRow *rows, int n)
  * Execute one of the caller statements over rows[0 .. n-1] and note where
  * each row now is.  The insert and the upsert return one TID per row, in
  * order.  The update (missed given) also takes the rows' TIDs and numbers
- * as $10 and $11, returns the number and new TID of each row it found, and
+ * as $11 and $12, returns the number and new TID of each row it found, and
  * appends the others to missed[] (*nmissed).
  */
 static void
 write_caller_rows(const char *sql, CallerRow *rows, int n,
 				  CallerRow *missed, int *nmissed)
 {
-	Datum	   *cols[11];
+	Datum	   *cols[12];
 	bool	   *ipnulls;
 	bool	   *usernulls;
-	Oid			types[11] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
-		INT8OID, INT8OID, INT8OID, INT8OID, TIDOID, INT4OID};
-	Datum		args[11];
-	int			nargs = missed != NULL ? 11 : 9;
+	Oid			types[12] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, BOOLOID};
+	Datum		args[12];
+	int			ncols = 9 + schema_v2;	/* the row's columns */
+	int			nargs = ncols + (missed != NULL ? 2 : 0);
 	int			ret;
 	bool	   *found = NULL;
 	uint64		r;
 	int			i,
 				c;
 
+	types[ncols] = TIDOID;
+	types[ncols + 1] = INT4OID;
 	for (c = 0; c < nargs; c++)
 		cols[c] = palloc(sizeof(Datum) * n);
 	ipnulls = palloc0(sizeof(bool) * n);
@@ -645,10 +692,12 @@ write_caller_rows(const char *sql, CallerRow *rows, int n,
 		cols[6][i] = Int64GetDatum(rows[i].ok);
 		cols[7][i] = Int64GetDatum(rows[i].client_errors);
 		cols[8][i] = Int64GetDatum(rows[i].server_errors);
+		if (schema_v2)
+			cols[9][i] = BoolGetDatum(rows[i].folded_before);
 		if (missed != NULL)
 		{
-			cols[9][i] = PointerGetDatum(&rows[i].tid);
-			cols[10][i] = Int32GetDatum(i + 1);
+			cols[ncols][i] = PointerGetDatum(&rows[i].tid);
+			cols[ncols + 1][i] = Int32GetDatum(i + 1);
 		}
 	}
 	for (c = 0; c < nargs; c++)
@@ -719,7 +768,7 @@ insert_new_caller_rows(CallerRow *rows, int n)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		write_caller_rows(caller_insert_sql, rows, n, NULL, NULL);
+		write_caller_rows(caller_insert_sql[schema_v2], rows, n, NULL, NULL);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -800,6 +849,7 @@ write_caller_minute(FlushItem *items, int nitems)
 			rows[n].ok = it->o.ok;
 			rows[n].client_errors = it->o.client_errors;
 			rows[n].server_errors = it->o.server_errors;
+			rows[n].folded_before = false;
 			rows[n].known = ROW_UNKNOWN;
 			n++;
 			continue;
@@ -815,6 +865,7 @@ write_caller_minute(FlushItem *items, int nitems)
 		rows[n].ok = it->d.ok;
 		rows[n].client_errors = it->d.client_errors;
 		rows[n].server_errors = it->d.server_errors;
+		rows[n].folded_before = entry_tail(it->entry)->late != 0;
 		rows[n].known = is_other_callers_row(&it->key) ? ROW_UNKNOWN :
 			known_rows_get(it->entry, &rows[n].tid);
 		n++;
@@ -852,7 +903,7 @@ write_caller_minute(FlushItem *items, int nitems)
 		int			before = nother;
 
 		prefer_tid_scans();
-		write_caller_rows(caller_update_sql, atrows, nat, rows, &nother);
+		write_caller_rows(caller_update_sql[schema_v2], atrows, nat, rows, &nother);
 		caller_writes.updated += nat - (nother - before);
 	}
 	if (nnew > 0)
@@ -867,7 +918,7 @@ write_caller_minute(FlushItem *items, int nitems)
 	}
 	if (nother > 0)
 	{
-		write_caller_rows(caller_upsert_sql, rows, nother, NULL, NULL);
+		write_caller_rows(caller_upsert_sql[schema_v2], rows, nother, NULL, NULL);
 		caller_writes.upserted += nother;
 	}
 }
@@ -1039,13 +1090,15 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension apicount does not exist in database \"%s\"",
 							apicount_database)));
+		schema_v2 = installed_schema_v2();
 		if (nitems > 0 || nlat > 0)
 		{
 			upsert_api_rows(items, nitems, lat, nlat, false);
 			upsert_api_rows(items, nitems, lat, nlat, true);
 			write_caller_minute(items, nitems);
 		}
-		write_heavy(&due);
+		if (schema_v2)
+			write_heavy(&due);	/* 0.1 has no tables for them: retired unwritten */
 		audited_done = alert_audited_folded();
 		SPI_finish();
 		PopActiveSnapshot();

@@ -37,6 +37,8 @@ typedef struct GroupRow
 								 * entry of summary i's minute made before
 								 * that summary first evicted, so it folded
 								 * nothing then (counters.h, "late") */
+	bool		folded_before;	/* has an entry whose caller may have been
+								 * folded before (CounterTail.late) */
 	const char *user;			/* a summary's copy of the user id, if any
 								 * (a folded caller's is not interned) */
 	int			user_len;

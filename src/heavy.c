@@ -16,6 +16,7 @@
 
 #include <sys/socket.h>
 
+#include "common/hashfn.h"
 #include "storage/shmem.h"
 #include "utils/inet.h"
 #include "utils/timestamp.h"
@@ -25,6 +26,19 @@
 #include "heavy.h"
 
 const char *const heavy_dim_names[HEAVY_NDIMS] = {"ip_user", "ip", "user", "net"};
+
+/*
+ * A Bloom filter (Bloom 1970) of the caller keys folded in each minute of
+ * the ring: 2^21 bits, 3 probes by double hashing (Kirsch and Mitzenmacher
+ * 2006), set with atomic ORs.  It never says "not folded" of a key that
+ * was: an entry made for a key it does not hold is exact, so its caller
+ * needs no bound for calls a summary may have forgotten (counters.h,
+ * "late").  Under a large flood it fills up and answers "maybe" to all,
+ * which only makes the bounds conservative.
+ */
+#define BLOOM_BITS		(1 << 21)
+#define BLOOM_WORDS		(BLOOM_BITS / 32)
+#define BLOOM_PROBES	3
 
 /* a counter in shared memory (per-slot arrays sized by nslots) */
 typedef struct SummaryCounter
@@ -49,6 +63,7 @@ typedef struct Summary
 } Summary;
 
 static char *summaries = NULL;	/* HEAVY_RING * HEAVY_NDIMS blocks */
+static pg_atomic_uint32 *blooms = NULL; /* HEAVY_RING filters of BLOOM_WORDS */
 static LWLockPadded *heavy_locks = NULL;
 static int	m_counters = 0;
 static uint32 index_size = 0;
@@ -88,7 +103,28 @@ Size
 heavy_shmem_size(void)
 {
 	compute_layout();
-	return mul_size(block_size, HEAVY_RING * HEAVY_NDIMS);
+	return add_size(mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
+					sizeof(pg_atomic_uint32) * BLOOM_WORDS * HEAVY_RING);
+}
+
+static inline pg_atomic_uint32 *
+bloom_of(int ring)
+{
+	return blooms + (Size) ring * BLOOM_WORDS;
+}
+
+/* the filter's bit positions of a caller key */
+static void
+bloom_positions(const CounterKey *key, uint32 *pos)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) key,
+										sizeof(CounterKey), apicount_hash_seed);
+	uint32		a = (uint32) h;
+	uint32		b = (uint32) (h >> 32) | 1;
+	int			i;
+
+	for (i = 0; i < BLOOM_PROBES; i++)
+		pos[i] = (a + i * b) % BLOOM_BITS;
 }
 
 static inline Summary *
@@ -160,8 +196,10 @@ heavy_shmem_init(LWLockPadded *locks)
 	compute_layout();
 	heavy_locks = locks;
 	summaries = ShmemInitStruct("apicount heavy callers",
-								mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
+								add_size(mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
+										 sizeof(pg_atomic_uint32) * BLOOM_WORDS * HEAVY_RING),
 								&found);
+	blooms = (pg_atomic_uint32 *) (summaries + block_size * HEAVY_RING * HEAVY_NDIMS);
 	if (!found)
 	{
 		int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
@@ -169,8 +207,12 @@ heavy_shmem_init(LWLockPadded *locks)
 					d;
 
 		for (r = 0; r < HEAVY_RING; r++)
+		{
 			for (d = 0; d < HEAVY_NDIMS; d++)
 				reset_summary(summary_at(r, d), ring_minute(r, now_minute));
+			for (d = 0; d < BLOOM_WORDS; d++)
+				pg_atomic_init_u32(&bloom_of(r)[d], 0);
+		}
 	}
 }
 
@@ -408,6 +450,16 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 
 	if (summaries == NULL || calls == 0)
 		return false;
+	{
+		uint32		pos[BLOOM_PROBES];
+		pg_atomic_uint32 *bloom = bloom_of(r);
+		int			i;
+
+		/* only while the ring slot is this minute's (checked under its lock below) */
+		bloom_positions(caller, pos);
+		for (i = 0; i < BLOOM_PROBES; i++)
+			pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
+	}
 	for (d = 0; d < HEAVY_NDIMS; d++)
 	{
 		LWLock	   *lock = summary_lock(r, d);
@@ -497,6 +549,15 @@ heavy_retire(int32 minute, int32 now_minute)
 	int32		next = ring_minute(r, now_minute);
 	int			d;
 
+	/*
+	 * The filter first: a key folded between this reset and the summaries'
+	 * reset sets its bits again, so the filter stays a superset of the
+	 * minute's folded keys (a fold for the new minute before its summaries
+	 * exist is "unsummarized" anyway).
+	 */
+	for (d = 0; d < BLOOM_WORDS; d++)
+		pg_atomic_write_u32(&bloom_of(r)[d], 0);
+
 	for (d = 0; d < HEAVY_NDIMS; d++)
 	{
 		LWLock	   *lock = summary_lock(r, d);
@@ -532,20 +593,22 @@ heavy_bound(int32 minute)
 }
 
 bool
-heavy_evicted(int32 minute)
+heavy_maybe_folded(const CounterKey *caller)
 {
-	int			r = ring_of(minute);
-	int			d;
+	int			r = ring_of(caller->minute);
+	pg_atomic_uint32 *bloom;
+	uint32		pos[BLOOM_PROBES];
+	int			i;
 
 	if (summaries == NULL)
-		return false;
-	/* no lock: a stale read only errs towards "not yet" by a few hits */
-	for (d = 0; d < HEAVY_NDIMS; d++)
-	{
-		Summary    *s = summary_at(r, d);
-
-		if (s->minute == minute && s->evictions > 0)
-			return true;
-	}
-	return false;
+		return true;
+	/* a ring slot of another minute proves nothing */
+	if (summary_at(r, HEAVY_IP_USER)->minute != caller->minute)
+		return true;
+	bloom = bloom_of(r);
+	bloom_positions(caller, pos);
+	for (i = 0; i < BLOOM_PROBES; i++)
+		if (!(pg_atomic_read_u32(&bloom[pos[i] / 32]) & ((uint32) 1 << (pos[i] % 32))))
+			return false;
+	return true;
 }

@@ -110,11 +110,11 @@ extern int	heavy_due_minutes(int32 cutoff, int32 *minutes);
 extern void heavy_retire(int32 minute, int32 now_minute);
 
 /*
- * Has any summary of the minute evicted a counter?  Until then a caller
- * absent from the summaries folded nothing in that minute.  Read without
- * the lock (called under a counter partition lock).
+ * May this caller key have been folded in its minute?  False only when it
+ * was not (a Bloom filter of the minute's folded keys; "true" when unsure).
+ * Lock-free: called under a counter partition lock.
  */
-extern bool heavy_evicted(int32 minute);
+extern bool heavy_maybe_folded(const CounterKey *caller);
 
 /* the largest minimum count of a minute's summaries (0: none evicted) */
 extern uint64 heavy_bound(int32 minute);

@@ -811,7 +811,7 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
  * Unflushed deltas of the minutes in [from_bucket, to_ts), per API and
  * minute (the API tier), or when by_caller per caller entry plus each
  * API's "(other callers)" row (NULL client_ip, user_id OTHER_CALLERS), as
- * the flush writes them to caller_minute.
+ * the flush writes them to caller_minute, folded_before included.
  */
 Datum
 apicount_live_minutes(PG_FUNCTION_ARGS)
@@ -868,6 +868,8 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 			if (d.calls == 0 && d.lat_count == 0)
 				continue;
 			group_key(&e->key, dims, &gk);
+			if (by_caller && entry_tail(e)->late)
+				groupagg_get(agg, &gk, groupkey_fingerprint(&gk))->folded_before = true;
 		}
 		g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk));
 		g->d.calls += d.calls;
@@ -882,12 +884,13 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < agg->nrows; i++)
 	{
-		Datum		values[12];
-		bool		nulls[12];
+		Datum		values[13];
+		bool		nulls[13];
 
 		g = &agg->rows[i];
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = TimestampTzGetDatum((TimestampTz) g->key.minute * USECS_PER_MINUTE);
+		values[12] = BoolGetDatum(g->folded_before);
 		if (!group_columns(&g->key, dims, values + 1, nulls + 1))
 			continue;
 		values[5] = Int64GetDatum(g->d.calls);

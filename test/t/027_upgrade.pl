@@ -44,11 +44,15 @@ q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/up/c', '10.
 q1('ALTER EXTENSION apicount UPDATE');
 is(q1("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), '0.2', 'updated to 0.2');
 
-for my $t ([ 'api_minute', 'before_api' ], [ 'api_hour', 'before_hour' ], [ 'caller_minute', 'before_caller' ])
+my $c01 = 'bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors';
+for my $t ([ 'api_minute', 'before_api', '*' ], [ 'api_hour', 'before_hour', '*' ],
+	[ 'caller_minute', 'before_caller', $c01 ])
 {
-	is(q1("SELECT count(*) FROM (SELECT * FROM $t->[1] EXCEPT ALL SELECT * FROM apicount.$t->[0]) d"), '0',
+	is(q1("SELECT count(*) FROM (SELECT * FROM $t->[1] EXCEPT ALL SELECT $t->[2] FROM apicount.$t->[0]) d"), '0',
 		"every $t->[0] row of 0.1 is still there, unchanged");
 }
+is(q1('SELECT count(*) FROM apicount.caller_minute WHERE folded_before'), '0',
+	'the new caller_minute.folded_before column is false on the old rows');
 q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/up/c', '10.9.0.2', 200 FROM generate_series(1, 60)");
 is(q1("SELECT sum(calls) FROM apicount.top_apis(10, '1 hour') WHERE path = '/up/c'"), '100',
 	'the 40 hits recorded before the update and the 60 after it are all counted');
