@@ -476,35 +476,34 @@ CREATE TRIGGER audited_apis_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.audited_apis
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audited_changed();
 
--- privileges of the objects made here, as in apicount--0.1.sql
+-- privileges of the objects made here, as in apicount--0.1.sql: nothing for
+-- PUBLIC, reading for apicount_reader (ingest reads audited_apis in C, so
+-- writers need no privilege on it)
 REVOKE ALL ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
 	@extschema@.heavy_minute_bounds, @extschema@.audited_apis FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audited_changed() FROM PUBLIC;
--- (ingest reads the patterns in C: writers need no privilege on the table)
-GRANT SELECT ON @extschema@.audited_apis TO apicount_reader;
-REVOKE ALL ON FUNCTION @extschema@._live_minutes(timestamptz, timestamptz, boolean),
-	@extschema@._caller_minutes(timestamptz, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@._live_minutes(timestamptz, timestamptz, boolean),
-	@extschema@._caller_minutes(timestamptz, timestamptz) TO apicount_reader;
-REVOKE ALL ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
-	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
-	@extschema@._live_heavy(timestamptz, timestamptz, text),
-	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean),
-	@extschema@._caller_groups(timestamptz, timestamptz, text),
-	@extschema@.top_callers(integer, interval, text, text),
-	@extschema@._window_by(interval, text, bigint),
-	@extschema@._hot_callers(bigint, interval, text, text),
-	@extschema@.hot_callers(bigint, interval, text, text),
-	@extschema@.callers(text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT SELECT ON @extschema@.live, @extschema@.stats, @extschema@.caller_heavy_minute,
-	@extschema@.heavy_minute_bounds TO apicount_reader;
-GRANT EXECUTE ON FUNCTION @extschema@._live_entries(), @extschema@._stats(),
-	@extschema@._is_other_callers(inet, text), @extschema@._net(inet),
-	@extschema@._live_heavy(timestamptz, timestamptz, text),
-	@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean),
-	@extschema@._caller_groups(timestamptz, timestamptz, text),
-	@extschema@.top_callers(integer, interval, text, text),
-	@extschema@._window_by(interval, text, bigint),
-	@extschema@._hot_callers(bigint, interval, text, text),
-	@extschema@.hot_callers(bigint, interval, text, text),
-	@extschema@.callers(text, timestamptz, timestamptz) TO apicount_reader;
+	@extschema@.heavy_minute_bounds, @extschema@.audited_apis TO apicount_reader;
+REVOKE ALL ON FUNCTION @extschema@._audited_changed() FROM PUBLIC;
+DO $grants$
+DECLARE
+	f text;
+BEGIN
+	FOREACH f IN ARRAY ARRAY[
+		'@extschema@._live_minutes(timestamptz, timestamptz, boolean)',
+		'@extschema@._caller_minutes(timestamptz, timestamptz)',
+		'@extschema@._live_entries()', '@extschema@._stats()',
+		'@extschema@._is_other_callers(inet, text)', '@extschema@._net(inet)',
+		'@extschema@._live_heavy(timestamptz, timestamptz, text)',
+		'@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean)',
+		'@extschema@._caller_groups(timestamptz, timestamptz, text)',
+		'@extschema@.top_callers(integer, interval, text, text)',
+		'@extschema@._window_by(interval, text, bigint)',
+		'@extschema@._hot_callers(bigint, interval, text, text)',
+		'@extschema@.hot_callers(bigint, interval, text, text)',
+		'@extschema@.callers(text, timestamptz, timestamptz)']
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO apicount_reader', f);
+	END LOOP;
+END
+$grants$;

@@ -978,8 +978,6 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 		const HeavyCounter *hc = &snap->counters[i];
 		text	   *m = strtab_get_text(hc->key.method_h);
 		text	   *p = strtab_get_text(hc->key.path_h);
-		uint64		e = 0;
-		int			k;
 
 		/* the API entry holds them (heavy.h); never missing, but be safe */
 		cols[0][w] = PointerGetDatum(m && p ? m : cstring_to_text(ANY_METHOD));
@@ -992,9 +990,7 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 																  hc->user_len));
 		cols[4][w] = Int64GetDatum((int64) hc->count);
 		calls_error[w] = Int64GetDatum((int64) hc->error);
-		for (k = 0; k < apicount_shared->nslots; k++)
-			e += hc->slot_errors[k];
-		errs[w] = Int64GetDatum((int64) e);
+		errs[w] = Int64GetDatum((int64) heavy_counter_errors(hc));
 		w++;
 	}
 	args[0] = bucket;

@@ -612,3 +612,14 @@ heavy_maybe_folded(const CounterKey *caller)
 			return false;
 	return true;
 }
+
+uint64
+heavy_counter_errors(const HeavyCounter *hc)
+{
+	uint64		errors = 0;
+	int			i;
+
+	for (i = 0; i < nslots; i++)
+		errors += hc->slot_errors[i];
+	return errors;
+}

@@ -98,6 +98,9 @@ extern void heavy_mask_net(CounterKey *key);
 extern bool heavy_add(const CounterKey *caller, const char *user, int user_len,
 					  uint64 calls, uint64 errors, const LocalSlot *slots);
 
+/* a counter's errors since it was taken (the sum of its slots) */
+extern uint64 heavy_counter_errors(const HeavyCounter *hc);
+
 /* copy the summary of dim for minute; NULL if the ring has none */
 extern HeavySnapshot *heavy_snapshot(HeavyDim dim, int32 minute);
 

@@ -776,8 +776,6 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 		for (i = 0; i < snap->n; i++)
 		{
 			HeavyCounter *hc = &snap->counters[i];
-			uint64		errors = 0;
-			int			k;
 
 			memset(nulls, 0, sizeof(nulls));
 			if (!resolve(hc->key.method_h, &values[1]) ||
@@ -790,9 +788,7 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 				PointerGetDatum(cstring_to_text_with_len(hc->user, hc->user_len));
 			values[5] = Int64GetDatum((int64) hc->count);
 			values[6] = Int64GetDatum((int64) hc->error);
-			for (k = 0; k < apicount_shared->nslots; k++)
-				errors += hc->slot_errors[k];
-			values[7] = Int64GetDatum((int64) errors);
+			values[7] = Int64GetDatum((int64) heavy_counter_errors(hc));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		memset(nulls, 0, sizeof(nulls));
