@@ -5,11 +5,17 @@
  * Owns the worker's writes.  A flush copies every entry's unflushed
  * deltas (under shared partition locks, so ingest never waits), writes
  * them in one transaction (arrays bound as parameters, never
- * interpolated): one upsert each into api_minute and api_hour, and the
- * caller_minute rows each the cheapest safe way (known_rows.h: an update
- * at a known TID, a plain insert, or the upsert).  After the commit it
- * subtracts exactly what it wrote, so hits that arrived meanwhile stay.  A
- * failed flush subtracts nothing and is retried by the next cycle.
+ * interpolated): from the API entries one upsert each into api_minute and
+ * api_hour and each API's "(other callers)" row, from the caller entries
+ * the caller_minute rows each the cheapest safe way (known_rows.h: an
+ * update at a known TID, a plain insert, or the upsert).  The same
+ * transaction writes the summaries of heavy callers of the minutes past
+ * the live horizon (heavy.h) and, when audited callers were folded, the
+ * 'audited_apis_full' alert.  After the commit it subtracts exactly what
+ * it wrote, so hits that arrived meanwhile stay, and retires the written
+ * summaries.  A failed flush subtracts nothing and is retried by the next
+ * cycle.  Until ALTER EXTENSION apicount UPDATE, an installed 0.1 schema
+ * gets the 0.1 columns and no summaries.
  *
  * Latency histograms follow the same cycle: the pages of the latency store
  * are copied after the counters, merged per API row into the latency_hist

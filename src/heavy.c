@@ -80,7 +80,7 @@ heavy_capacity(void)
 int
 heavy_lwlock_count(void)
 {
-	return HEAVY_RING * HEAVY_NDIMS;
+	return HEAVY_RING;
 }
 
 static void
@@ -153,10 +153,11 @@ counter_at(Summary *s, int i)
 							   counter_size * i);
 }
 
+/* one lock for the summaries of a minute: a fold updates all four at once */
 static inline LWLock *
 summary_lock(int ring, HeavyDim dim)
 {
-	return &heavy_locks[ring * HEAVY_NDIMS + dim].lock;
+	return &heavy_locks[ring].lock;
 }
 
 static inline int
@@ -460,19 +461,22 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 		for (i = 0; i < BLOOM_PROBES; i++)
 			pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
 	}
-	for (d = 0; d < HEAVY_NDIMS; d++)
 	{
-		LWLock	   *lock = summary_lock(r, d);
-		Summary    *s = summary_at(r, d);
-		CounterKey	g;
-		uint32		hash;
+		CounterKey	g[HEAVY_NDIMS];
+		uint32		hash[HEAVY_NDIMS];
+		LWLock	   *lock = summary_lock(r, HEAVY_IP_USER);
 
-		heavy_project(caller, d, &g);
-		hash = etab_hash(&g);
-		LWLockAcquire(lock, LW_EXCLUSIVE);
-		if (s->minute == caller->minute)
+		for (d = 0; d < HEAVY_NDIMS; d++)
 		{
-			summary_add(s, &g, hash, user, user_len, calls, slots);
+			heavy_project(caller, d, &g[d]);
+			hash[d] = etab_hash(&g[d]);
+		}
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		if (summary_at(r, HEAVY_IP_USER)->minute == caller->minute)
+		{
+			for (d = 0; d < HEAVY_NDIMS; d++)
+				summary_add(summary_at(r, d), &g[d], hash[d], user, user_len,
+							calls, slots);
 			added = true;
 		}
 		LWLockRelease(lock);

@@ -28,9 +28,10 @@
  * of an API entry of the same minute, which the worker frees only after
  * it has written and retired that minute's summaries (flush.c).
  *
- * Locking rules: one LWLock per summary (its ring slot and dimension),
- * taken exclusively to add or to retire and shared to copy.  It is taken
- * after, never while holding, a counter partition or string-table lock.
+ * Locking rules: one LWLock per ring slot (the four summaries of a minute,
+ * which a fold updates together), taken exclusively to add or to retire
+ * and shared to copy.  It is taken after, never while holding, a counter
+ * partition or string-table lock.
  *-------------------------------------------------------------------------
  */
 #ifndef APICOUNT_HEAVY_H

@@ -127,6 +127,16 @@ pendidx_free(pendidx_hash *tb, void *pointer)
 }
 
 #define OVERFLOW_CACHE		16
+#define FOLD_CACHE			1024
+
+/* a caller key's API whose entry holds it once the level is at its bound */
+typedef struct FoldCacheSlot
+{
+	uint64		method_h;
+	uint64		path_h;
+	int32		minute;
+	PendingEntry *entry;
+} FoldCacheSlot;
 
 typedef struct PendingLevel
 {
@@ -142,6 +152,8 @@ typedef struct PendingLevel
 	char	   *first_block;	/* FIRST_BLOCK_ENTRIES entries, in cxt */
 	/* catch-all entries by minute % OVERFLOW_CACHE (a COPY spans minutes) */
 	PendingEntry *overflow[OVERFLOW_CACHE];
+	/* folded callers' entries, made at the first fold (a COPY past the bound) */
+	FoldCacheSlot *fold_cache;
 	struct PendingLevel *next;	/* the enclosing level */
 } PendingLevel;
 
@@ -244,6 +256,7 @@ pop_level(void)
 		lvl->nentries = 0;
 		rewind_entries(lvl);
 		memset(lvl->overflow, 0, sizeof(lvl->overflow));
+		lvl->fold_cache = NULL; /* was in datacxt */
 		lvl->next = NULL;
 		spare_level = lvl;
 		return;
@@ -615,10 +628,32 @@ folded_entry(PendingLevel *lvl, const CounterKey *key,
 
 	if (key->flags & KEY_TRACKED)
 	{
+		/*
+		 * Rows past the bound come one after another in a large COPY, and
+		 * most find the entry of a recent row's API: a direct-mapped cache
+		 * by (minute, method, path) spares the hash and the index probe.
+		 */
+		uint64		mix = (key->path_h ^ (key->method_h * 31) ^
+						   ((uint64) (uint32) key->minute * UINT64CONST(0x9E3779B97F4A7C15)));
+		FoldCacheSlot *slot;
+		PendingEntry *e;
+
+		if (lvl->fold_cache == NULL)
+			lvl->fold_cache = MemoryContextAllocZero(lvl->datacxt,
+													 sizeof(FoldCacheSlot) * FOLD_CACHE);
+		slot = &lvl->fold_cache[(mix >> 32) % FOLD_CACHE];
+		if (slot->entry != NULL && slot->minute == key->minute &&
+			slot->path_h == key->path_h && slot->method_h == key->method_h)
+			return slot->entry;
 		counters_api_key(key, &fk);
 		fk.flags = KEY_FOLDED;
-		return level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
-						   path, path_len, NULL, 0, audited);
+		e = level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
+						path, path_len, NULL, 0, audited);
+		slot->method_h = key->method_h;
+		slot->path_h = key->path_h;
+		slot->minute = key->minute;
+		slot->entry = e;
+		return e;
 	}
 	if (!(key->flags & KEY_OVERFLOW))
 	{
