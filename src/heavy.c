@@ -45,7 +45,6 @@ typedef struct SummaryCounter
 {
 	CounterKey	key;
 	uint32		hash;
-	int32		heap_pos;
 	int16		user_len;
 	char		user[APICOUNT_MAX_USER];	/* not NUL-terminated */
 	uint64		count;
@@ -59,8 +58,19 @@ typedef struct Summary
 	int32		n;				/* counters in use */
 	uint64		folded;
 	uint64		evictions;
-	/* then: int32 heap[m], int32 index[index_size], counters */
+	/* then: HeapItem heap[m], int32 heap_pos[m], int32 index[index_size], counters */
 } Summary;
+
+/*
+ * The min-heap holds each counter's count beside its number, so that a
+ * sift compares within the heap's own 32 kB and never reads the counters.
+ */
+typedef struct HeapItem
+{
+	uint64		count;
+	int32		c;				/* counter number */
+	int32		pad;
+} HeapItem;
 
 static char *summaries = NULL;	/* HEAVY_RING * HEAVY_NDIMS blocks */
 static pg_atomic_uint32 *blooms = NULL; /* HEAVY_RING filters of BLOOM_WORDS */
@@ -94,6 +104,7 @@ compute_layout(void)
 	counter_size = MAXALIGN(offsetof(SummaryCounter, slots) +
 							sizeof(uint32) * 2 * nslots);
 	block_size = MAXALIGN(sizeof(Summary)) +
+		MAXALIGN(sizeof(HeapItem) * m_counters) +
 		MAXALIGN(sizeof(int32) * m_counters) +
 		MAXALIGN(sizeof(int32) * index_size) +
 		counter_size * m_counters;
@@ -133,16 +144,23 @@ summary_at(int ring, HeavyDim dim)
 	return (Summary *) (summaries + block_size * (ring * HEAVY_NDIMS + dim));
 }
 
-static inline int32 *
+static inline HeapItem *
 heap_of(Summary *s)
 {
-	return (int32 *) ((char *) s + MAXALIGN(sizeof(Summary)));
+	return (HeapItem *) ((char *) s + MAXALIGN(sizeof(Summary)));
+}
+
+/* a counter's position in the heap */
+static inline int32 *
+heap_pos_of(Summary *s)
+{
+	return (int32 *) ((char *) heap_of(s) + MAXALIGN(sizeof(HeapItem) * m_counters));
 }
 
 static inline int32 *
 index_of(Summary *s)
 {
-	return (int32 *) ((char *) heap_of(s) + MAXALIGN(sizeof(int32) * m_counters));
+	return (int32 *) ((char *) heap_pos_of(s) + MAXALIGN(sizeof(int32) * m_counters));
 }
 
 static inline SummaryCounter *
@@ -321,37 +339,35 @@ index_delete(Summary *s, int c, uint32 hash)
 /* ---- the min-heap of counters by count ----------------------------- */
 
 static inline void
-heap_set(Summary *s, int pos, int c)
+heap_set(Summary *s, int pos, HeapItem item)
 {
-	heap_of(s)[pos] = c;
-	counter_at(s, c)->heap_pos = pos;
+	heap_of(s)[pos] = item;
+	heap_pos_of(s)[item.c] = pos;
 }
 
 static void
 sift_up(Summary *s, int pos)
 {
-	int32	   *heap = heap_of(s);
-	int			c = heap[pos];
-	uint64		count = counter_at(s, c)->count;
+	HeapItem   *heap = heap_of(s);
+	HeapItem	item = heap[pos];
 
 	while (pos > 0)
 	{
 		int			parent = (pos - 1) / 2;
 
-		if (counter_at(s, heap[parent])->count <= count)
+		if (heap[parent].count <= item.count)
 			break;
 		heap_set(s, pos, heap[parent]);
 		pos = parent;
 	}
-	heap_set(s, pos, c);
+	heap_set(s, pos, item);
 }
 
 static void
 sift_down(Summary *s, int pos)
 {
-	int32	   *heap = heap_of(s);
-	int			c = heap[pos];
-	uint64		count = counter_at(s, c)->count;
+	HeapItem   *heap = heap_of(s);
+	HeapItem	item = heap[pos];
 
 	for (;;)
 	{
@@ -359,15 +375,14 @@ sift_down(Summary *s, int pos)
 
 		if (child >= s->n)
 			break;
-		if (child + 1 < s->n &&
-			counter_at(s, heap[child + 1])->count < counter_at(s, heap[child])->count)
+		if (child + 1 < s->n && heap[child + 1].count < heap[child].count)
 			child++;
-		if (counter_at(s, heap[child])->count >= count)
+		if (heap[child].count >= item.count)
 			break;
 		heap_set(s, pos, heap[child]);
 		pos = child;
 	}
-	heap_set(s, pos, c);
+	heap_set(s, pos, item);
 }
 
 static void
@@ -403,10 +418,13 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 	s->folded += calls;
 	if (c >= 0)
 	{
+		int			pos = heap_pos_of(s)[c];
+
 		sc = counter_at(s, c);
 		sc->count += calls;
 		add_slots(sc, slots);
-		sift_down(s, sc->heap_pos);
+		heap_of(s)[pos].count = sc->count;
+		sift_down(s, pos);
 		return;
 	}
 	if (s->n < m_counters)
@@ -421,12 +439,16 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 		memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
 		add_slots(sc, slots);
 		index_insert(s, c, hash);
-		heap_set(s, s->n - 1, c);
+		{
+			HeapItem	item = {calls, c, 0};
+
+			heap_set(s, s->n - 1, item);
+		}
 		sift_up(s, s->n - 1);
 		return;
 	}
 	/* full: the key takes the counter with the smallest count */
-	c = heap_of(s)[0];
+	c = heap_of(s)[0].c;
 	sc = counter_at(s, c);
 	index_delete(s, c, sc->hash);
 	sc->error = sc->count;
@@ -437,6 +459,7 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 	memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
 	add_slots(sc, slots);
 	index_insert(s, c, hash);
+	heap_of(s)[0].count = sc->count;
 	sift_down(s, 0);
 	s->evictions++;
 }
@@ -505,7 +528,7 @@ heavy_snapshot(HeavyDim dim, int32 minute)
 	snap->folded = s->folded;
 	snap->n = s->n;
 	snap->min_count = (s->evictions > 0 && s->n > 0) ?
-		counter_at(s, heap_of(s)[0])->count : 0;
+		heap_of(s)[0].count : 0;
 	snap->counters = palloc_extended(sizeof(HeavyCounter) * Max(s->n, 1),
 									 MCXT_ALLOC_HUGE);
 	for (i = 0; i < s->n; i++)
@@ -590,7 +613,7 @@ heavy_bound(int32 minute)
 
 		LWLockAcquire(lock, LW_SHARED);
 		if (s->minute == minute && s->evictions > 0 && s->n > 0)
-			bound = Max(bound, counter_at(s, heap_of(s)[0])->count);
+			bound = Max(bound, heap_of(s)[0].count);
 		LWLockRelease(lock);
 	}
 	return bound;
