@@ -173,7 +173,7 @@ counter_at(Summary *s, int i)
 
 /* one lock for the summaries of a minute: a fold updates all four at once */
 static inline LWLock *
-summary_lock(int ring, HeavyDim dim)
+summary_lock(int ring)
 {
 	return &heavy_locks[ring].lock;
 }
@@ -487,7 +487,7 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 	{
 		CounterKey	g[HEAVY_NDIMS];
 		uint32		hash[HEAVY_NDIMS];
-		LWLock	   *lock = summary_lock(r, HEAVY_IP_USER);
+		LWLock	   *lock = summary_lock(r);
 
 		for (d = 0; d < HEAVY_NDIMS; d++)
 		{
@@ -511,7 +511,7 @@ HeavySnapshot *
 heavy_snapshot(HeavyDim dim, int32 minute)
 {
 	int			r = ring_of(minute);
-	LWLock	   *lock = summary_lock(r, dim);
+	LWLock	   *lock = summary_lock(r);
 	Summary    *s = summary_at(r, dim);
 	HeavySnapshot *snap;
 	int			i;
@@ -557,7 +557,7 @@ heavy_due_minutes(int32 cutoff, int32 *minutes)
 
 	for (r = 0; r < HEAVY_RING; r++)
 	{
-		LWLock	   *lock = summary_lock(r, HEAVY_IP_USER);
+		LWLock	   *lock = summary_lock(r);
 		int32		m;
 
 		LWLockAcquire(lock, LW_SHARED);
@@ -585,16 +585,15 @@ heavy_retire(int32 minute, int32 now_minute)
 	for (d = 0; d < BLOOM_WORDS; d++)
 		pg_atomic_write_u32(&bloom_of(r)[d], 0);
 
+	LWLockAcquire(summary_lock(r), LW_EXCLUSIVE);
 	for (d = 0; d < HEAVY_NDIMS; d++)
 	{
-		LWLock	   *lock = summary_lock(r, d);
 		Summary    *s = summary_at(r, d);
 
-		LWLockAcquire(lock, LW_EXCLUSIVE);
 		if (s->minute == minute)
 			reset_summary(s, next > minute ? next : minute + HEAVY_RING);
-		LWLockRelease(lock);
 	}
+	LWLockRelease(summary_lock(r));
 }
 
 uint64
@@ -606,16 +605,15 @@ heavy_bound(int32 minute)
 
 	if (summaries == NULL)
 		return 0;
+	LWLockAcquire(summary_lock(r), LW_SHARED);
 	for (d = 0; d < HEAVY_NDIMS; d++)
 	{
-		LWLock	   *lock = summary_lock(r, d);
 		Summary    *s = summary_at(r, d);
 
-		LWLockAcquire(lock, LW_SHARED);
 		if (s->minute == minute && s->evictions > 0 && s->n > 0)
 			bound = Max(bound, heap_of(s)[0].count);
-		LWLockRelease(lock);
 	}
+	LWLockRelease(summary_lock(r));
 	return bound;
 }
 

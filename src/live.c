@@ -300,16 +300,26 @@ heavy_dim_of(int dims)
 	return -1;
 }
 
+/* the slots [lo, hi) of a minute that lie in global slots [first, cur] */
+static inline void
+window_slots(int32 minute, int64 first, int64 cur, int nslots, int *lo, int *hi)
+{
+	int64		base = (int64) minute * nslots;
+
+	*lo = (int) Min(Max(0, first - base), (int64) nslots);
+	*hi = (int) Max(Min((int64) nslots, cur - base + 1), 0);
+}
+
 /* a summary counter's calls and errors in global slots [first, cur] */
 static inline void
 heavy_window_sums(const HeavyCounter *hc, int32 minute, int64 first,
 				  int64 cur, int nslots, uint64 *calls, uint64 *errors)
 {
-	int64		base = (int64) minute * nslots;
-	int			lo = (int) Min(Max(0, first - base), (int64) nslots);
-	int			hi = (int) Max(Min((int64) nslots, cur - base + 1), 0);
-	int			i;
+	int			lo,
+				hi,
+				i;
 
+	window_slots(minute, first, cur, nslots, &lo, &hi);
 	*calls = 0;
 	*errors = 0;
 	for (i = lo; i < hi; i++)
@@ -328,11 +338,11 @@ static inline void
 window_sums(CounterEntry *e, int64 first, int64 cur, int nslots,
 			uint64 *calls, uint64 *ok, uint64 *errors)
 {
-	int64		base = (int64) e->key.minute * nslots;
-	int			lo = (int) Min(Max(0, first - base), (int64) nslots);
-	int			hi = (int) Max(Min((int64) nslots, cur - base + 1), 0);
-	int			i;
+	int			lo,
+				hi,
+				i;
 
+	window_slots(e->key.minute, first, cur, nslots, &lo, &hi);
 	*calls = 0;
 	for (i = lo; i < hi; i++)
 		*calls += pg_atomic_read_u32(entry_slot_calls(e, i));
