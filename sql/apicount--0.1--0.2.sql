@@ -119,7 +119,7 @@ $$;
 ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.caller_heavy_minute (
 	bucket          timestamptz NOT NULL,
-	grouped_by        text NOT NULL CHECK (grouped_by IN ('ip_user', 'ip', 'user', 'net')),
+	grouped_by        text NOT NULL CHECK (grouped_by IN ('ip_user', 'ip', 'user', 'net', 'api')),
 	method          text NOT NULL,
 	path            text NOT NULL,
 	client_ip       inet,
@@ -147,6 +147,153 @@ CREATE FUNCTION @extschema@._live_heavy(from_bucket timestamptz, to_ts timestamp
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'apicount_live_heavy'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+---------------------------------------------------------------------------
+-- Heavy APIs among the folded ones: when the API tier is full, an API is
+-- counted under its method's "(other)" path, and in a Space-Saving summary
+-- per minute that keeps its method and path (grouped_by 'api' in
+-- caller_heavy_minute and heavy_minute_bounds, client_ip and user_id NULL).
+-- top_apis names them, with calls - calls_error <= truth <= calls; the
+-- "(other)" rows keep the exact totals, named APIs included.
+---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._live_heavy_apis(since interval,
+	OUT method text, OUT path text, OUT calls bigint, OUT calls_error bigint,
+	OUT errors bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'apicount_live_heavy_apis'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- the folded APIs named by the summaries of the minutes in [from_bucket,
+-- to_ts), flushed and live: per API, its counts plus, for each of those
+-- minutes whose summary lacks it, that minute's absent_bound
+CREATE FUNCTION @extschema@._heavy_apis(from_bucket timestamptz, to_ts timestamptz,
+	OUT method text, OUT path text, OUT calls bigint, OUT calls_error bigint,
+	OUT errors bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH live AS MATERIALIZED (
+		SELECT * FROM @extschema@._live_heavy(from_bucket, to_ts, 'api')
+	), heavy AS MATERIALIZED (
+		SELECT h.bucket, h.method, h.path, h.calls, h.calls_error, h.errors
+		FROM @extschema@.caller_heavy_minute h
+		WHERE h.grouped_by = 'api' AND h.bucket >= from_bucket AND h.bucket < to_ts
+		UNION ALL
+		SELECT l.bucket, l.method, l.path, l.calls, l.calls_error, l.errors
+		FROM live l WHERE l.method IS NOT NULL
+	), bounds AS MATERIALIZED (
+		SELECT b.bucket, b.absent_bound
+		FROM @extschema@.heavy_minute_bounds b
+		WHERE b.grouped_by = 'api' AND b.bucket >= from_bucket AND b.bucket < to_ts
+		  AND b.absent_bound > 0
+		UNION ALL
+		SELECT l.bucket, l.calls_error FROM live l
+		WHERE l.method IS NULL AND l.calls_error > 0
+	), named AS (
+		SELECT h.method, h.path, sum(h.calls) AS calls,
+		       sum(h.calls_error) AS calls_error, sum(h.errors) AS errors
+		FROM heavy h GROUP BY 1, 2
+	), absent AS (
+		SELECT n.method, n.path, sum(b.absent_bound) AS bound
+		FROM named n CROSS JOIN bounds b
+		WHERE NOT EXISTS (SELECT FROM heavy h WHERE h.bucket = b.bucket
+		                  AND h.method = n.method AND h.path = n.path)
+		GROUP BY 1, 2
+	)
+	SELECT n.method, n.path, (n.calls + coalesce(a.bound, 0))::bigint,
+	       (n.calls_error + coalesce(a.bound, 0))::bigint, n.errors::bigint
+	FROM named n LEFT JOIN absent a ON a.method = n.method AND a.path = n.path
+$$;
+
+-- top_apis: the heavy APIs among the folded ones too, and calls_error
+-- (0 when exact)
+DROP FUNCTION @extschema@.top_apis(integer, interval);
+DROP FUNCTION @extschema@.top_apis(integer, timestamptz, timestamptz);
+CREATE FUNCTION @extschema@.top_apis(n integer, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (method text, path text, calls bigint, errors bigint,
+               error_ratio double precision, avg_latency_ms double precision,
+               calls_error bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_n(n);
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	WITH exact AS (
+		SELECT m.method, m.path, sum(m.calls) AS calls, sum(m.errors) AS errors,
+		       sum(m.latency_sum_ms) AS ls, sum(m.latency_count) AS lc
+		FROM @extschema@._api_rows(date_trunc('minute', from_ts), to_ts) m
+		GROUP BY m.method, m.path
+	), r AS (
+		SELECT coalesce(e.method, h.method) AS method, coalesce(e.path, h.path) AS path,
+		       coalesce(e.calls, 0) + coalesce(h.calls, 0) AS calls,
+		       coalesce(e.errors, 0) + coalesce(h.errors, 0) AS errors,
+		       e.ls, e.lc, coalesce(h.calls_error, 0) AS calls_error
+		FROM exact e
+		FULL JOIN @extschema@._heavy_apis(date_trunc('minute', from_ts), to_ts) h
+		     ON h.method = e.method AND h.path = e.path
+	)
+	SELECT r.method, r.path, r.calls::bigint, r.errors::bigint,
+	       CASE WHEN r.calls > 0 THEN (r.errors / r.calls)::float8 END,
+	       CASE WHEN r.lc > 0 THEN r.ls / r.lc END,
+	       r.calls_error::bigint
+	FROM r
+	WHERE r.calls > 0
+	ORDER BY 3 DESC, 1, 2
+	LIMIT n;
+	PERFORM @extschema@._read_end();
+END
+$$;
+
+CREATE FUNCTION @extschema@.top_apis(n integer DEFAULT 10, since interval DEFAULT '1 minute')
+RETURNS TABLE (method text, path text, calls bigint, errors bigint,
+               error_ratio double precision, avg_latency_ms double precision,
+               calls_error bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_n(n);
+	PERFORM @extschema@._check_since(since);
+	IF since > interval '2 minutes' THEN
+		RETURN QUERY SELECT * FROM @extschema@.top_apis(n, now() - since, now() + interval '1 microsecond');
+		RETURN;
+	END IF;
+	PERFORM @extschema@._read_begin();
+	RETURN QUERY
+	WITH w AS (
+		SELECT lw.method, lw.path, lw.calls, lw.errors,
+		       lw.unflushed_latency_count AS lc, lw.unflushed_latency_sum_ms AS ls
+		FROM @extschema@._live_groups(since, true, false, false, NULL, 1, false, false, false) lw
+	), lat AS (
+		-- flushed latency of the minutes the window overlaps
+		SELECT a.method, a.path, sum(a.latency_sum_ms) AS s, sum(a.latency_count) AS c
+		FROM @extschema@.api_minute a
+		WHERE a.bucket >= date_trunc('minute', @extschema@._window_start(since))
+		  AND a.bucket <= now()
+		GROUP BY a.method, a.path
+	), r AS (
+		SELECT coalesce(w.method, h.method) AS method, coalesce(w.path, h.path) AS path,
+		       coalesce(w.calls, 0) + coalesce(h.calls, 0) AS calls,
+		       coalesce(w.errors, 0) + coalesce(h.errors, 0) AS errors,
+		       w.lc, w.ls, coalesce(h.calls_error, 0) AS calls_error
+		FROM w FULL JOIN @extschema@._live_heavy_apis(since) h
+		     ON h.method = w.method AND h.path = w.path
+	)
+	SELECT r.method, r.path, r.calls::bigint, r.errors::bigint,
+	       (r.errors::float8 / r.calls::float8),
+	       CASE WHEN coalesce(r.lc, 0) + coalesce(lat.c, 0) > 0
+	            THEN (coalesce(r.ls, 0) + coalesce(lat.s, 0)) / (coalesce(r.lc, 0) + coalesce(lat.c, 0)) END,
+	       r.calls_error::bigint
+	FROM r LEFT JOIN lat ON lat.method = r.method AND lat.path = r.path
+	WHERE r.calls > 0
+	ORDER BY 3 DESC, 1, 2
+	LIMIT n;
+	PERFORM @extschema@._read_end();
+END
+$$;
 
 -- the sliding windows count folded heavy callers too, and by network
 DROP FUNCTION @extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean);
@@ -494,6 +641,10 @@ BEGIN
 		'@extschema@._live_entries()', '@extschema@._stats()',
 		'@extschema@._is_other_callers(inet, text)', '@extschema@._net(inet)',
 		'@extschema@._live_heavy(timestamptz, timestamptz, text)',
+		'@extschema@._live_heavy_apis(interval)',
+		'@extschema@._heavy_apis(timestamptz, timestamptz)',
+		'@extschema@.top_apis(integer, interval)',
+		'@extschema@.top_apis(integer, timestamptz, timestamptz)',
 		'@extschema@._live_groups(interval, boolean, boolean, boolean, text, bigint, boolean, boolean, boolean, boolean)',
 		'@extschema@._caller_groups(timestamptz, timestamptz, text)',
 		'@extschema@.top_callers(integer, interval, text, text)',

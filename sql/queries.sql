@@ -90,7 +90,7 @@ $$;
 
 CREATE FUNCTION pg_temp.api_top_apis(f timestamptz, t timestamptz, since interval)
 RETURNS TABLE (method text, path text, calls bigint, errors bigint, error_ratio float8,
-               avg_latency_ms float8, ord bigint)
+               avg_latency_ms float8, calls_error bigint, ord bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
 	IF since IS NULL THEN
@@ -115,7 +115,8 @@ RETURNS TABLE (ok bool, nonempty bool) LANGUAGE sql AS $$
 	                           OR a.method IS DISTINCT FROM r.method OR a.path IS DISTINCT FROM r.path
 	                           OR a.calls IS DISTINCT FROM r.calls OR a.errors IS DISTINCT FROM r.errors
 	                           OR NOT pg_temp.feq(a.error_ratio, r.error_ratio)
-	                           OR NOT pg_temp.feq(a.avg_latency_ms, r.avg_latency_ms)) = 0,
+	                           OR NOT pg_temp.feq(a.avg_latency_ms, r.avg_latency_ms)
+	                           OR a.calls_error IS DISTINCT FROM 0) = 0,
 	       count(r.pos) > 0
 	FROM a FULL JOIN r ON a.pos = r.pos
 $$;
@@ -326,19 +327,19 @@ CREATE FUNCTION pg_temp.chk_defaults() RETURNS TABLE (check_name text, ok bool) 
 	                   SELECT * FROM apicount.series())
 	UNION ALL
 	SELECT 'top_apis() = top_apis(10, 1 minute)',
-	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_apis() WITH ORDINALITY x(m, p, c, e, r, l, o))
+	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_apis() WITH ORDINALITY x(m, p, c, e, r, l, ce, o))
 	       IS NOT DISTINCT FROM
-	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_apis(10, interval '1 minute') WITH ORDINALITY x(m, p, c, e, r, l, o))
+	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_apis(10, interval '1 minute') WITH ORDINALITY x(m, p, c, e, r, l, ce, o))
 	UNION ALL
 	SELECT 'top_callers() = top_callers(10, 1 minute, NULL, ip)',
-	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_callers() WITH ORDINALITY x(i, u, c, e, o))
+	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_callers() WITH ORDINALITY x(i, u, c, e, ce, o))
 	       IS NOT DISTINCT FROM
-	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_callers(10, interval '1 minute', NULL, 'ip') WITH ORDINALITY x(i, u, c, e, o))
+	       (SELECT array_agg(x ORDER BY o) FROM apicount.top_callers(10, interval '1 minute', NULL, 'ip') WITH ORDINALITY x(i, u, c, e, ce, o))
 	UNION ALL
 	SELECT 'top_apis(5, range) = first 5 of top_apis(100000, range)',
-	       (SELECT array_agg(x ORDER BY o) FROM q_ranges g, apicount.top_apis(5, g.f, g.t) WITH ORDINALITY x(m, p, c, e, r, l, o) WHERE g.name = 'all')
+	       (SELECT array_agg(x ORDER BY o) FROM q_ranges g, apicount.top_apis(5, g.f, g.t) WITH ORDINALITY x(m, p, c, e, r, l, ce, o) WHERE g.name = 'all')
 	       IS NOT DISTINCT FROM
-	       (SELECT array_agg(x ORDER BY o) FROM q_ranges g, apicount.top_apis(100000, g.f, g.t) WITH ORDINALITY x(m, p, c, e, r, l, o) WHERE g.name = 'all' AND o <= 5)
+	       (SELECT array_agg(x ORDER BY o) FROM q_ranges g, apicount.top_apis(100000, g.f, g.t) WITH ORDINALITY x(m, p, c, e, r, l, ce, o) WHERE g.name = 'all' AND o <= 5)
 	UNION ALL
 	SELECT 'top_apis(0, ...) is empty',
 	       NOT EXISTS (SELECT FROM apicount.top_apis(0, interval '1 hour'))

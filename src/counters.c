@@ -645,7 +645,12 @@ add_api(CounterKey *api, const char *method, int method_len,
 		return COUNTED_KEY;
 
 	if (!was_other)
+	{
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+		/* the heavy ones among the folded APIs keep their names */
+		(void) heavy_add_api(api, method, method_len, path, path_len,
+							 delta->calls, slots);
+	}
 	counters_other_path_key(api->minute, api->method_h, api);
 	if (add_or_create(api, etab_hash(api), method, method_len,
 					  OTHER_PATH, strlen(OTHER_PATH), NULL, 0, delta, slots, o))
@@ -656,6 +661,68 @@ add_api(CounterKey *api, const char *method, int method_len,
 		return COUNTED_OVERFLOW;
 	add_spill(delta);
 	return COUNTED_SPILL;
+}
+
+/* the caller tier is full: a new caller would be folded */
+static inline bool
+caller_tier_full(void)
+{
+	return (int64) pg_atomic_read_u32(&apicount_shared->normal_entries) >=
+		apicount_shared->capacity;
+}
+
+/* the counts of a fold: in the summaries of heavy callers (heavy.h) */
+static void
+summarize_fold(const CounterKey *ck, const char *user, int user_len,
+			   const CounterDelta *delta, const LocalSlot *slots)
+{
+	pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
+	if (!heavy_add(ck, user, user_len, delta->calls,
+				   delta->client_errors + delta->server_errors, slots))
+		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
+								delta->calls);
+}
+
+/*
+ * The common fold, in one step: a caller with no entry while the caller
+ * tier is full, whose API entry exists.  Its counts and its "(other
+ * callers)" counts go to the API entry under one lock, instead of the API
+ * counts first and the "(other callers)" counts after the caller was
+ * refused.  False, with nothing counted, in any other case: the general
+ * path (counters_add_internal) then does it all.
+ */
+static bool
+fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
+				const char *user, int user_len, const CounterDelta *delta,
+				const LocalSlot *slots, const CounterOther *all,
+				CountedUnder *under)
+{
+	LWLock	   *lock;
+	CounterKey	ck;
+	bool		exists;
+
+	if (!caller_tier_full() || (api->flags & KEY_OVERFLOW))
+		return false;
+	ck = *key;
+	ck.flags = KEY_TRACKED;
+	if (memcmp(&ck, key, sizeof(ck)) != 0)
+		hashcode = etab_hash(&ck);
+	lock = partition_lock(hashcode);
+	LWLockAcquire(lock, LW_SHARED);
+	exists = etab_find(&ck, hashcode) != NULL;
+	LWLockRelease(lock);
+	if (exists)
+		return false;
+
+	adding_fold = true;
+	exists = add_existing(api, etab_hash(api), delta, slots, all);
+	adding_fold = false;
+	if (!exists)
+		return false;
+	*under = COUNTED_KEY;
+	if (!delta_spilled)
+		summarize_fold(&ck, user, user_len, delta, slots);
+	return true;
 }
 
 static CountedUnder
@@ -693,6 +760,10 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	counters_api_key(key, api);
 	if (api->flags & KEY_OVERFLOW)
 		pg_atomic_fetch_add_u64(&apicount_shared->overflow_hits, delta->calls);
+	if (caller && !audited && fold_new_caller(key, hashcode, api, user,
+											  user_len, delta, slots, &all,
+											  &under))
+		return under;
 	under = add_api(api, method, method_len, path, path_len, delta, slots,
 					caller ? NULL : &all, audited);
 	if (!caller || under == COUNTED_SPILL)
@@ -734,11 +805,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	 * No room for the caller: folded into its API's "(other callers)", and
 	 * counted in the summaries of heavy callers (heavy.h).
 	 */
-	pg_atomic_fetch_add_u64(&apicount_shared->folded_calls, delta->calls);
-	if (!heavy_add(&ck, user, user_len, delta->calls,
-				   delta->client_errors + delta->server_errors, slots))
-		pg_atomic_fetch_add_u64(&apicount_shared->folded_unsummarized,
-								delta->calls);
+	summarize_fold(&ck, user, user_len, delta, slots);
 	memset(&none, 0, sizeof(none));
 	adding_fold = true;
 	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,

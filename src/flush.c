@@ -982,9 +982,20 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 	for (i = 0; i < n; i++)
 	{
 		const HeavyCounter *hc = &snap->counters[i];
-		text	   *m = strtab_get_text(hc->key.method_h);
-		text	   *p = strtab_get_text(hc->key.path_h);
+		text	   *m;
+		text	   *p;
 
+		if (snap->dim == HEAVY_API)
+		{
+			/* a folded API: the counter keeps its method and path */
+			m = cstring_to_text_with_len(hc->method, hc->method_len);
+			p = cstring_to_text_with_len(hc->path, hc->path_len);
+		}
+		else
+		{
+			m = strtab_get_text(hc->key.method_h);
+			p = strtab_get_text(hc->key.path_h);
+		}
 		/* the API entry holds them (heavy.h); never missing, but be safe */
 		cols[0][w] = PointerGetDatum(m && p ? m : cstring_to_text(ANY_METHOD));
 		cols[1][w] = PointerGetDatum(m && p ? p : cstring_to_text(OTHER_PATH));

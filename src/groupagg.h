@@ -42,6 +42,8 @@ typedef struct GroupRow
 	const char *user;			/* a summary's copy of the user id, if any
 								 * (a folded caller's is not interned) */
 	int			user_len;
+	const void *api_counter;	/* _live_heavy_apis: the first HeavyCounter
+								 * of a folded API, which holds its text */
 } GroupRow;
 
 typedef struct GroupAgg

@@ -25,12 +25,14 @@
 #include "guc.h"
 #include "heavy.h"
 
-const char *const heavy_dim_names[HEAVY_NDIMS] = {"ip_user", "ip", "user", "net"};
+const char *const heavy_dim_names[HEAVY_NDIMS] = {"ip_user", "ip", "user", "net", "api"};
 
 /*
  * A Bloom filter (Bloom 1970) of the caller keys folded in each minute of
- * the ring: 2^21 bits, 3 probes by double hashing (Kirsch and Mitzenmacher
- * 2006), set with atomic ORs.  It never says "not folded" of a key that
+ * the ring: 2^21 bits, blocked (Putze, Sanders and Singler, "Cache-, hash-
+ * and space-efficient Bloom filters", 2007): a key's 3 bits are in one
+ * 512-bit block, one cache line, so a fold costs one cache miss here
+ * instead of three; set with atomic ORs.  It never says "not folded" of a key that
  * was: an entry made for a key it does not hold is exact, so its caller
  * needs no bound for calls a summary may have forgotten (counters.h,
  * "late").  Under a large flood it fills up and answers "maybe" to all,
@@ -39,26 +41,34 @@ const char *const heavy_dim_names[HEAVY_NDIMS] = {"ip_user", "ip", "user", "net"
 #define BLOOM_BITS		(1 << 21)
 #define BLOOM_WORDS		(BLOOM_BITS / 32)
 #define BLOOM_PROBES	3
+#define BLOOM_BLOCK_BITS	512
+#define BLOOM_BLOCKS	(BLOOM_BITS / BLOOM_BLOCK_BITS)
 
-/* a counter in shared memory (per-slot arrays sized by nslots) */
+/*
+ * A counter in shared memory.  data holds calls[nslots] and errors[nslots],
+ * then the counter's text (not NUL-terminated, text_cap(dim) bytes): the
+ * user id of a caller group, or the method and path of a folded API.
+ */
 typedef struct SummaryCounter
 {
 	CounterKey	key;
 	uint32		hash;
-	int16		user_len;
-	char		user[APICOUNT_MAX_USER];	/* not NUL-terminated */
+	int16		text_len;
+	int16		method_len;		/* HEAVY_API: the text's first bytes */
 	uint64		count;
 	uint64		error;
-	uint32		slots[FLEXIBLE_ARRAY_MEMBER];	/* calls[nslots], errors[nslots] */
+	uint32		data[FLEXIBLE_ARRAY_MEMBER];
 } SummaryCounter;
 
 typedef struct Summary
 {
 	int32		minute;			/* PG_INT32_MIN: none */
 	int32		n;				/* counters in use */
+	int32		dim;			/* HeavyDim */
+	int32		pad;
 	uint64		folded;
 	uint64		evictions;
-	/* then: HeapItem heap[m], int32 heap_pos[m], int32 index[index_size], counters */
+	/* then: HeapItem heap[m], int32 heap_pos[m], IndexSlot index[index_size], counters */
 } Summary;
 
 /*
@@ -72,13 +82,25 @@ typedef struct HeapItem
 	int32		pad;
 } HeapItem;
 
+/*
+ * An index slot holds its counter's hash beside the counter's number, so
+ * that a probe, and the backward shift of a deletion, compare hashes
+ * within the index and read a counter only when its hash matches.
+ */
+typedef struct IndexSlot
+{
+	int32		c;				/* counter number, or -1 */
+	uint32		hash;
+} IndexSlot;
+
 static char *summaries = NULL;	/* HEAVY_RING * HEAVY_NDIMS blocks */
 static pg_atomic_uint32 *blooms = NULL; /* HEAVY_RING filters of BLOOM_WORDS */
 static LWLockPadded *heavy_locks = NULL;
 static int	m_counters = 0;
 static uint32 index_size = 0;
-static Size counter_size = 0;
-static Size block_size = 0;
+static Size counter_size[HEAVY_NDIMS];
+static Size block_size[HEAVY_NDIMS];
+static Size ring_size = 0;		/* the summaries of one ring slot */
 static int	nslots = 0;
 
 int
@@ -93,29 +115,52 @@ heavy_lwlock_count(void)
 	return HEAVY_RING;
 }
 
+/* the bytes of text a counter of dim keeps */
+static inline int
+text_cap(int dim)
+{
+	return dim == HEAVY_API ? APICOUNT_MAX_METHOD + APICOUNT_MAX_PATH :
+		APICOUNT_MAX_USER;
+}
+
 static void
 compute_layout(void)
 {
+	int			d;
+
 	nslots = 60 / apicount_slot_seconds;
 	m_counters = apicount_heavy_counters;
 	index_size = 16;
 	while (index_size < (uint32) (2 * m_counters))
 		index_size <<= 1;
-	counter_size = MAXALIGN(offsetof(SummaryCounter, slots) +
-							sizeof(uint32) * 2 * nslots);
-	block_size = MAXALIGN(sizeof(Summary)) +
-		MAXALIGN(sizeof(HeapItem) * m_counters) +
-		MAXALIGN(sizeof(int32) * m_counters) +
-		MAXALIGN(sizeof(int32) * index_size) +
-		counter_size * m_counters;
+	ring_size = 0;
+	for (d = 0; d < HEAVY_NDIMS; d++)
+	{
+		counter_size[d] = MAXALIGN(offsetof(SummaryCounter, data) +
+								   sizeof(uint32) * 2 * nslots + text_cap(d));
+		block_size[d] = MAXALIGN(sizeof(Summary)) +
+			MAXALIGN(sizeof(HeapItem) * m_counters) +
+			MAXALIGN(sizeof(int32) * m_counters) +
+			MAXALIGN(sizeof(IndexSlot) * index_size) +
+			counter_size[d] * m_counters;
+		ring_size += block_size[d];
+	}
+}
+
+/* the summaries, then the filters from a cache line boundary on */
+static Size
+shmem_size(void)
+{
+	return add_size(mul_size(ring_size, HEAVY_RING),
+					sizeof(pg_atomic_uint32) * BLOOM_WORDS * HEAVY_RING +
+					PG_CACHE_LINE_SIZE);
 }
 
 Size
 heavy_shmem_size(void)
 {
 	compute_layout();
-	return add_size(mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
-					sizeof(pg_atomic_uint32) * BLOOM_WORDS * HEAVY_RING);
+	return shmem_size();
 }
 
 static inline pg_atomic_uint32 *
@@ -124,24 +169,41 @@ bloom_of(int ring)
 	return blooms + (Size) ring * BLOOM_WORDS;
 }
 
-/* the filter's bit positions of a caller key */
+/*
+ * The filter's bit positions of a caller key, from ip_user_hash: the hash
+ * of its (API, IP, user id) group (heavy_project), which a fold computes
+ * anyway.  Its low bits pick the block; a mix of it gives the 3 bits in the
+ * block (9 bits each).  Two keys share all positions only when their
+ * 32-bit hashes are equal.
+ */
 static void
-bloom_positions(const CounterKey *key, uint32 *pos)
+bloom_positions(uint32 ip_user_hash, uint32 *pos)
 {
-	uint64		h = hash_bytes_extended((const unsigned char *) key,
-										sizeof(CounterKey), apicount_hash_seed);
-	uint32		a = (uint32) h;
-	uint32		b = (uint32) (h >> 32) | 1;
+	uint32		block = ip_user_hash % BLOOM_BLOCKS;
+	uint32		bits = murmurhash32(ip_user_hash ^ 0x5bd1e995);
 	int			i;
 
 	for (i = 0; i < BLOOM_PROBES; i++)
-		pos[i] = (a + i * b) % BLOOM_BITS;
+		pos[i] = block * BLOOM_BLOCK_BITS +
+			((bits >> (9 * i)) % BLOOM_BLOCK_BITS);
 }
 
 static inline Summary *
 summary_at(int ring, HeavyDim dim)
 {
-	return (Summary *) (summaries + block_size * (ring * HEAVY_NDIMS + dim));
+	char	   *p = summaries + ring_size * ring;
+	int			d;
+
+	for (d = 0; d < dim; d++)
+		p += block_size[d];
+	return (Summary *) p;
+}
+
+/* the dimension of a summary (set once, at server start) */
+static inline int
+dim_of(Summary *s)
+{
+	return s->dim;
 }
 
 static inline HeapItem *
@@ -157,18 +219,30 @@ heap_pos_of(Summary *s)
 	return (int32 *) ((char *) heap_of(s) + MAXALIGN(sizeof(HeapItem) * m_counters));
 }
 
-static inline int32 *
+static inline IndexSlot *
 index_of(Summary *s)
 {
-	return (int32 *) ((char *) heap_pos_of(s) + MAXALIGN(sizeof(int32) * m_counters));
+	return (IndexSlot *) ((char *) heap_pos_of(s) + MAXALIGN(sizeof(int32) * m_counters));
 }
 
 static inline SummaryCounter *
 counter_at(Summary *s, int i)
 {
 	return (SummaryCounter *) ((char *) index_of(s) +
-							   MAXALIGN(sizeof(int32) * index_size) +
-							   counter_size * i);
+							   MAXALIGN(sizeof(IndexSlot) * index_size) +
+							   counter_size[dim_of(s)] * i);
+}
+
+static inline uint32 *
+counter_slots(SummaryCounter *sc)
+{
+	return sc->data;
+}
+
+static inline char *
+counter_text(SummaryCounter *sc)
+{
+	return (char *) (sc->data + 2 * nslots);
 }
 
 /* one lock for the summaries of a minute: a fold updates all four at once */
@@ -187,7 +261,7 @@ ring_of(int32 minute)
 static void
 reset_summary(Summary *s, int32 minute)
 {
-	int32	   *index = index_of(s);
+	IndexSlot  *index = index_of(s);
 	uint32		i;
 
 	s->minute = minute;
@@ -195,7 +269,7 @@ reset_summary(Summary *s, int32 minute)
 	s->folded = 0;
 	s->evictions = 0;
 	for (i = 0; i < index_size; i++)
-		index[i] = -1;
+		index[i].c = -1;
 }
 
 /* the minute of ring slot r in the window [now - 2, now + 1] */
@@ -214,11 +288,10 @@ heavy_shmem_init(LWLockPadded *locks)
 
 	compute_layout();
 	heavy_locks = locks;
-	summaries = ShmemInitStruct("apicount heavy callers",
-								add_size(mul_size(block_size, HEAVY_RING * HEAVY_NDIMS),
-										 sizeof(pg_atomic_uint32) * BLOOM_WORDS * HEAVY_RING),
+	summaries = ShmemInitStruct("apicount heavy callers", shmem_size(),
 								&found);
-	blooms = (pg_atomic_uint32 *) (summaries + block_size * HEAVY_RING * HEAVY_NDIMS);
+	blooms = (pg_atomic_uint32 *)
+		CACHELINEALIGN(summaries + ring_size * HEAVY_RING);
 	if (!found)
 	{
 		int32		now_minute = apicount_minute_of(GetCurrentTimestamp());
@@ -228,7 +301,10 @@ heavy_shmem_init(LWLockPadded *locks)
 		for (r = 0; r < HEAVY_RING; r++)
 		{
 			for (d = 0; d < HEAVY_NDIMS; d++)
+			{
+				summary_at(r, d)->dim = d;
 				reset_summary(summary_at(r, d), ring_minute(r, now_minute));
+			}
 			for (d = 0; d < BLOOM_WORDS; d++)
 				pg_atomic_init_u32(&bloom_of(r)[d], 0);
 		}
@@ -279,19 +355,18 @@ heavy_project(const CounterKey *caller, HeavyDim dim, CounterKey *group)
 static int
 index_find(Summary *s, const CounterKey *key, uint32 hash)
 {
-	int32	   *index = index_of(s);
+	IndexSlot  *index = index_of(s);
 	uint32		mask = index_size - 1;
 	uint32		pos = hash & mask;
 
 	for (;;)
 	{
-		int32		c = index[pos];
-		SummaryCounter *sc;
+		int32		c = index[pos].c;
 
 		if (c < 0)
 			return -1;
-		sc = counter_at(s, c);
-		if (sc->hash == hash && memcmp(&sc->key, key, sizeof(CounterKey)) == 0)
+		if (index[pos].hash == hash &&
+			memcmp(&counter_at(s, c)->key, key, sizeof(CounterKey)) == 0)
 			return c;
 		pos = (pos + 1) & mask;
 	}
@@ -300,36 +375,37 @@ index_find(Summary *s, const CounterKey *key, uint32 hash)
 static void
 index_insert(Summary *s, int c, uint32 hash)
 {
-	int32	   *index = index_of(s);
+	IndexSlot  *index = index_of(s);
 	uint32		mask = index_size - 1;
 	uint32		pos = hash & mask;
 
-	while (index[pos] >= 0)
+	while (index[pos].c >= 0)
 		pos = (pos + 1) & mask;
-	index[pos] = c;
+	index[pos].c = c;
+	index[pos].hash = hash;
 }
 
 static void
 index_delete(Summary *s, int c, uint32 hash)
 {
-	int32	   *index = index_of(s);
+	IndexSlot  *index = index_of(s);
 	uint32		mask = index_size - 1;
 	uint32		pos = hash & mask;
 	uint32		next;
 
-	while (index[pos] != c)
+	while (index[pos].c != c)
 		pos = (pos + 1) & mask;
-	index[pos] = -1;
+	index[pos].c = -1;
 	/* backward shift: move up later slots whose home is not in (pos, next] */
 	next = (pos + 1) & mask;
-	while (index[next] >= 0)
+	while (index[next].c >= 0)
 	{
-		uint32		home = counter_at(s, index[next])->hash & mask;
+		uint32		home = index[next].hash & mask;
 
 		if (((next - home) & mask) >= ((next - pos) & mask))
 		{
 			index[pos] = index[next];
-			index[next] = -1;
+			index[next].c = -1;
 			pos = next;
 		}
 		next = (next + 1) & mask;
@@ -388,31 +464,47 @@ sift_down(Summary *s, int pos)
 static void
 add_slots(SummaryCounter *sc, const LocalSlot *slots)
 {
+	uint32	   *cnt = counter_slots(sc);
 	int			i;
 
 	for (i = 0; i < nslots; i++)
 	{
-		sc->slots[i] += slots[i].calls;
-		sc->slots[nslots + i] += slots[i].errors;
+		cnt[i] += slots[i].calls;
+		cnt[nslots + i] += slots[i].errors;
 	}
+}
+
+/* a counter's text: a caller group's user id, or an API's method and path */
+typedef struct CounterText
+{
+	const char *first;
+	int			first_len;
+	const char *second;			/* HEAVY_API: the path */
+	int			second_len;
+} CounterText;
+
+static void
+set_text(SummaryCounter *sc, int cap, const CounterText *t)
+{
+	char	   *text = counter_text(sc);
+	int			a = Min(t->first_len, cap);
+	int			b = Min(t->second_len, cap - a);
+
+	if (a > 0)
+		memcpy(text, t->first, a);
+	if (b > 0)
+		memcpy(text + a, t->second, b);
+	sc->method_len = t->second != NULL ? (int16) a : 0;
+	sc->text_len = (int16) (a + b);
 }
 
 /* one Space-Saving update of weight calls (the summary's lock held) */
 static void
-set_user(SummaryCounter *sc, const CounterKey *key, const char *user,
-		 int user_len)
-{
-	sc->user_len = key->user_h != 0 ? (int16) Min(user_len, APICOUNT_MAX_USER) : 0;
-	if (sc->user_len > 0)
-		memcpy(sc->user, user, sc->user_len);
-}
-
-static void
 summary_add(Summary *s, const CounterKey *key, uint32 hash,
-			const char *user, int user_len, uint64 calls,
-			const LocalSlot *slots)
+			const CounterText *t, uint64 calls, const LocalSlot *slots)
 {
 	int			c = index_find(s, key, hash);
+	int			cap = text_cap(dim_of(s));
 	SummaryCounter *sc;
 
 	s->folded += calls;
@@ -433,10 +525,10 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 		sc = counter_at(s, c);
 		sc->key = *key;
 		sc->hash = hash;
-		set_user(sc, key, user, user_len);
+		set_text(sc, cap, t);
 		sc->count = calls;
 		sc->error = 0;
-		memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
+		memset(counter_slots(sc), 0, sizeof(uint32) * 2 * nslots);
 		add_slots(sc, slots);
 		index_insert(s, c, hash);
 		{
@@ -455,8 +547,8 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 	sc->count += calls;
 	sc->key = *key;
 	sc->hash = hash;
-	set_user(sc, key, user, user_len);
-	memset(sc->slots, 0, sizeof(uint32) * 2 * nslots);
+	set_text(sc, cap, t);
+	memset(counter_slots(sc), 0, sizeof(uint32) * 2 * nslots);
 	add_slots(sc, slots);
 	index_insert(s, c, hash);
 	heap_of(s)[0].count = sc->count;
@@ -471,6 +563,8 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 	int			r = ring_of(caller->minute);
 	int			d;
 	bool		added = false;
+	CounterKey	g[HEAVY_CALLER_DIMS];
+	uint32		hash[HEAVY_CALLER_DIMS];
 
 	if (summaries == NULL || calls == 0)
 		return false;
@@ -479,31 +573,65 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 		pg_atomic_uint32 *bloom = bloom_of(r);
 		int			i;
 
-		/* only while the ring slot is this minute's (checked under its lock below) */
-		bloom_positions(caller, pos);
-		for (i = 0; i < BLOOM_PROBES; i++)
-			pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
-	}
-	{
-		CounterKey	g[HEAVY_NDIMS];
-		uint32		hash[HEAVY_NDIMS];
-		LWLock	   *lock = summary_lock(r);
-
-		for (d = 0; d < HEAVY_NDIMS; d++)
+		for (d = 0; d < HEAVY_CALLER_DIMS; d++)
 		{
 			heavy_project(caller, d, &g[d]);
 			hash[d] = etab_hash(&g[d]);
 		}
+		/* only while the ring slot is this minute's (checked under its lock below) */
+		bloom_positions(hash[HEAVY_IP_USER], pos);
+		for (i = 0; i < BLOOM_PROBES; i++)
+			pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
+	}
+	{
+		LWLock	   *lock = summary_lock(r);
+
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		if (summary_at(r, HEAVY_IP_USER)->minute == caller->minute)
 		{
-			for (d = 0; d < HEAVY_NDIMS; d++)
-				summary_add(summary_at(r, d), &g[d], hash[d], user, user_len,
-							calls, slots);
+			CounterText t = {NULL, 0, NULL, 0};
+
+			for (d = 0; d < HEAVY_CALLER_DIMS; d++)
+			{
+				t.first = g[d].user_h != 0 ? user : NULL;
+				t.first_len = g[d].user_h != 0 ? user_len : 0;
+				summary_add(summary_at(r, d), &g[d], hash[d], &t, calls, slots);
+			}
 			added = true;
 		}
 		LWLockRelease(lock);
 	}
+	return added;
+}
+
+bool
+heavy_add_api(const CounterKey *api, const char *method, int method_len,
+			  const char *path, int path_len, uint64 calls,
+			  const LocalSlot *slots)
+{
+	int			r = ring_of(api->minute);
+	CounterKey	g;
+	uint32		hash;
+	bool		added = false;
+	LWLock	   *lock;
+
+	if (summaries == NULL || calls == 0)
+		return false;
+	memset(&g, 0, sizeof(g));
+	g.minute = api->minute;
+	g.method_h = api->method_h;
+	g.path_h = api->path_h;
+	hash = etab_hash(&g);
+	lock = summary_lock(r);
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (summary_at(r, HEAVY_API)->minute == api->minute)
+	{
+		CounterText t = {method, method_len, path, path_len};
+
+		summary_add(summary_at(r, HEAVY_API), &g, hash, &t, calls, slots);
+		added = true;
+	}
+	LWLockRelease(lock);
 	return added;
 }
 
@@ -537,13 +665,27 @@ heavy_snapshot(HeavyDim dim, int32 minute)
 		HeavyCounter *hc = &snap->counters[i];
 
 		hc->key = sc->key;
-		hc->user_len = sc->user_len;
-		memcpy(hc->user, sc->user, sc->user_len);
-		hc->user[sc->user_len] = '\0';
+		if (dim == HEAVY_API)
+		{
+			hc->user_len = 0;
+			hc->method_len = sc->method_len;
+			memcpy(hc->method, counter_text(sc), sc->method_len);
+			hc->path_len = sc->text_len - sc->method_len;
+			memcpy(hc->path, counter_text(sc) + sc->method_len, hc->path_len);
+		}
+		else
+		{
+			hc->user_len = sc->text_len;
+			memcpy(hc->user, counter_text(sc), sc->text_len);
+			hc->method_len = hc->path_len = 0;
+		}
+		hc->user[hc->user_len] = '\0';
+		hc->method[hc->method_len] = '\0';
+		hc->path[hc->path_len] = '\0';
 		hc->count = sc->count;
 		hc->error = sc->error;
-		memcpy(hc->slot_calls, sc->slots, sizeof(uint32) * nslots);
-		memcpy(hc->slot_errors, sc->slots + nslots, sizeof(uint32) * nslots);
+		memcpy(hc->slot_calls, counter_slots(sc), sizeof(uint32) * nslots);
+		memcpy(hc->slot_errors, counter_slots(sc) + nslots, sizeof(uint32) * nslots);
 	}
 	LWLockRelease(lock);
 	return snap;
@@ -623,6 +765,7 @@ heavy_maybe_folded(const CounterKey *caller)
 	int			r = ring_of(caller->minute);
 	pg_atomic_uint32 *bloom;
 	uint32		pos[BLOOM_PROBES];
+	CounterKey	g;
 	int			i;
 
 	if (summaries == NULL)
@@ -631,7 +774,8 @@ heavy_maybe_folded(const CounterKey *caller)
 	if (summary_at(r, HEAVY_IP_USER)->minute != caller->minute)
 		return true;
 	bloom = bloom_of(r);
-	bloom_positions(caller, pos);
+	heavy_project(caller, HEAVY_IP_USER, &g);
+	bloom_positions(etab_hash(&g), pos);
 	for (i = 0; i < BLOOM_PROBES; i++)
 		if (!(pg_atomic_read_u32(&bloom[pos[i] / 32]) & ((uint32) 1 << (pos[i] % 32))))
 			return false;

@@ -48,8 +48,12 @@ typedef enum HeavyDim
 	HEAVY_IP,
 	HEAVY_USER,
 	HEAVY_NET,
+	HEAVY_API,					/* folded APIs (not a caller grouping) */
 	HEAVY_NDIMS
 } HeavyDim;
+
+/* the caller groupings: the dimensions before HEAVY_API */
+#define HEAVY_CALLER_DIMS	HEAVY_API
 
 #define HEAVY_RING	4			/* minutes with summaries: now - 2 .. now + 1 */
 
@@ -62,6 +66,10 @@ typedef struct HeavyCounter
 	CounterKey	key;			/* the group (fields outside it are zero) */
 	int			user_len;
 	char		user[APICOUNT_MAX_USER + 1];	/* when key.user_h != 0 */
+	int			method_len;		/* HEAVY_API: the API's method and path */
+	char		method[APICOUNT_MAX_METHOD + 1];
+	int			path_len;
+	char		path[APICOUNT_MAX_PATH + 1];
 	uint64		count;
 	uint64		error;
 	uint32		slot_calls[APICOUNT_MAX_SLOTS];
@@ -98,6 +106,16 @@ extern void heavy_mask_net(CounterKey *key);
  */
 extern bool heavy_add(const CounterKey *caller, const char *user, int user_len,
 					  uint64 calls, uint64 errors, const LocalSlot *slots);
+
+/*
+ * Commit path: count the calls of an API that the API tier had no room
+ * for (folded into its method's "(other)" path) in the HEAVY_API summary
+ * of its minute, keeping its method and path.  False if the minute has
+ * none.  Never throws.
+ */
+extern bool heavy_add_api(const CounterKey *api, const char *method,
+						  int method_len, const char *path, int path_len,
+						  uint64 calls, const LocalSlot *slots);
 
 /* a counter's errors since it was taken (the sum of its slots) */
 extern uint64 heavy_counter_errors(const HeavyCounter *hc);

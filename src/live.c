@@ -36,6 +36,7 @@
 PG_FUNCTION_INFO_V1(apicount_live_entries);
 PG_FUNCTION_INFO_V1(apicount_live_groups);
 PG_FUNCTION_INFO_V1(apicount_live_heavy);
+PG_FUNCTION_INFO_V1(apicount_live_heavy_apis);
 PG_FUNCTION_INFO_V1(apicount_live_minutes);
 PG_FUNCTION_INFO_V1(apicount_stats);
 PG_FUNCTION_INFO_V1(apicount_flush);
@@ -300,6 +301,34 @@ heavy_dim_of(int dims)
 	return -1;
 }
 
+/*
+ * The global slots [first, cur] of a sliding window: the last
+ * ceil(since / slot_seconds) slots up to the one holding the transaction's
+ * start.
+ */
+static void
+window_of(const Interval *since, int64 *first, int64 *cur)
+{
+	int			slot_seconds = apicount_shared->slot_seconds;
+	int			nslots = apicount_shared->nslots;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int32		now_minute = apicount_minute_of(now);
+	int64		since_us,
+				k;
+
+	since_us = since->time + (int64) since->day * USECS_PER_DAY +
+		(int64) since->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	if (since_us <= 0 || since_us > (int64) LIVE_HORIZON_SECS * USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sliding window must be longer than 0 and at most %d seconds",
+						LIVE_HORIZON_SECS)));
+	k = (since_us + (int64) slot_seconds * USECS_PER_SEC - 1) /
+		((int64) slot_seconds * USECS_PER_SEC);
+	*cur = (int64) now_minute * nslots + apicount_slot_in_minute(now, now_minute);
+	*first = *cur - k + 1;
+}
+
 /* the slots [lo, hi) of a minute that lie in global slots [first, cur] */
 static inline void
 window_slots(int32 minute, int64 first, int64 cur, int nslots, int *lo, int *hi)
@@ -435,15 +464,10 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	bool		tracked_only;
 	bool		named_callers;
 	bool		with_ok;
-	int64		since_us,
-				k,
-				cur,
+	int64		cur,
 				first;
-	int			nslots,
-				slot_seconds;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			nslots;
 	int32		min_minute;
-	int32		now_minute;
 	GroupAgg   *agg;
 	uint32		cursor;
 	CounterEntry *e;
@@ -477,20 +501,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	if (PG_NARGS() > 9 && !PG_ARGISNULL(9) && PG_GETARG_BOOL(9))
 		dims = (dims & ~G_IP) | G_NET;
 
-	slot_seconds = apicount_shared->slot_seconds;
 	nslots = apicount_shared->nslots;
-	since_us = since->time + (int64) since->day * USECS_PER_DAY +
-		(int64) since->month * DAYS_PER_MONTH * USECS_PER_DAY;
-	if (since_us <= 0 || since_us > (int64) LIVE_HORIZON_SECS * USECS_PER_SEC)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("sliding window must be longer than 0 and at most %d seconds",
-						LIVE_HORIZON_SECS)));
-	k = (since_us + (int64) slot_seconds * USECS_PER_SEC - 1) /
-		((int64) slot_seconds * USECS_PER_SEC);
-	now_minute = apicount_minute_of(now);
-	cur = (int64) now_minute * nslots + apicount_slot_in_minute(now, now_minute);
-	first = cur - k + 1;
+	window_of(since, &first, &cur);
 	min_minute = (int32) (first / nslots);
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -740,7 +752,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
  *		grouping text)
  *
  * The live summaries of heavy callers (heavy.h) of the minutes in
- * [from_bucket, to_ts) for one grouping ('ip_user', 'ip', 'user', 'net'):
+ * [from_bucket, to_ts) for one grouping ('ip_user', 'ip', 'user', 'net',
+ * or 'api': the APIs folded into their method's "(other)" path):
  * a row per counter (calls = its count, an upper bound; calls_error), and
  * per minute one row with NULL method: calls = the folded calls the
  * summary counted, calls_error = the bound of a caller absent from it.
@@ -770,7 +783,7 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid grouping \"%s\"", grouping),
-				 errhint("Use 'ip_user', 'ip', 'user' or 'net'.")));
+				 errhint("Use 'ip_user', 'ip', 'user', 'net' or 'api'.")));
 	InitMaterializedSRF(fcinfo, 0);
 	from_minute = Max(apicount_minute_at_or_after(from_ts), now_minute - HEAVY_RING);
 	to_minute = Min(apicount_minute_before(to_ts), now_minute + HEAVY_RING);
@@ -788,8 +801,16 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 			HeavyCounter *hc = &snap->counters[i];
 
 			memset(nulls, 0, sizeof(nulls));
-			if (!resolve(hc->key.method_h, &values[1]) ||
-				!resolve(hc->key.path_h, &values[2]))
+			if (hdim == HEAVY_API)
+			{
+				/* a folded API has no string-table entry: its own text */
+				values[1] = PointerGetDatum(cstring_to_text_with_len(hc->method,
+																	 hc->method_len));
+				values[2] = PointerGetDatum(cstring_to_text_with_len(hc->path,
+																	 hc->path_len));
+			}
+			else if (!resolve(hc->key.method_h, &values[1]) ||
+					 !resolve(hc->key.path_h, &values[2]))
 				continue;
 			nulls[3] = hc->key.ip_family == 0;
 			values[3] = nulls[3] ? (Datum) 0 : counters_key_inet(&hc->key);
@@ -805,6 +826,90 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 		nulls[1] = nulls[2] = nulls[3] = nulls[4] = nulls[7] = true;
 		values[5] = Int64GetDatum((int64) snap->folded);
 		values[6] = Int64GetDatum((int64) snap->min_count);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * apicount._live_heavy_apis(since interval)
+ *
+ * The APIs folded into "(other)" that the summaries of the sliding
+ * window's minutes name (heavy.h, HEAVY_API), one row per API: calls is
+ * each counter's exact calls in the window plus its error, and for each
+ * minute whose summary lacks the API, that summary's minimum count (the
+ * most the API can have folded there); calls - calls_error <= truth <=
+ * calls.  errors counts the errors in the window since the counters were
+ * taken (a lower bound).
+ */
+Datum
+apicount_live_heavy_apis(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		first,
+				cur;
+	int			nslots;
+	WindowHeavy wh;
+	GroupAgg   *agg;
+	GroupRow   *g;
+	int			h,
+				i;
+
+	apicount_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("since must not be null")));
+	nslots = apicount_shared->nslots;
+	window_of(PG_GETARG_INTERVAL_P(0), &first, &cur);
+	InitMaterializedSRF(fcinfo, 0);
+	window_heavy(&wh, HEAVY_API, (int32) (first / nslots), (int32) (cur / nslots));
+	agg = groupagg_create(64);
+	for (h = 0; h < wh.n; h++)
+	{
+		HeavySnapshot *snap = wh.snaps[h];
+
+		for (i = 0; i < snap->n; i++)
+		{
+			HeavyCounter *hc = &snap->counters[i];
+			uint64		calls,
+						errors;
+			GroupKey	gk;
+
+			heavy_window_sums(hc, snap->minute, first, cur, nslots,
+							  &calls, &errors);
+			group_key(&hc->key, G_API, &gk);
+			g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk) | 1);
+			if (g->api_counter == NULL)
+				g->api_counter = hc;
+			g->calls += calls + hc->error;
+			g->errors += errors;
+			g->calls_error += hc->error;
+			g->heavy_seen |= 1u << h;
+		}
+	}
+	for (i = 0; i < agg->nrows; i++)
+	{
+		const HeavyCounter *hc;
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		g = &agg->rows[i];
+		for (h = 0; h < wh.n; h++)
+		{
+			if (g->heavy_seen & (1u << h))
+				continue;
+			g->calls += wh.snaps[h]->min_count;
+			g->calls_error += wh.snaps[h]->min_count;
+		}
+		if (g->calls == 0)
+			continue;
+		hc = (const HeavyCounter *) g->api_counter;
+		values[0] = PointerGetDatum(cstring_to_text_with_len(hc->method, hc->method_len));
+		values[1] = PointerGetDatum(cstring_to_text_with_len(hc->path, hc->path_len));
+		values[2] = Int64GetDatum(g->calls);
+		values[3] = Int64GetDatum(g->calls_error);
+		values[4] = Int64GetDatum(g->errors);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
