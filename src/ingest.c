@@ -458,6 +458,11 @@ ingest_slots(TupleTableSlot **slots, int nslots, int *row)
 			*row = i - PREPARE_AHEAD + 1;
 			pending_add(&ring[i % PREPARE_AHEAD]);
 		}
+		/* rows prepared 3 and 6 rows ago: the next stages of their loads */
+		if (i >= 3 && i - 3 < nslots)
+			pending_prefetch_fold(&ring[(i - 3) % PREPARE_AHEAD], 1);
+		if (i >= 6 && i - 6 < nslots)
+			pending_prefetch_fold(&ring[(i - 6) % PREPARE_AHEAD], 2);
 		if (i < nslots)
 		{
 			RequestValues req;

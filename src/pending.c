@@ -37,6 +37,14 @@
 /* latency pairs an entry holds in itself (most keys of a COPY have one) */
 #define LAT_INLINE			2
 
+static inline void
+prefetch_line(const void *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+	__builtin_prefetch(p);
+#endif
+}
+
 typedef struct PendingEntry
 {
 	CounterKey	key;			/* first: the index refers to entries by it */
@@ -127,7 +135,7 @@ pendidx_free(pendidx_hash *tb, void *pointer)
 }
 
 #define OVERFLOW_CACHE		16
-#define FOLD_CACHE			1024
+#define FOLD_CACHE			4096
 
 /* a caller key's API whose entry holds it once the level is at its bound */
 typedef struct FoldCacheSlot
@@ -611,6 +619,42 @@ is_catchall(const CounterKey *key)
 }
 
 /*
+ * pending_add's hint to folded_entry: the hash of the hit's folded key,
+ * computed by pending_prepare (0: none).  Set and cleared around one
+ * level_entry call; folded_entry consumes it.
+ */
+static uint32 fold_hash_hint = 0;
+
+/* the key that holds a caller key's hits past the level's bound */
+static inline void
+folded_key(const CounterKey *key, CounterKey *fk)
+{
+	counters_api_key(key, fk);
+	fk->flags = KEY_FOLDED;
+}
+
+/*
+ * Rows past the bound come one after another in a large COPY, and most
+ * find the entry of a recent row's API: a direct-mapped cache by (minute,
+ * method, path) spares the hash and the index probe.
+ */
+static inline FoldCacheSlot *
+fold_slot_of(PendingLevel *lvl, const CounterKey *key)
+{
+	uint64		mix = (key->path_h ^ (key->method_h * 31) ^
+					   ((uint64) (uint32) key->minute * UINT64CONST(0x9E3779B97F4A7C15)));
+
+	return &lvl->fold_cache[(mix >> 32) % FOLD_CACHE];
+}
+
+static inline bool
+fold_slot_holds(const FoldCacheSlot *slot, const CounterKey *key)
+{
+	return slot->entry != NULL && slot->minute == key->minute &&
+		slot->path_h == key->path_h && slot->method_h == key->method_h;
+}
+
+/*
  * Memory bound: a level never holds more distinct keys than the shared
  * tiers have entries, since at commit the surplus would be folded anyway;
  * so keys past the bounds are folded here, the way the tiers fold them
@@ -628,27 +672,22 @@ folded_entry(PendingLevel *lvl, const CounterKey *key,
 
 	if (key->flags & KEY_TRACKED)
 	{
-		/*
-		 * Rows past the bound come one after another in a large COPY, and
-		 * most find the entry of a recent row's API: a direct-mapped cache
-		 * by (minute, method, path) spares the hash and the index probe.
-		 */
-		uint64		mix = (key->path_h ^ (key->method_h * 31) ^
-						   ((uint64) (uint32) key->minute * UINT64CONST(0x9E3779B97F4A7C15)));
 		FoldCacheSlot *slot;
 		PendingEntry *e;
+		uint32		hash;
 
 		if (lvl->fold_cache == NULL)
 			lvl->fold_cache = MemoryContextAllocZero(lvl->datacxt,
 													 sizeof(FoldCacheSlot) * FOLD_CACHE);
-		slot = &lvl->fold_cache[(mix >> 32) % FOLD_CACHE];
-		if (slot->entry != NULL && slot->minute == key->minute &&
-			slot->path_h == key->path_h && slot->method_h == key->method_h)
+		slot = fold_slot_of(lvl, key);
+		if (fold_slot_holds(slot, key))
 			return slot->entry;
-		counters_api_key(key, &fk);
-		fk.flags = KEY_FOLDED;
-		e = level_entry(lvl, &fk, etab_hash(&fk), method, method_len,
-						path, path_len, NULL, 0, audited);
+		folded_key(key, &fk);
+		hash = fold_hash_hint ? fold_hash_hint : etab_hash(&fk);
+		fold_hash_hint = 0;
+		Assert(hash == etab_hash(&fk));
+		e = level_entry(lvl, &fk, hash, method, method_len, path, path_len,
+						NULL, 0, audited);
 		slot->method_h = key->method_h;
 		slot->path_h = key->path_h;
 		slot->minute = key->minute;
@@ -756,6 +795,75 @@ pending_prepare(PendingHit *hit)
 			(uintptr_t) second / PG_CACHE_LINE_SIZE)
 			__builtin_prefetch(second);
 #endif
+		hit->has_fold_hash = false;
+		if ((hit->key.flags & KEY_TRACKED) &&
+			top_level->nentries >= apicount_shared->capacity)
+		{
+			CounterKey	fk;
+
+			folded_key(&hit->key, &fk);
+			hit->fold_hash = etab_hash(&fk);
+			hit->has_fold_hash = true;
+			prefetch_line(&idx->data[hit->fold_hash & idx->sizemask]);
+		}
+	}
+	else
+		hit->has_fold_hash = false;
+}
+
+/* the index element of the folded key of a hit, if in the first slots */
+static inline const PendingRef *
+fold_ref(const PendingHit *hit)
+{
+	pendidx_hash *idx = top_level->idx;
+	uint32		pos = hit->fold_hash & idx->sizemask;
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		const PendingRef *ref = &idx->data[pos];
+
+		if (ref->status != pendidx_SH_IN_USE)
+			return NULL;
+		if (ref->hash == hit->fold_hash)
+			return ref;
+		pos = (pos + 1) & idx->sizemask;
+	}
+	return NULL;
+}
+
+/*
+ * Past the level's bound, most rows of a COPY count on a folded entry
+ * found through the fold cache: pending_prepare started loading the
+ * cache slot; a few rows later the entry it names is loaded, and a few
+ * rows after that its latency pairs, so that pending_add finds them all
+ * in cache (a software pipeline, as the index slot's prefetch).
+ */
+void
+pending_prefetch_fold(const PendingHit *hit, int stage)
+{
+	const PendingRef *ref;
+	const PendingEntry *e;
+
+	if (!hit->has_fold_hash || top_level == NULL ||
+		top_level->nest_level != GetCurrentTransactionNestLevel() ||
+		(ref = fold_ref(hit)) == NULL)
+		return;
+	e = entry_of((PendingRef *) ref);
+	if (stage == 1)
+	{
+		prefetch_line(e);
+		prefetch_line((const char *) e + offsetof(PendingEntry, lat_inline));
+	}
+	else if (e->lat != NULL && e->lat != e->lat_inline && !lat_is_dense(e))
+	{
+		prefetch_line(e->lat);
+		prefetch_line((const char *) e->lat + PG_CACHE_LINE_SIZE);
+		if (e->lat_n > 8)
+		{
+			prefetch_line((const char *) e->lat + 2 * PG_CACHE_LINE_SIZE);
+			prefetch_line((const char *) e->lat + 3 * PG_CACHE_LINE_SIZE);
+		}
 	}
 }
 
@@ -772,9 +880,11 @@ pending_add(const PendingHit *hit)
 	if (top_level == NULL || top_level->nest_level < nest)
 		push_level(nest);
 
+	fold_hash_hint = hit->has_fold_hash ? hit->fold_hash : 0;
 	e = level_entry(top_level, &hit->key, hit->keyhash,
 					hit->method, hit->method_len, hit->path, hit->path_len,
 					hit->user, hit->user_len, hit->audited);
+	fold_hash_hint = 0;
 
 	/*
 	 * One hit: the counts of add_counts, added in place.  The slot and the

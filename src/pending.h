@@ -31,6 +31,9 @@ typedef struct PendingHit
 	int			truncated;		/* strings of this hit cut to their limit */
 	bool		audited;		/* its path is audited (audited.h) */
 	uint32		keyhash;		/* set by pending_prepare */
+	bool		has_fold_hash;	/* set by pending_prepare for a row past
+								 * the level's bound: */
+	uint32		fold_hash;		/* the hash of the key it folds into */
 	char		method_buf[APICOUNT_MAX_METHOD + 1];	/* method points here */
 } PendingHit;
 
@@ -41,6 +44,12 @@ typedef struct PendingHit
  */
 extern void pending_prepare(PendingHit *hit);
 extern void pending_add(const PendingHit *hit);
+
+/*
+ * COPY, between them: load what pending_add will read for a row that the
+ * level's bound folds (stage 1: its entry; stage 2: its latency pairs).
+ */
+extern void pending_prefetch_fold(const PendingHit *hit, int stage);
 extern void pending_register_callbacks(void);
 
 #endif
