@@ -117,9 +117,11 @@ RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 # ---- 7. memory (default limits, fresh server) -------------------------------------------------
 if want mem; then
     log "7: shared memory per entry"
-    read -r CAPACITY SHMEM < <(q -F ' ' -c "SELECT capacity, shared_memory_bytes FROM apicount.stats" || echo "0 0")
+    # every entry of the tiers: callers, APIs, the 1,024 "(other)" reserve and audited callers
+    # (the summaries of heavy callers and folded APIs are a fixed part of the total)
+    read -r CAPACITY SHMEM < <(q -F ' ' -c "SELECT capacity + api_capacity + 1024 + audited_capacity, shared_memory_bytes FROM apicount.stats" || echo "0 0")
     BYTES_PER_ENTRY=$(awk -v s="$SHMEM" -v c="$CAPACITY" 'BEGIN { if (c > 0) printf "%.1f", s / c; else print "error" }')
-    raw "memory: shared_memory_bytes $SHMEM, capacity $CAPACITY (apicount.max_entries default) => $BYTES_PER_ENTRY bytes/entry"
+    raw "memory: shared_memory_bytes $SHMEM, $CAPACITY entries in all tiers at the default limits => $BYTES_PER_ENTRY bytes/entry"
 fi
 
 # ---- 1, 2, 3: throughput, interleaved rounds --------------------------------------------------
