@@ -455,10 +455,27 @@ DECLARE
 	want_user boolean := by IN ('user', 'ip_user');
 BEGIN
 	IF by = 'api' THEN
+		-- exact API rows, plus the APIs a path flood folded into "(other)"
+		-- that the summaries name (upper bounds: a rule never misses them)
 		RETURN QUERY
-		SELECT a.method, a.path, NULL::inet, NULL::text, a.calls, a.ok, a.errors, 0::bigint
+		WITH h AS (
+			SELECT x.method, x.path, x.calls, x.calls_error, x.errors
+			FROM @extschema@._live_heavy_apis(least(since, interval '2 minutes')) x
+			WHERE since <= interval '2 minutes'
+			UNION ALL
+			SELECT x.method, x.path, x.calls, x.calls_error, x.errors
+			FROM @extschema@._heavy_apis(date_trunc('minute', now() - since),
+			                             now() + interval '1 microsecond') x
+			WHERE since > interval '2 minutes'
+		)
+		SELECT coalesce(a.method, h.method), coalesce(a.path, h.path), NULL::inet, NULL::text,
+		       (coalesce(a.calls, 0) + coalesce(h.calls, 0))::bigint, coalesce(a.ok, 0)::bigint,
+		       (coalesce(a.errors, 0) + coalesce(h.errors, 0))::bigint,
+		       coalesce(h.calls_error, 0)::bigint
 		FROM @extschema@._api_window(since) a
-		WHERE a.method <> '*' AND a.calls >= min_calls;
+		FULL JOIN h ON h.method = a.method AND h.path = a.path
+		WHERE coalesce(a.method, h.method) <> '*'
+		  AND coalesce(a.calls, 0) + coalesce(h.calls, 0) >= min_calls;
 	ELSIF since <= interval '2 minutes' THEN
 		RETURN QUERY
 		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors,

@@ -1,12 +1,15 @@
 /*-------------------------------------------------------------------------
  * heavy.c
- *		Space-Saving summaries of folded callers (see heavy.h for the
- *		algorithm, its bound and the locking rules).
+ *		Space-Saving summaries of folded callers and folded APIs (see
+ *		heavy.h for the algorithm, its bound and the locking rules).
  *
  * Each summary is one block of shared memory: a header, a min-heap of
  * counter numbers ordered by count, an open-addressing index (linear
  * probing, backward-shift deletion) from a group key's hash to its
- * counter, and the counters.  Keys are hashed with etab_hash, which is
+ * counter, and the counters, whose size depends on the dimension (the
+ * text a counter keeps: a user id, or an API's method and path).  A ring
+ * slot holds the five summaries of one minute, one block after another.
+ * Keys are hashed with etab_hash, which is
  * keyed by a secret drawn at server start, so no client can aim at a slot.
  * Everything is sized at server start; nothing here allocates on the
  * commit path.

@@ -17,6 +17,12 @@
  * calls in a minute is in it.  Counters keep their exact calls and errors
  * per slot since they were taken, for the sliding windows.
  *
+ * A fifth summary per minute (HEAVY_API) counts the same way the calls of
+ * APIs that the API tier had no room for (counted under their method's
+ * "(other)" path), keyed by (minute, method, path) and keeping the method
+ * and path themselves: top_apis names the heavy ones, with the same bound
+ * (F: the calls folded into "(other)" in the minute).
+ *
  * Summaries live in a ring of HEAVY_RING minutes; the worker writes each
  * minute's summaries to apicount.caller_heavy_minute once the minute is
  * past the live horizon, and gives the ring slot to a later minute.  A
@@ -28,8 +34,8 @@
  * of an API entry of the same minute, which the worker frees only after
  * it has written and retired that minute's summaries (flush.c).
  *
- * Locking rules: one LWLock per ring slot (the four summaries of a minute,
- * which a fold updates together), taken exclusively to add or to retire
+ * Locking rules: one LWLock per ring slot (the five summaries of a minute;
+ * a caller fold updates four together), taken exclusively to add or to retire
  * and shared to copy.  It is taken after, never while holding, a counter
  * partition or string-table lock.
  *-------------------------------------------------------------------------
