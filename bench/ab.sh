@@ -65,7 +65,8 @@ build_into "$W/src-old" "$W/old"
 build_into "$ROOT" "$W/new"
 chown -R "$PG_USER:$PG_USER" "$W"
 OLD_DESC="$(git -C "$ROOT" rev-parse --short "$OLD_REV")"
-NEW_DESC="$(git -C "$ROOT" rev-parse --short HEAD)$([ -n "$(git -C "$ROOT" status --porcelain -- src sql)" ] && echo '+changes')"
+NEW_DESC=$(git -C "$ROOT" rev-parse --short HEAD)
+if [ -n "$(git -C "$ROOT" status --porcelain -- src sql)" ]; then NEW_DESC+=" + uncommitted changes"; fi
 
 PORT_old=$(free_port)
 PORT_new=$(free_port)
