@@ -191,19 +191,19 @@ AS $$
 		SELECT l.bucket, l.calls_error FROM live l
 		WHERE l.method IS NULL AND l.calls_error > 0
 	), named AS (
+		-- an API's bound where it is absent: all the minutes' bounds but those
+		-- of the minutes that name it (one summary row per API and minute)
 		SELECT h.method, h.path, sum(h.calls) AS calls,
-		       sum(h.calls_error) AS calls_error, sum(h.errors) AS errors
-		FROM heavy h GROUP BY 1, 2
-	), absent AS (
-		SELECT n.method, n.path, sum(b.absent_bound) AS bound
-		FROM named n CROSS JOIN bounds b
-		WHERE NOT EXISTS (SELECT FROM heavy h WHERE h.bucket = b.bucket
-		                  AND h.method = n.method AND h.path = n.path)
+		       sum(h.calls_error) AS calls_error, sum(h.errors) AS errors,
+		       sum(coalesce(b.absent_bound, 0)) AS present_bound
+		FROM heavy h LEFT JOIN bounds b ON b.bucket = h.bucket
 		GROUP BY 1, 2
+	), total AS (
+		SELECT coalesce(sum(b.absent_bound), 0) AS bound FROM bounds b
 	)
-	SELECT n.method, n.path, (n.calls + coalesce(a.bound, 0))::bigint,
-	       (n.calls_error + coalesce(a.bound, 0))::bigint, n.errors::bigint
-	FROM named n LEFT JOIN absent a ON a.method = n.method AND a.path = n.path
+	SELECT n.method, n.path, (n.calls + t.bound - n.present_bound)::bigint,
+	       (n.calls_error + t.bound - n.present_bound)::bigint, n.errors::bigint
+	FROM named n CROSS JOIN total t
 $$;
 
 -- top_apis: the heavy APIs among the folded ones too, and calls_error
@@ -583,6 +583,9 @@ DECLARE
 	a @extschema@.alerts;
 	wstart timestamptz;
 BEGIN
+	-- one evaluation at a time (the worker's and a caller's): the second
+	-- waits, then sees the first's alerts and respects their cooldown
+	PERFORM pg_advisory_xact_lock(1634756963, 1);	-- ('apic', 1): evaluate_rules
 	PERFORM @extschema@._read_begin();
 	FOR r IN SELECT * FROM @extschema@.rules WHERE enabled ORDER BY name LOOP
 		IF r."window" <= interval '2 minutes' THEN
