@@ -27,10 +27,11 @@ OBJS = \
 	src/live.o \
 	src/latency_codec.o \
 	src/latency_store.o \
-	src/latency_sql.o
+	src/latency_sql.o \
+	src/sources.o
 
 EXTENSION = apicount
-DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql
+DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 

@@ -17,6 +17,7 @@
 #include "guc.h"
 #include "pending.h"
 #include "readlock.h"
+#include "sources.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -38,6 +39,7 @@ apicount_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(counters_shmem_size());
 	RequestNamedLWLockTranche("apicount", counters_lwlock_count());
+	sources_shmem_request();
 }
 
 static void
@@ -48,6 +50,7 @@ apicount_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	counters_shmem_init();
+	sources_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -62,6 +65,7 @@ _PG_init(void)
 		return;
 
 	apicount_define_gucs();
+	sources_define_gucs();
 
 #if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
