@@ -129,7 +129,7 @@ put_ip(Buf *b, Span s)
 	char		tmp[64];
 	unsigned char addr[16];
 
-	if (s.p == NULL || s.len >= sizeof(tmp))
+	if (s.p == NULL || s.len >= sizeof(tmp) || memchr(s.p, '\0', s.len) != NULL)
 	{
 		buf_append(b, "\\N", 2);
 		return;

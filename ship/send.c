@@ -79,8 +79,11 @@ sender_connect(Sender *s)
 
 	while (!*s->stop)
 	{
+		const char *keys[] = {"dbname", "fallback_application_name", NULL};
+		const char *vals[] = {s->conninfo, "apicount-ship", NULL};
+
 		sender_disconnect(s);
-		s->conn = PQconnectdb(s->conninfo);
+		s->conn = PQconnectdbParams(keys, vals, 1);
 		if (PQstatus(s->conn) == CONNECTION_OK && read_settings(s))
 		{
 			if (attempts > 0)
