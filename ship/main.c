@@ -140,6 +140,7 @@ main(int argc, char **argv)
 	int			i;
 	int			status = 0;
 	bool		stopping = false;
+	int			failures = 0;	/* batches failed in a row */
 
 	json_format_init(&jf);
 	while ((c = getopt_long(argc, argv, "d:f:s:Fr:vh", opts, NULL)) != -1)
@@ -249,6 +250,16 @@ main(int argc, char **argv)
 	snd.stop = &stop_int;
 
 reconnect:
+	if (failures > 0)
+	{
+		/* the same trouble again: back off, 100 ms doubling up to 5 s */
+		int			ms = failures > 6 ? 5000 : 100 << (failures - 1);
+		struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+
+		if (ms > 5000)
+			ts.tv_sec = 5, ts.tv_nsec = 0;
+		nanosleep(&ts, NULL);
+	}
 	if (!sender_connect(&snd))
 	{
 		if (stop_flag)
@@ -350,8 +361,10 @@ reconnect:
 				{
 					ship_log("%s: batch not shipped: reconnecting, then resuming from the committed positions",
 							 s->name);
+					failures++;
 					goto reconnect;
 				}
+				failures = 0;
 				write_rejects(rf, b);
 				if (verbose)
 					ship_log("%s: shipped %d lines, %lld rejected, up to offset %lld of %s",

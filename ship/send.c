@@ -110,6 +110,8 @@ classify(Sender *s, PGresult *r)
 
 	if (PQstatus(s->conn) != CONNECTION_OK || state == NULL)
 		return SHIP_RESYNC;
+	if (strcmp(state, "53400") == 0)
+		return SHIP_FATAL;		/* apicount.max_sources: only a restart frees slots */
 	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
 		strncmp(state, "53", 2) == 0 || strncmp(state, "40", 2) == 0 ||
 		strcmp(state, "55P03") == 0)

@@ -64,8 +64,8 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	sources_define_gucs();		/* before apicount_define_gucs reserves the prefix */
 	apicount_define_gucs();
-	sources_define_gucs();
 
 #if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;

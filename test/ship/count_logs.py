@@ -5,7 +5,7 @@ Written apart from apicount-ship (Python's re and json, not the C parsers): prin
 "path<TAB>class<TAB>count" per normalized path and status class (ok = 100-399, client_errors =
 4xx, server_errors = 5xx), then "lines<TAB>N" and "bad<TAB>N". Paths are normalized as
 apicount documents it: query string and fragment stripped, a segment of digits, a UUID or 16+
-hex characters becomes :id.
+hex characters becomes :id, and a path over 256 bytes is cut at a character boundary.
 """
 import json
 import re
@@ -22,7 +22,14 @@ HEX = re.compile(r'^[0-9a-fA-F]{16,}$')
 def normalize(path):
     path = re.split(r'[?#]', path, 1)[0]
     segs = path.split('/')
-    return '/'.join(':id' if s and (s.isdigit() or UUID.match(s) or HEX.match(s)) else s for s in segs)
+    path = '/'.join(':id' if s and (s.isdigit() or UUID.match(s) or HEX.match(s)) else s for s in segs)
+    b = path.encode('utf-8', 'surrogateescape')
+    if len(b) > 256:  # apicount truncates at a character boundary
+        cut = 256
+        while cut > 0 and (b[cut] & 0xC0) == 0x80:
+            cut -= 1
+        path = b[:cut].decode('utf-8', 'surrogateescape')
+    return path
 
 
 def status_class(status):
