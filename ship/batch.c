@@ -52,6 +52,7 @@ void
 batch_clear(Batch *b)
 {
 	b->rows.len = 0;
+	b->sent = 0;
 	b->nrows = 0;
 	b->nrejected = 0;
 	b->rejects.len = 0;

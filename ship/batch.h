@@ -22,6 +22,7 @@ typedef struct Position
 typedef struct Batch
 {
 	Buf			rows;			/* COPY text rows */
+	size_t		sent;			/* bytes of rows already sent (streamed) */
 	int64_t    *row_start;		/* offset of each row in rows */
 	int64_t    *row_line;		/* its line number in its file */
 	int			nrows;

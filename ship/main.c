@@ -67,6 +67,7 @@ usage(FILE *out)
 			"      --batch-lines=N      lines per transaction at most (default 5000)\n"
 			"      --batch-ms=N         ship a batch this long after its first line (200)\n"
 			"      --rotate-wait-ms=N   quiet time before leaving a rotated file (1000)\n"
+			"  -n, --dry-run            parse and check only: no connection, nothing shipped\n"
 			"  -v, --verbose            log every batch\n"
 			"  -h, --help               this help\n"
 			"\n"
@@ -118,6 +119,7 @@ main(int argc, char **argv)
 		{"batch-ms", required_argument, NULL, 3},
 		{"rotate-wait-ms", required_argument, NULL, 4},
 		{"verbose", no_argument, NULL, 'v'},
+		{"dry-run", no_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -127,6 +129,7 @@ main(int argc, char **argv)
 	const char *reject_path = NULL;
 	bool		follow = false;
 	bool		verbose = false;
+	bool		dry_run = false;
 	long		batch_lines = 5000;
 	long		batch_ms = 200;
 	long		rotate_wait_ms = 1000;
@@ -143,7 +146,7 @@ main(int argc, char **argv)
 	int			failures = 0;	/* batches failed in a row */
 
 	json_format_init(&jf);
-	while ((c = getopt_long(argc, argv, "d:f:s:Fr:vh", opts, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, "d:f:s:Fr:vnh", opts, NULL)) != -1)
 	{
 		char	   *end;
 
@@ -166,6 +169,9 @@ main(int argc, char **argv)
 				break;
 			case 'v':
 				verbose = true;
+				break;
+			case 'n':
+				dry_run = true;
 				break;
 			case 1:
 				if (!json_format_set(&jf, optarg))
@@ -249,6 +255,16 @@ main(int argc, char **argv)
 	snd.conninfo = conninfo;
 	snd.stop = &stop_int;
 
+	if (dry_run)
+	{
+		/* the rules of a default server: retention 30 days, paths normalized */
+		snd.retention_s = 30 * 86400;
+		snd.normalize = 1;
+		for (i = 0; i < nsrc; i++)
+			follow_open(&src[i].f, NULL, 0);
+		goto ship_loop;
+	}
+
 reconnect:
 	if (failures > 0)
 	{
@@ -281,6 +297,7 @@ reconnect:
 					 (long long) src[i].committed.lines,
 					 (long long) src[i].committed.rejected);
 
+ship_loop:
 	for (;;)
 	{
 		bool		progress = false;
@@ -339,6 +356,15 @@ reconnect:
 				}
 				else
 					batch_reject(b, s->f.name, s->f.lineno, err, line, len);
+				/* let the server count while the next lines are parsed */
+				if (!dry_run && b->rows.len - b->sent >= STREAM_CHUNK &&
+					sender_stream(&snd, b) != SHIP_OK)
+				{
+					ship_log("%s: batch not shipped: reconnecting, then resuming from the committed positions",
+							 s->name);
+					failures++;
+					goto reconnect;
+				}
 				/* the batch ends where this line ends, in this file */
 				file_id_format(&s->f.id, b->file_id);
 				b->end_offset = s->f.offset;
@@ -346,7 +372,14 @@ reconnect:
 			if (b->nrows + b->nrejected >= batch_lines || stop_flag ||
 				(b->first_ms != 0 && now_ms() - b->first_ms >= batch_ms))
 				ship = true;
-			if (ship && !batch_empty(b))
+			if (ship && !batch_empty(b) && dry_run)
+			{
+				s->shipped += b->nrows;
+				s->rejected += b->nrejected;
+				write_rejects(rf, b);
+				batch_clear(b);
+			}
+			else if (ship && !batch_empty(b))
 			{
 				Position	next;
 				ShipResult	res = sender_ship(&snd, s->name, b, &s->committed, &next,

@@ -84,6 +84,7 @@ sender_connect(Sender *s)
 
 		sender_disconnect(s);
 		s->conn = PQconnectdbParams(keys, vals, 1);
+		s->in_copy = false;
 		if (PQstatus(s->conn) == CONNECTION_OK && read_settings(s))
 		{
 			if (attempts > 0)
@@ -250,20 +251,73 @@ copy_one_by_one(Sender *s, Batch *b, const char *file_name, int *refused)
 }
 
 ShipResult
+sender_stream(Sender *s, Batch *b)
+{
+	if (b->nrows == 0 || b->sent == b->rows.len)
+		return SHIP_OK;
+	if (!s->in_copy)
+	{
+		/* one round trip: the transaction and its COPY */
+		PGresult   *r = PQexec(s->conn, "BEGIN; COPY apicount.requests (" ROW_COLUMNS ") FROM STDIN");
+
+		if (PQresultStatus(r) != PGRES_COPY_IN)
+			return fail(s, r, "COPY");
+		PQclear(r);
+		s->in_copy = true;
+	}
+	if (PQputCopyData(s->conn, b->rows.data + b->sent, (int) (b->rows.len - b->sent)) != 1)
+	{
+		s->in_copy = false;
+		return fail(s, NULL, "sending rows");
+	}
+	b->sent = b->rows.len;
+	return SHIP_OK;
+}
+
+/* the end of the batch's COPY: NULL, or its error */
+static PGresult *
+end_copy(Sender *s)
+{
+	PGresult   *r;
+	PGresult   *extra;
+
+	s->in_copy = false;
+	if (PQputCopyEnd(s->conn, NULL) != 1)
+		return PQgetResult(s->conn);
+	r = PQgetResult(s->conn);
+	while ((extra = PQgetResult(s->conn)) != NULL)
+		PQclear(extra);
+	if (PQresultStatus(r) == PGRES_COMMAND_OK)
+	{
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* an SQL literal of a C string (NULL: NULL) */
+static char *
+literal(Sender *s, const char *v)
+{
+	return v ? PQescapeLiteral(s->conn, v, strlen(v)) : NULL;
+}
+
+ShipResult
 sender_ship(Sender *s, const char *source, Batch *b, const Position *prev,
 			Position *next, const char *file_name)
 {
 	PGresult   *r = NULL;
-	char		offset[32], lines[32], rejected[32], prev_offset[32];
-	const char *params[7];
 	int			refused = 0;
+	ShipResult	res;
+	char	   *l_source, *l_file, *l_prev;
+	char	   *sql;
+	size_t		sqllen;
+	char		prev_offset[32];
 
-	if (!exec_ok(s, "BEGIN", &r))
-		return fail(s, r, "BEGIN");
-	if (b->nrows > 0 && (r = copy_rows(s, b, 0, b->nrows)) != NULL)
+	if ((res = sender_stream(s, b)) != SHIP_OK)
+		return res;
+	if (s->in_copy && (r = end_copy(s)) != NULL)
 	{
-		ShipResult res;
-
 		if (!is_data_error(r))
 			return fail(s, r, "COPY");
 		ship_log("%s: apicount refused a row of this batch (%s): shipping it row by row",
@@ -275,6 +329,8 @@ sender_ship(Sender *s, const char *source, Batch *b, const Position *prev,
 		if ((res = copy_one_by_one(s, b, file_name, &refused)) != SHIP_OK)
 			return res;
 	}
+	else if (b->nrows == 0 && !exec_ok(s, "BEGIN", &r))
+		return fail(s, r, "BEGIN");
 
 	*next = *prev;
 	next->valid = true;
@@ -282,26 +338,36 @@ sender_ship(Sender *s, const char *source, Batch *b, const Position *prev,
 	next->offset = b->end_offset;
 	next->lines = prev->lines + b->nrows - refused;
 	next->rejected = prev->rejected + b->nrejected;
-	snprintf(offset, sizeof(offset), "%lld", (long long) next->offset);
-	snprintf(lines, sizeof(lines), "%lld", (long long) next->lines);
-	snprintf(rejected, sizeof(rejected), "%lld", (long long) next->rejected);
-	snprintf(prev_offset, sizeof(prev_offset), "%lld", (long long) prev->offset);
-	params[0] = source;
-	params[1] = next->file_id;
-	params[2] = offset;
-	params[3] = lines;
-	params[4] = rejected;
-	params[5] = prev->valid ? prev->file_id : NULL;
-	params[6] = prev->valid ? prev_offset : NULL;
-	r = PQexecParams(s->conn,
-					 "SELECT apicount.ship_position($1, $2, $3, $4, $5, $6, $7)",
-					 7, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK)
-		return fail(s, r, "apicount.ship_position");
-	PQclear(r);
-	r = PQexec(s->conn, "COMMIT");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		return fail(s, r, "COMMIT");
+
+	/* the position, and the commit: one round trip */
+	l_source = literal(s, source);
+	l_file = literal(s, next->file_id);
+	l_prev = literal(s, prev->valid ? prev->file_id : NULL);
+	sqllen = strlen(l_source) + strlen(l_file) + (l_prev ? strlen(l_prev) : 4) + 256;
+	sql = malloc(sqllen);
+	if (sql == NULL)
+	{
+		fprintf(stderr, "apicount-ship: out of memory\n");
+		exit(2);
+	}
+	if (prev->valid)
+		snprintf(prev_offset, sizeof(prev_offset), "%lld", (long long) prev->offset);
+	else
+		strcpy(prev_offset, "NULL");
+	snprintf(sql, sqllen,
+			 "SELECT apicount.ship_position(%s, %s, %lld, %lld, %lld, %s, %s); COMMIT",
+			 l_source, l_file, (long long) next->offset, (long long) next->lines,
+			 (long long) next->rejected, l_prev ? l_prev : "NULL", prev_offset);
+	PQfreemem(l_source);
+	PQfreemem(l_file);
+	if (l_prev)
+		PQfreemem(l_prev);
+	r = PQexec(s->conn, sql);
+	free(sql);
+	/* PQexec gives the last result: COMMIT's, or the error that stopped the string */
+	if (PQresultStatus(r) != PGRES_COMMAND_OK ||
+		strcmp(PQcmdStatus(r), "COMMIT") != 0)
+		return fail(s, r, "apicount.ship_position or COMMIT");
 	PQclear(r);
 	return SHIP_OK;
 }

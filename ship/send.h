@@ -23,7 +23,11 @@ typedef struct Sender
 	int64_t		retention_s;	/* apicount.retention */
 	int			normalize;		/* apicount.normalize_paths */
 	volatile int *stop;			/* set by SIGTERM/SIGINT */
+	bool		in_copy;		/* a batch's transaction and COPY are open */
 } Sender;
+
+/* bytes of rows worth sending while the batch is still being parsed */
+#define STREAM_CHUNK (64 * 1024)
 
 /* connect, retrying with backoff; false when stopped or on a fatal error */
 extern bool sender_connect(Sender *s);
@@ -31,6 +35,12 @@ extern void sender_disconnect(Sender *s);
 
 /* the committed position of a source */
 extern ShipResult sender_position(Sender *s, const char *source, Position *pos);
+
+/*
+ * Send the batch's rows not sent yet, opening its transaction and COPY
+ * first: the server counts them while the next lines are parsed.
+ */
+extern ShipResult sender_stream(Sender *s, Batch *b);
 
 /*
  * Ship a batch in one transaction: its rows by COPY, then the position it
