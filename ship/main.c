@@ -365,8 +365,7 @@ ship_loop:
 					failures++;
 					goto reconnect;
 				}
-				/* the batch ends where this line ends, in this file */
-				file_id_format(&s->f.id, b->file_id);
+				/* the batch ends where this line ends (its file: at shipping) */
 				b->end_offset = s->f.offset;
 			}
 			if (b->nrows + b->nrejected >= batch_lines || stop_flag ||
@@ -382,8 +381,11 @@ ship_loop:
 			else if (ship && !batch_empty(b))
 			{
 				Position	next;
-				ShipResult	res = sender_ship(&snd, s->name, b, &s->committed, &next,
-											  s->f.name);
+				ShipResult	res;
+
+				/* a batch holds lines of the open file only: a switch ships first */
+				file_id_format(&s->f.id, b->file_id);
+				res = sender_ship(&snd, s->name, b, &s->committed, &next, s->f.name);
 
 				if (res == SHIP_FATAL)
 				{
