@@ -26,8 +26,10 @@ sub in_path { my ($p) = grep { -x "$_/$_[0]" } split /:/, $ENV{PATH}; return $p 
 my $root = $ENV{APICOUNT_ROOT} // "$FindBin::Bin/../..";
 my $ship = in_path('apicount-ship') // "$root/ship/apicount-ship";
 my $count_logs = "$root/test/ship/count_logs.py";
-my $apache = "$root/../shared/data/apache_combined_10k.log";
-$apache = '/work/shared/data/apache_combined_10k.log' unless -r $apache;
+# ../shared/data beside the repository (APICOUNT_ROOT may be a copy of its test files)
+my ($apache) = grep { -r $_ } map { "$_/../shared/data/apache_combined_10k.log" }
+  ($root, "$FindBin::RealBin/../..");
+$apache //= 'apache_combined_10k.log (absent)';
 
 my $node = PostgreSQL::Test::Cluster->new('ship_files');
 $node->init;
