@@ -402,8 +402,9 @@ ship_loop:
 				failures = 0;
 				write_rejects(rf, b);
 				if (verbose)
-					ship_log("%s: shipped %d lines, %lld rejected, up to offset %lld of %s",
-							 s->name, b->nrows, (long long) b->nrejected,
+					ship_log("%s: shipped %lld lines, %lld rejected, up to offset %lld of %s",
+							 s->name, (long long) (next.lines - s->committed.lines),
+							 (long long) (next.rejected - s->committed.rejected),
 							 (long long) next.offset, s->f.name);
 				s->shipped += next.lines - s->committed.lines;
 				s->rejected += next.rejected - s->committed.rejected;

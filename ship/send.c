@@ -244,7 +244,8 @@ copy_one_by_one(Sender *s, Batch *b, const char *file_name, int *refused)
 			(*refused)++;
 		}
 		PQclear(r);
-		if (!exec_ok(s, "ROLLBACK TO SAVEPOINT row", &r))
+		/* ROLLBACK TO keeps the savepoint: release it, back to the top level */
+		if (!exec_ok(s, "ROLLBACK TO SAVEPOINT row; RELEASE SAVEPOINT row", &r))
 			return fail(s, r, "ROLLBACK TO SAVEPOINT");
 	}
 	return SHIP_OK;

@@ -9,8 +9,10 @@
 #    counted, are counted per source, and are written to --reject-file as file:line: reason;
 #    line numbers are known by construction;
 #  - shipping again, and again after a server restart, counts nothing twice;
+#  - a line that apicount refuses although the shipper's own checks passed (the retention was
+#    shortened while the shipper ran) is rejected alone: its batch goes again row by row;
 #  - apicount_reader reads apicount.sources; a shipper needs only apicount_writer;
-#  - with apicount.max_sources = 3, a fourth source since the server started fails with SQLSTATE
+#  - with apicount.max_sources = 4, a fifth source since the server started fails with SQLSTATE
 #    53400 and a hint.
 use strict;
 use warnings;
@@ -37,7 +39,7 @@ $node->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'apicount'\n"
 	  . "apicount.flush_interval = '1s'\n"
 	  . "apicount.retention = '1000 weeks'\n"    # the Apache sample is from May 2015
-	  . "apicount.max_sources = 3\n"
+	  . "apicount.max_sources = 4\n"
 	  . "log_statement = none\n"
 	  . "timezone = 'UTC'\n");
 $node->start;
@@ -169,13 +171,49 @@ q1('SELECT apicount.flush()');
 is(q1(q{SELECT sum(calls) FROM apicount.minutes(now() - interval '1 hour') WHERE path LIKE '/badj/%'}),
 	'3', 'json: 3 lines counted once each');
 
+# ---- a line apicount refuses although the shipper's checks passed ----------------------------
+# The shipper reads apicount.retention when it connects.  Shorten it while a --follow shipper
+# runs, then append a line older than the new retention: the batch's COPY fails, the batch goes
+# again row by row under savepoints, and only that line is rejected, with the server's reason.
+my $old = strftime('%d/%b/%Y:%H:%M:%S +0000', gmtime($now - 7200));
+open($fh, '>', "$dir/late.log") or die;
+print $fh qq{10.0.0.1 - - [$t] "GET /late/a HTTP/1.1" 200 5\n};
+close $fh;
+my ($lout, $lerr) = ('', '');
+my $follower = IPC::Run::start([ $ship, '-d', $conn, '--format=combined', '--source=late', '--follow',
+		"--reject-file=$dir/late-rejects.txt", "$dir/late.log" ],
+	'<', '/dev/null', '>', \$lout, '2>', \$lerr);
+ok($node->poll_query_until('postgres', q{SELECT lines FROM apicount.sources WHERE name = 'late'}, '1'),
+	'the follower shipped the first line');
+q1("ALTER SYSTEM SET apicount.retention = '1 hour'; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres', q{SHOW apicount.retention}, '1 hour');
+open($fh, '>>', "$dir/late.log") or die;
+print $fh qq{10.0.0.1 - - [$t] "GET /late/b HTTP/1.1" 200 5\n};
+print $fh qq{10.0.0.1 - - [$old] "GET /late/old HTTP/1.1" 200 5\n};
+print $fh qq{10.0.0.1 - - [$t] "GET /late/c HTTP/1.1" 500 5\n};
+close $fh;
+ok($node->poll_query_until('postgres',
+		q{SELECT lines || '/' || rejected FROM apicount.sources WHERE name = 'late'}, '3/1'),
+	'the refused line is rejected, the two others of its batch are counted');
+kill 'TERM', $follower->{KIDS}[0]{PID};
+$follower->finish;
+is($follower->result(0), 0, 'the follower exits 0 on SIGTERM');
+like($lerr, qr/apicount refused a row of this batch .*older than the retention.*row by row/,
+	'the shipper says why it went row by row');
+like(slurp_file("$dir/late-rejects.txt"), qr/^\Q$dir\E\/late\.log:3: request timestamp .* is older than the retention period: /m,
+	'the reject file has line 3 and the server\'s reason');
+q1('SELECT apicount.flush()');
+is(q1(q{SELECT string_agg(path, ',' ORDER BY path) FROM apicount.minutes(now() - interval '1 hour')
+	WHERE path LIKE '/late/%'}), '/late/a,/late/b,/late/c', 'the lines around it are counted');
+q1("ALTER SYSTEM RESET apicount.retention; SELECT pg_reload_conf()");
+
 # ---- privileges and limits ----------------------------------------------------------------------
 is($node->safe_psql('postgres', 'SELECT count(*) > 0 FROM apicount.sources', extra_params => [ '-U', 'watcher' ]),
 	't', 'apicount_reader reads apicount.sources');
 my ($ret, $o, $e) = $node->psql('postgres',
 	q{SELECT apicount.ship_position('x', 'f', 1, 1, 0, NULL, NULL)}, extra_params => [ '-U', 'watcher' ]);
 like($e, qr/permission denied/, 'apicount_reader cannot ship positions');
-# slots are taken per server start: since the restart only badj has one, of 3
+# slots are taken per server start: since the restart badj and late have one each, of 4
 for my $name (qw(fourth fifth sixth))
 {
 	open($fh, '>', "$dir/$name.log") or die;
@@ -185,10 +223,10 @@ for my $name (qw(fourth fifth sixth))
 for my $name (qw(fourth fifth))
 {
 	($rc, $err) = ship('--format=combined', "--source=$name", "$dir/$name.log");
-	is($rc, 0, "$name fits in apicount.max_sources = 3 since the restart") or diag($err);
+	is($rc, 0, "$name fits in apicount.max_sources = 4 since the restart") or diag($err);
 }
 ($rc, $err) = ship('--format=combined', '--source=sixth', "$dir/sixth.log");
-is($rc, 1, 'a fourth source since the restart fails (exit 1, no retry)');
+is($rc, 1, 'a fifth source since the restart fails (exit 1, no retry)');
 like($err, qr/no room for source "sixth"/, 'with a message naming the source');
 ($ret, $o, $e) = $node->psql('postgres', q{SELECT apicount.ship_position('seventh', 'f', 1, 1, 0, NULL, NULL)},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
