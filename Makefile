@@ -27,10 +27,11 @@ OBJS = \
 	src/live.o \
 	src/latency_codec.o \
 	src/latency_store.o \
-	src/latency_sql.o
+	src/latency_sql.o \
+	src/sources.o
 
 EXTENSION = apicount
-DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql
+DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 
@@ -52,6 +53,18 @@ else
 include $(PGXS)
 # PGXS does not track header dependencies: rebuild everything when a header changes
 $(OBJS): $(wildcard src/*.h)
+
+# apicount-ship (ship/), the access log shipper, goes into the bindir with the extension
+all: ship-program
+install: ship-install
+clean: ship-clean
+.PHONY: ship-program ship-install ship-clean
+ship-program:
+	$(MAKE) -C ship PG_CONFIG=$(PG_CONFIG)
+ship-install: ship-program
+	$(MAKE) -C ship install PG_CONFIG=$(PG_CONFIG)
+ship-clean:
+	$(MAKE) -C ship clean PG_CONFIG=$(PG_CONFIG)
 endif
 
 .PHONY: test demo bench demo-stop

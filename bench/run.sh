@@ -11,7 +11,8 @@
 # Knobs (environment): BENCH_DURATION (pgbench -T seconds, 10), BENCH_ROUNDS (interleaved
 # rounds per throughput pair, best taken, 3), BENCH_CLIENTS (8), BENCH_THREADS (2),
 # BENCH_QUERY_RUNS (20), BENCH_COPY_ROWS (1000000), BENCH_FSYNC (on), BENCH_KEEP=1 keeps the
-# work directory, BENCH_ONLY (space-separated subset of: mem tput copy query flush).
+# work directory, BENCH_ONLY (space-separated subset of: mem tput copy query flush ship),
+# BENCH_SHIP_LINES (1000000; workload 8, bench/ship.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,7 +28,7 @@ THREADS=${BENCH_THREADS:-2}
 QUERY_RUNS=${BENCH_QUERY_RUNS:-20}
 COPY_ROWS=${BENCH_COPY_ROWS:-1000000}
 FSYNC=${BENCH_FSYNC:-on}
-ONLY=${BENCH_ONLY:-mem tput copy query flush}
+ONLY=${BENCH_ONLY:-mem tput copy query flush ship}
 W5_MAX_ENTRIES=500000
 RESULTS=$ROOT/bench/results
 T_START=$(date +%s)
@@ -344,6 +345,14 @@ if want flush; then
     FLUSH_NEW=$(median "${F_NEW[@]:-}") FLUSH_UPD=$(median "${F_UPD[@]:-}")
 fi
 
+# ---- 8. apicount-ship (bench/ship.sh) -------------------------------------------------------
+if want ship; then
+    # shellcheck source=bench/ship.sh
+    . "$ROOT/bench/ship.sh"
+    log "8: apicount-ship, $SHIP_LINES lines"
+    ship_bench
+fi
+
 # ---- the table ------------------------------------------------------------------------------------
 if want tput; then
     row "1. INSERT INTO apicount.requests" "$INS" tps "SELECT 1" "$SEL" tps ratio 0.85
@@ -381,6 +390,9 @@ if want query; then
     row "6. series(one path) over 24 h (median of 5)" "$Q_SER24P" ms - - - max -
     row "6. series(all paths) over 24 h (median of 5)" "$Q_SER24A" ms - - - max -
     row "6. (diagnostic) plain GROUP BY over api_minute, 24 h, top 10 (median of 5)" "$Q_PLAIN24" ms - - - max -
+fi
+if want ship; then
+    ship_rows
 fi
 if want mem; then
     row "7. shared memory per entry (default limits)" "$BYTES_PER_ENTRY" bytes - - - max 320

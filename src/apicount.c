@@ -17,6 +17,7 @@
 #include "guc.h"
 #include "pending.h"
 #include "readlock.h"
+#include "sources.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -38,6 +39,7 @@ apicount_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(counters_shmem_size());
 	RequestNamedLWLockTranche("apicount", counters_lwlock_count());
+	sources_shmem_request();
 }
 
 static void
@@ -48,6 +50,7 @@ apicount_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	counters_shmem_init();
+	sources_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -61,6 +64,7 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	sources_define_gucs();		/* before apicount_define_gucs reserves the prefix */
 	apicount_define_gucs();
 
 #if PG_VERSION_NUM >= 150000

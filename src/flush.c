@@ -52,6 +52,7 @@
 #include "latency_sql.h"
 #include "latency_store.h"
 #include "readlock.h"
+#include "sources.h"
 #include "strtab.h"
 #include "worker_txn.h"
 
@@ -1085,8 +1086,10 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 	ensure_context();
 	MemoryContextReset(FlushContext);
 	oldcxt = MemoryContextSwitchTo(FlushContext);
+	sources_snapshot_begin();	/* shipped positions with their hits */
 	items = take_snapshot(&nitems);
 	lat = take_latency_snapshot(&nlat);
+	sources_snapshot_end();
 	take_heavy_snapshots(&due);
 	MemoryContextSwitchTo(oldcxt);
 	*written = 0;
@@ -1113,6 +1116,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		if (schema_v2)
 			write_heavy(&due);	/* 0.1 has no tables for them: retired unwritten */
 		audited_done = alert_audited_folded();
+		sources_write_snapshot();
 		SPI_finish();
 		PopActiveSnapshot();
 
@@ -1156,6 +1160,7 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		}
 		latstore_subtract(lat, nlat);
 		retire_heavy(&due);
+		sources_flushed();
 		readlock_release_exclusive();
 		if (audited_done > pg_atomic_read_u64(&apicount_shared->audited_alerted))
 		{

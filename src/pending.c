@@ -32,6 +32,7 @@
 #include "latency_store.h"
 #include "pending.h"
 #include "prefault.h"
+#include "sources.h"
 #include "strtab.h"
 
 /* latency pairs an entry holds in itself (most keys of a COPY have one) */
@@ -1030,19 +1031,27 @@ static void
 pending_xact_callback(XactEvent event, void *arg)
 {
 	if (top_level == NULL)
+	{
+		sources_xact_end(event);	/* a shipped batch with no hits */
 		return;
+	}
 
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
+			/* a shipped position goes in with its hits (sources.h) */
+			sources_commit_begin();
 			merge_into_shared();
+			sources_commit_end();
 			discard_all();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			discard_all();
+			sources_xact_end(event);
 			break;
 		case XACT_EVENT_PRE_PREPARE:
+			sources_xact_end(event);
 			if (!pending_is_empty())
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

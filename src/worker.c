@@ -35,6 +35,7 @@
 #include "flush.h"
 #include "guc.h"
 #include "known_rows.h"
+#include "sources.h"
 #include "worker.h"
 #include "worker_txn.h"
 
@@ -123,6 +124,7 @@ run_flush(void)
 		/* DROP EXTENSION drops the data: live counts go with the tables */
 		flush_free_entries(true);
 		flush_discard_heavy();
+		sources_discard();
 		counters_take_spill(&spill);
 		ok = false;
 		snprintf(errbuf, sizeof(errbuf),

@@ -11,6 +11,9 @@ set -euo pipefail
 # libipc-run-perl: IPC::Run for the TAP tests; perl: prove, Test::More.
 # make, gcc, libc6-dev: the C build (libc6-dev is only a Recommends of gcc).
 # clang-14, libclang-rt-14-dev: the libFuzzer + sanitizer runtime for test/fuzz.
+# libpq-dev, libyajl-dev: apicount-ship (ship/), the access log shipper (libpq; yajl for JSON).
+# nginx-light, wrk, python3: the shipper's TAP tests (a real nginx, wrk's traffic, an
+#   independent parse of the logs).
 PACKAGES=(
     postgresql-15
     postgresql-client-15
@@ -22,6 +25,11 @@ PACKAGES=(
     libc6-dev
     clang-14
     libclang-rt-14-dev
+    libpq-dev
+    libyajl-dev
+    nginx-light
+    wrk
+    python3
 )
 
 installed() {

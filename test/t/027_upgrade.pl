@@ -1,4 +1,5 @@
-# 027_upgrade.pl — ALTER EXTENSION apicount UPDATE from 0.1 to 0.2 with data in the rollups.
+# 027_upgrade.pl — ALTER EXTENSION apicount UPDATE from 0.1 to 0.2 with data in the rollups,
+# then on to 0.3.
 #
 # Installs version 0.1, records hits (tracked and untracked, two paths), flushes, then updates
 # to 0.2 while more hits wait unflushed in shared memory.  Proves:
@@ -41,7 +42,7 @@ is(q1('SELECT sum(calls) FROM before_api'), '350', '0.1 flushed 350 calls');
 
 # hits waiting in shared memory across the update
 q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/up/c', '10.9.0.1', 200 FROM generate_series(1, 40)");
-q1('ALTER EXTENSION apicount UPDATE');
+q1("ALTER EXTENSION apicount UPDATE TO '0.2'");
 is(q1("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), '0.2', 'updated to 0.2');
 
 my $c01 = 'bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors';
@@ -102,6 +103,9 @@ my $schema_sql = q{
 		  AND NOT t.tgisinternal
 	) s};
 q1('DROP TABLE before_api, before_hour, before_caller');
+# and on to the current version (0.3: shipped log positions)
+q1('ALTER EXTENSION apicount UPDATE');
+is(q1("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), '0.3', 'updated on to 0.3');
 my $up = q1($schema_sql);
 q1('DROP EXTENSION apicount');
 q1('CREATE EXTENSION apicount');

@@ -12,3 +12,7 @@ cc -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanit
 cc -std=c99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-I"$root/src" "$here/test_latency_codec.c" "$root/src/latency_codec.c" -lm -o "$out/test_latency_codec"
 "$out/test_latency_codec"
+cc -std=gnu99 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-I"$root/src" -I"$root/ship" "$here/test_ship_parsers.c" "$root/ship/parse_combined.c" \
+	"$root/ship/parse_json.c" "$root/ship/row.c" "$root/src/normalize.c" -lyajl -o "$out/test_ship_parsers"
+"$out/test_ship_parsers"
