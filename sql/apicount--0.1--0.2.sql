@@ -137,6 +137,9 @@ CREATE TABLE @extschema@.heavy_minute_bounds (
 	absent_bound    bigint NOT NULL,
 	PRIMARY KEY (bucket, grouped_by)
 );
+-- a query of one grouping over a range (top_apis reads 'api') skips the others
+CREATE INDEX caller_heavy_minute_grouped_by_bucket
+	ON @extschema@.caller_heavy_minute (grouped_by, bucket);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.caller_heavy_minute', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.heavy_minute_bounds', '');
 
@@ -163,36 +166,46 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'apicount_live_heavy_apis'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
--- the folded APIs named by the summaries of the minutes in [from_bucket,
+-- The folded APIs named by the summaries of the minutes in [from_bucket,
 -- to_ts), flushed and live: per API, its counts plus, for each of those
--- minutes whose summary lacks it, that minute's absent_bound
+-- minutes whose summary lacks it, that minute's absent_bound.  One more row,
+-- with NULL method and path, carries the sum of the minutes' bounds: an API
+-- no summary names may have folded up to that many calls in the range
+-- (before it had an entry of its own), so its exact rows are below the
+-- truth by at most that much.  A minute can have two summaries (live and
+-- written, after a restart): their counts and bounds add up.
 CREATE FUNCTION @extschema@._heavy_apis(from_bucket timestamptz, to_ts timestamptz,
 	OUT method text, OUT path text, OUT calls bigint, OUT calls_error bigint,
 	OUT errors bigint)
 RETURNS SETOF record
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH live AS MATERIALIZED (
 		SELECT * FROM @extschema@._live_heavy(from_bucket, to_ts, 'api')
 	), heavy AS MATERIALIZED (
-		SELECT h.bucket, h.method, h.path, h.calls, h.calls_error, h.errors
-		FROM @extschema@.caller_heavy_minute h
-		WHERE h.grouped_by = 'api' AND h.bucket >= from_bucket AND h.bucket < to_ts
-		UNION ALL
-		SELECT l.bucket, l.method, l.path, l.calls, l.calls_error, l.errors
-		FROM live l WHERE l.method IS NOT NULL
+		SELECT x.bucket, x.method, x.path, sum(x.calls) AS calls,
+		       sum(x.calls_error) AS calls_error, sum(x.errors) AS errors
+		FROM (SELECT h.bucket, h.method, h.path, h.calls, h.calls_error, h.errors
+		      FROM @extschema@.caller_heavy_minute h
+		      WHERE h.grouped_by = 'api' AND h.bucket >= from_bucket AND h.bucket < to_ts
+		      UNION ALL
+		      SELECT l.bucket, l.method, l.path, l.calls, l.calls_error, l.errors
+		      FROM live l WHERE l.method IS NOT NULL) x
+		GROUP BY 1, 2, 3
 	), bounds AS MATERIALIZED (
-		SELECT b.bucket, b.absent_bound
-		FROM @extschema@.heavy_minute_bounds b
-		WHERE b.grouped_by = 'api' AND b.bucket >= from_bucket AND b.bucket < to_ts
-		  AND b.absent_bound > 0
-		UNION ALL
-		SELECT l.bucket, l.calls_error FROM live l
-		WHERE l.method IS NULL AND l.calls_error > 0
+		SELECT x.bucket, sum(x.absent_bound) AS absent_bound
+		FROM (SELECT b.bucket, b.absent_bound
+		      FROM @extschema@.heavy_minute_bounds b
+		      WHERE b.grouped_by = 'api' AND b.bucket >= from_bucket AND b.bucket < to_ts
+		        AND b.absent_bound > 0
+		      UNION ALL
+		      SELECT l.bucket, l.calls_error FROM live l
+		      WHERE l.method IS NULL AND l.calls_error > 0) x
+		GROUP BY 1
 	), named AS (
 		-- an API's bound where it is absent: all the minutes' bounds but those
-		-- of the minutes that name it (one summary row per API and minute)
+		-- of the minutes that name it
 		SELECT h.method, h.path, sum(h.calls) AS calls,
 		       sum(h.calls_error) AS calls_error, sum(h.errors) AS errors,
 		       sum(coalesce(b.absent_bound, 0)) AS present_bound
@@ -204,6 +217,8 @@ AS $$
 	SELECT n.method, n.path, (n.calls + t.bound - n.present_bound)::bigint,
 	       (n.calls_error + t.bound - n.present_bound)::bigint, n.errors::bigint
 	FROM named n CROSS JOIN total t
+	UNION ALL
+	SELECT NULL, NULL, t.bound::bigint, t.bound::bigint, 0 FROM total t
 $$;
 
 -- top_apis: the heavy APIs among the folded ones too, and calls_error
@@ -226,14 +241,28 @@ BEGIN
 		       sum(m.latency_sum_ms) AS ls, sum(m.latency_count) AS lc
 		FROM @extschema@._api_rows(date_trunc('minute', from_ts), to_ts) m
 		GROUP BY m.method, m.path
-	), r AS (
+	), ha AS MATERIALIZED (
+		SELECT * FROM @extschema@._heavy_apis(date_trunc('minute', from_ts), to_ts)
+	), r0 AS (
 		SELECT coalesce(e.method, h.method) AS method, coalesce(e.path, h.path) AS path,
 		       coalesce(e.calls, 0) + coalesce(h.calls, 0) AS calls,
 		       coalesce(e.errors, 0) + coalesce(h.errors, 0) AS errors,
-		       e.ls, e.lc, coalesce(h.calls_error, 0) AS calls_error
+		       e.ls, e.lc, coalesce(h.calls_error, 0) AS calls_error,
+		       h.method IS NOT NULL AS named
 		FROM exact e
-		FULL JOIN @extschema@._heavy_apis(date_trunc('minute', from_ts), to_ts) h
+		FULL JOIN (SELECT * FROM ha WHERE ha.method IS NOT NULL) h
 		     ON h.method = e.method AND h.path = e.path
+	), r AS (
+		-- an exact row the summaries do not name may lack calls folded
+		-- before it had an entry: at most the range's bound
+		SELECT r0.method, r0.path,
+		       r0.calls + CASE WHEN r0.named OR r0.path = '(other)' OR r0.method = '*'
+		                       THEN 0 ELSE tb.bound END AS calls,
+		       r0.errors, r0.ls, r0.lc,
+		       r0.calls_error + CASE WHEN r0.named OR r0.path = '(other)' OR r0.method = '*'
+		                             THEN 0 ELSE tb.bound END AS calls_error
+		FROM r0 CROSS JOIN (SELECT coalesce(max(ha.calls), 0) AS bound
+		                    FROM ha WHERE ha.method IS NULL) tb
 	)
 	SELECT r.method, r.path, r.calls::bigint, r.errors::bigint,
 	       CASE WHEN r.calls > 0 THEN (r.errors / r.calls)::float8 END,
@@ -274,13 +303,26 @@ BEGIN
 		WHERE a.bucket >= date_trunc('minute', @extschema@._window_start(since))
 		  AND a.bucket <= now()
 		GROUP BY a.method, a.path
-	), r AS (
+	), ha AS MATERIALIZED (
+		SELECT * FROM @extschema@._live_heavy_apis(since)
+	), r0 AS (
 		SELECT coalesce(w.method, h.method) AS method, coalesce(w.path, h.path) AS path,
 		       coalesce(w.calls, 0) + coalesce(h.calls, 0) AS calls,
 		       coalesce(w.errors, 0) + coalesce(h.errors, 0) AS errors,
-		       w.lc, w.ls, coalesce(h.calls_error, 0) AS calls_error
-		FROM w FULL JOIN @extschema@._live_heavy_apis(since) h
+		       w.lc, w.ls, coalesce(h.calls_error, 0) AS calls_error,
+		       h.method IS NOT NULL AS named
+		FROM w FULL JOIN (SELECT * FROM ha WHERE ha.method IS NOT NULL) h
 		     ON h.method = w.method AND h.path = w.path
+	), r AS (
+		-- as in the range form: unnamed exact rows get the window's bound
+		SELECT r0.method, r0.path,
+		       r0.calls + CASE WHEN r0.named OR r0.path = '(other)' OR r0.method = '*'
+		                       THEN 0 ELSE tb.bound END AS calls,
+		       r0.errors, r0.lc, r0.ls,
+		       r0.calls_error + CASE WHEN r0.named OR r0.path = '(other)' OR r0.method = '*'
+		                             THEN 0 ELSE tb.bound END AS calls_error
+		FROM r0 CROSS JOIN (SELECT coalesce(max(ha.calls), 0) AS bound
+		                    FROM ha WHERE ha.method IS NULL) tb
 	)
 	SELECT r.method, r.path, r.calls::bigint, r.errors::bigint,
 	       (r.errors::float8 / r.calls::float8),
@@ -457,8 +499,9 @@ BEGIN
 	IF by = 'api' THEN
 		-- exact API rows, plus the APIs a path flood folded into "(other)"
 		-- that the summaries name (upper bounds: a rule never misses them)
+		-- (an exact row no summary names gets the range's bound, as in top_apis)
 		RETURN QUERY
-		WITH h AS (
+		WITH ha AS MATERIALIZED (
 			SELECT x.method, x.path, x.calls, x.calls_error, x.errors
 			FROM @extschema@._live_heavy_apis(least(since, interval '2 minutes')) x
 			WHERE since <= interval '2 minutes'
@@ -467,15 +510,27 @@ BEGIN
 			FROM @extschema@._heavy_apis(date_trunc('minute', now() - since),
 			                             now() + interval '1 microsecond') x
 			WHERE since > interval '2 minutes'
+		), tb AS (
+			SELECT coalesce(max(ha.calls), 0) AS bound FROM ha WHERE ha.method IS NULL
+		), r AS (
+			SELECT coalesce(a.method, h.method) AS method, coalesce(a.path, h.path) AS path,
+			       coalesce(a.calls, 0) + coalesce(h.calls, 0) +
+			       CASE WHEN h.method IS NULL AND a.path <> '(other)' THEN tb.bound ELSE 0 END
+			           AS calls,
+			       coalesce(a.ok, 0) AS ok,
+			       coalesce(a.errors, 0) + coalesce(h.errors, 0) AS errors,
+			       coalesce(h.calls_error, 0) +
+			       CASE WHEN h.method IS NULL AND a.path <> '(other)' THEN tb.bound ELSE 0 END
+			           AS calls_error
+			FROM @extschema@._api_window(since) a
+			FULL JOIN (SELECT * FROM ha WHERE ha.method IS NOT NULL) h
+			     ON h.method = a.method AND h.path = a.path
+			CROSS JOIN tb
 		)
-		SELECT coalesce(a.method, h.method), coalesce(a.path, h.path), NULL::inet, NULL::text,
-		       (coalesce(a.calls, 0) + coalesce(h.calls, 0))::bigint, coalesce(a.ok, 0)::bigint,
-		       (coalesce(a.errors, 0) + coalesce(h.errors, 0))::bigint,
-		       coalesce(h.calls_error, 0)::bigint
-		FROM @extschema@._api_window(since) a
-		FULL JOIN h ON h.method = a.method AND h.path = a.path
-		WHERE coalesce(a.method, h.method) <> '*'
-		  AND coalesce(a.calls, 0) + coalesce(h.calls, 0) >= min_calls;
+		SELECT r.method, r.path, NULL::inet, NULL::text, r.calls::bigint, r.ok::bigint,
+		       r.errors::bigint, r.calls_error::bigint
+		FROM r
+		WHERE r.method <> '*' AND r.calls >= min_calls;
 	ELSIF since <= interval '2 minutes' THEN
 		RETURN QUERY
 		SELECT lw.method, lw.path, lw.client_ip, lw.user_id, lw.calls, lw.ok, lw.errors,

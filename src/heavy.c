@@ -629,7 +629,8 @@ heavy_add_api(const CounterKey *api, const char *method, int method_len,
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (summary_at(r, HEAVY_API)->minute == api->minute)
 	{
-		CounterText t = {method, method_len, path, path_len};
+		CounterText t = {method, Min(method_len, APICOUNT_MAX_METHOD),
+		path, Min(path_len, APICOUNT_MAX_PATH)};
 
 		summary_add(summary_at(r, HEAVY_API), &g, hash, &t, calls, slots);
 		added = true;
@@ -751,7 +752,7 @@ heavy_bound(int32 minute)
 	if (summaries == NULL)
 		return 0;
 	LWLockAcquire(summary_lock(r), LW_SHARED);
-	for (d = 0; d < HEAVY_NDIMS; d++)
+	for (d = 0; d < HEAVY_CALLER_DIMS; d++)
 	{
 		Summary    *s = summary_at(r, d);
 

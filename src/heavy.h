@@ -144,7 +144,7 @@ extern void heavy_retire(int32 minute, int32 now_minute);
  */
 extern bool heavy_maybe_folded(const CounterKey *caller);
 
-/* the largest minimum count of a minute's summaries (0: none evicted) */
+/* the largest minimum count of a minute's caller summaries (0: none evicted) */
 extern uint64 heavy_bound(int32 minute);
 
 /* the counters per summary (apicount.heavy_counters) */

@@ -840,7 +840,9 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
  * minute whose summary lacks the API, that summary's minimum count (the
  * most the API can have folded there); calls - calls_error <= truth <=
  * calls.  errors counts the errors in the window since the counters were
- * taken (a lower bound).
+ * taken (a lower bound).  A last row with NULL method and path carries the
+ * sum of those minimum counts: what an API that no summary names may have
+ * folded in the window, besides the calls of its own entries.
  */
 Datum
 apicount_live_heavy_apis(PG_FUNCTION_ARGS)
@@ -910,6 +912,16 @@ apicount_live_heavy_apis(PG_FUNCTION_ARGS)
 		values[2] = Int64GetDatum(g->calls);
 		values[3] = Int64GetDatum(g->calls_error);
 		values[4] = Int64GetDatum(g->errors);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	if (wh.bound_sum > 0)
+	{
+		/* what an API no summary names may have folded in the window */
+		Datum		values[5];
+		bool		nulls[5] = {true, true, false, false, false};
+
+		values[2] = values[3] = Int64GetDatum((int64) wh.bound_sum);
+		values[4] = Int64GetDatum(0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

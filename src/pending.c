@@ -620,10 +620,13 @@ is_catchall(const CounterKey *key)
 }
 
 /*
- * pending_add's hint to folded_entry: the hash of the hit's folded key,
- * computed by pending_prepare (0: none).  Set and cleared around one
- * level_entry call; folded_entry consumes it.
+ * pending_add's hint to folded_entry: the hash of the folded key of the
+ * caller key fold_hint_key, computed by pending_prepare.  folded_entry uses
+ * it only for that very key, so a hint left behind by an error is never
+ * applied to another key.
  */
+static bool fold_hint_valid = false;
+static CounterKey fold_hint_key;
 static uint32 fold_hash_hint = 0;
 
 /* the key that holds a caller key's hits past the level's bound */
@@ -684,8 +687,12 @@ folded_entry(PendingLevel *lvl, const CounterKey *key,
 		if (fold_slot_holds(slot, key))
 			return slot->entry;
 		folded_key(key, &fk);
-		hash = fold_hash_hint ? fold_hash_hint : etab_hash(&fk);
-		fold_hash_hint = 0;
+		if (fold_hint_valid &&
+			memcmp(&fold_hint_key, key, sizeof(CounterKey)) == 0)
+			hash = fold_hash_hint;
+		else
+			hash = etab_hash(&fk);
+		fold_hint_valid = false;
 		Assert(hash == etab_hash(&fk));
 		e = level_entry(lvl, &fk, hash, method, method_len, path, path_len,
 						NULL, 0, audited);
@@ -881,11 +888,16 @@ pending_add(const PendingHit *hit)
 	if (top_level == NULL || top_level->nest_level < nest)
 		push_level(nest);
 
-	fold_hash_hint = hit->has_fold_hash ? hit->fold_hash : 0;
+	fold_hint_valid = hit->has_fold_hash;
+	if (fold_hint_valid)
+	{
+		fold_hint_key = hit->key;
+		fold_hash_hint = hit->fold_hash;
+	}
 	e = level_entry(top_level, &hit->key, hit->keyhash,
 					hit->method, hit->method_len, hit->path, hit->path_len,
 					hit->user, hit->user_len, hit->audited);
-	fold_hash_hint = 0;
+	fold_hint_valid = false;
 
 	/*
 	 * One hit: the counts of add_counts, added in place.  The slot and the

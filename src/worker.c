@@ -180,7 +180,14 @@ run_retention(void)
 static void
 evaluate_rules(void *arg)
 {
-	if (SPI_execute("SELECT apicount.evaluate_rules()", false, 0) != SPI_OK_SELECT)
+	/*
+	 * evaluate_rules serializes evaluations with a transaction advisory lock;
+	 * the worker only tries it, so that a session holding it (an evaluation
+	 * in an open transaction) delays no flush: the next cycle evaluates.
+	 */
+	if (SPI_execute("SELECT apicount.evaluate_rules() "
+					"WHERE pg_try_advisory_xact_lock(1634756963, 1)",
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "apicount: rule evaluation failed");
 }
 

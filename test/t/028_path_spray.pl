@@ -12,8 +12,8 @@
 #       calls - calls_error <= sent <= calls   and   calls_error <= N / m
 #     (Space-Saving, Metwally et al. 2005: error <= F / m per minute, and F <= N);
 #   - the same through the sliding window top_apis(11, '2 minutes') and the rules per API,
-#     and after a restart,
-#     when the worker has written the summaries to caller_heavy_minute (grouped_by 'api').
+#     and after a restart, when the worker has written the summaries to caller_heavy_minute
+#     (grouped_by 'api'), and again after more traffic.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -45,14 +45,17 @@ my %sent;
 $sent{ '/export/h' . chr(96 + $_) } = 20 * (50 * $_ + 25) for 1 .. 10;
 my $N = $spray_batches * $spray_rows;
 $N += $_ for values %sent;
-for my $b (1 .. 21)
+# one transaction: 50,000 new spray paths (tag $b) if $spray, and (50 * i + 25) calls of each
+# heavy API i if $heavy, every fifth one a 500
+sub send_batch
 {
+	my ($b, $spray, $heavy) = @_;
 	my @parts;
 	push @parts,
 	  "SELECT '/spray/' || translate(md5('$b:' || g), '0123456789abcdef', 'ghijklmnopqrstuv'), 200 "
 	  . "FROM generate_series(1, $spray_rows) g"
-	  if $b <= $spray_batches;
-	if ($b >= 2)
+	  if $spray;
+	if ($heavy)
 	{
 		for my $i (1 .. 10)
 		{
@@ -65,6 +68,7 @@ for my $b (1 .. 21)
 	q1("INSERT INTO apicount.requests (method, path, client_ip, status, latency_ms) "
 		  . "SELECT 'GET', p, '10.7.0.1', s, 1 FROM (" . join(' UNION ALL ', @parts) . ") x(p, s)");
 }
+send_batch($_, $_ <= $spray_batches, $_ >= 2) for 1 .. 21;
 my $elapsed = time - $t0;
 diag(sprintf('sent %d calls (%d distinct spray paths) in %.1f s', $N, $N - 60000, $elapsed));
 my $bound = $N / $m;
@@ -135,5 +139,19 @@ $node->restart;
 ok(q1("SELECT count(*) FROM apicount.caller_heavy_minute WHERE grouped_by = 'api' AND bucket >= '$start'") > 0,
 	'the summaries of folded APIs were written to caller_heavy_minute');
 check_top(q1("SELECT path, calls, calls_error FROM $range WHERE path <> '(other)'"), 'top_apis(11, range) after a restart');
+
+# more traffic after the restart (a second summary of a minute the first may have written):
+# a new spray fills the empty API tier again, then each heavy API gets one more batch
+send_batch('r', 1, 0);
+send_batch('r2', 0, 1);
+$sent{ '/export/h' . chr(96 + $_) } += 50 * $_ + 25 for 1 .. 10;
+$N += $spray_rows;
+$N += 50 * $_ + 25 for 1 .. 10;
+$bound = $N / $m;
+check_top(q1("SELECT path, calls, calls_error FROM $range WHERE path <> '(other)'"),
+	'top_apis(11, range) after a restart and more traffic');
+q1('SELECT apicount.flush()');
+is(q1("SELECT sum(calls) FROM apicount.api_minute WHERE bucket >= '$start'"),
+	$N, 'api_minute adds up exactly to the calls sent, before and after the restart');
 
 done_testing();
