@@ -32,6 +32,14 @@
 #define APICOUNT_PG_MAJOR		(PG_VERSION_NUM / 10000)
 
 /*
+ * 16: the varlena macros (VARDATA_ANY, SET_VARSIZE, ...) moved from
+ * postgres.h to varatt.h, which utils/inet.h's macros need but do not include
+ */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
+/*
  * 16: relation files are named by RelFileLocator (was RelFileNode), and the
  * table AM callback is relation_set_new_filelocator.
  */
