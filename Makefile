@@ -58,15 +58,24 @@ all install:
 else
 include $(PGXS)
 # PGXS does not track header dependencies: rebuild everything when a header changes
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+# VPATH builds (pg_buildext's build-N directories) need the objects' directory
+$(OBJS): | objdir
+.PHONY: objdir
+objdir:
+	@mkdir -p src
 endif
 
-.PHONY: test demo bench demo-stop
+.PHONY: test test-package demo bench demo-stop
 # make test [PG_MAJOR=18 | PG_CONFIG=...]: the PostgreSQL selected as in test/common.sh
 PG_SELECT = $(if $(PG_MAJOR),PG_MAJOR='$(PG_MAJOR)') \
 	$(if $(filter command line environment,$(origin PG_CONFIG)),PG_CONFIG='$(PG_CONFIG)')
 test:
 	$(PG_SELECT) bash test/run_tests.sh
+
+# build the Debian package (debian/), install it, smoke-test it in a clean cluster
+test-package:
+	$(PG_SELECT) bash test/package.sh
 
 demo:
 	$(PG_SELECT) bash test/demo.sh
