@@ -169,8 +169,11 @@ if [ ${#tap[@]} -gt 0 ]; then
         echo
         echo "=== TAP: test/t/$name.pl"
         set +e
+        # PostgreSQL::Test::Utils puts its files under TESTDIR up to 16, and under TESTDATADIR
+        # and TESTLOGDIR from 17 (else relative to the current directory)
         as_pg env -u TEMP_CONFIG \
-            TESTDIR="$W/tap" PG_REGRESS="$PG_REGRESS" PERL5LIB="$perl5lib" \
+            TESTDIR="$W/tap" TESTDATADIR="$W/tap/tmp_check" TESTLOGDIR="$W/tap/log" \
+            PG_REGRESS="$PG_REGRESS" PERL5LIB="$perl5lib" \
             APICOUNT_ROOT="$SRC" PGBIN="$PGBIN" \
             prove -v "$f" 2>&1 | tee "$W/tap-$name.out"
         rc=${PIPESTATUS[0]}
