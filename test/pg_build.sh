@@ -19,12 +19,15 @@
 # dependencies are missing.
 set -euo pipefail
 
-HEADERS=""
-if [ "${1:-}" = "--headers" ]; then HEADERS=1; shift; fi
+HEADERS="" DEPS_ONLY=""
+case ${1:-} in
+    --headers) HEADERS=1; shift ;;
+    --deps) DEPS_ONLY=1; shift ;;  # only install the build dependencies (before parallel builds)
+esac
 MAJOR=${1:-}
 case $MAJOR in
     1[5-9] | [2-9][0-9]) ;;
-    *) echo "usage: $0 [--headers] MAJOR   (e.g. 18)" >&2; exit 2 ;;
+    *) [ -n "$DEPS_ONLY" ] || { echo "usage: $0 [--headers | --deps] MAJOR   (e.g. 18)" >&2; exit 2; } ;;
 esac
 CACHE=${APICOUNT_PG_CACHE:-/var/cache/apicount/pg}
 SUITES=${APICOUNT_PG_SUITES:-trixie sid experimental}
@@ -64,6 +67,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q >&2
     apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null >&2
 fi
+
+[ -z "$DEPS_ONLY" ] || exit 0
 
 # ---- private apt configuration: deb-src lines only, state under $APT ----------------------
 mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/src"
