@@ -106,12 +106,12 @@ mkdir -p "$SRCDIR"
 # index names, each file checked against the SHA-256 sums of its .dsc.  For mirrors whose pool
 # lags their index (seen here: trixie's index named 17.12 while the pool held 17.11).
 pool_fetch() {
-    local v=$1 dir dsc sum size name
+    local v=$1 dir dsc sum name
     dir=$(apt-cache "${APTOPT[@]}" showsrc "postgresql-$MAJOR" 2>/dev/null | awk '/^Directory:/ { print $2; exit }')
     [ -n "$dir" ] || return 1
     dsc=postgresql-${MAJOR}_${v#*:}.dsc
     curl -fsS -o "$SRCDIR/$dsc" "$MIRROR/$dir/${dsc//+/%2b}" 2>/dev/null || return 1
-    while read -r sum size name; do
+    while read -r sum _ name; do
         log "fetching $name from $MIRROR/$dir"
         curl -fsS -o "$SRCDIR/$name" "$MIRROR/$dir/${name//+/%2b}" || return 1
         [ "$(sha256sum "$SRCDIR/$name" | cut -d' ' -f1)" = "$sum" ] ||
