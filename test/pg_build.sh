@@ -92,7 +92,10 @@ version=$(apt-cache "${APTOPT[@]}" showsrc "postgresql-$MAJOR" 2>/dev/null |
 [ -n "$version" ] || die "no source package postgresql-$MAJOR in: $SUITES"
 
 STAMP=$PREFIX/.apicount-build
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$version" ] && [ -x "$PREFIX/bin/pg_config" ]; then
+# the stamp holds the version built and the version the index named then (they differ when the
+# pool lagged): a build for the index's current version is reused
+indexed=$version
+if [ -f "$STAMP" ] && grep -qxF "$version" "$STAMP" && [ -x "$PREFIX/bin/pg_config" ]; then
     log "cached: $version in $PREFIX"
     printf '%s\n' "$PREFIX/bin/pg_config"
     exit 0
@@ -161,7 +164,7 @@ if [ -n "$HEADERS" ]; then
         { tail -n 30 "$SRCDIR/build.log" >&2; die "headers install failed (log: $SRCDIR/build.log)"; }
     [ -f "$("$PREFIX/bin/pg_config" --pgxs)" ] || die "PGXS not installed"
     chmod -R a+rX "$PREFIX"
-    printf '%s\n' "$version" >"$STAMP"
+    printf '%s\n' "$version" "$indexed" >"$STAMP"
     log "headers of $version installed in $(($(date +%s) - start)) s"
     rm -rf "$tree"
     printf '%s\n' "$PREFIX/bin/pg_config"
@@ -178,7 +181,7 @@ pgxs=$(dirname "$(dirname "$(dirname "$("$PREFIX/bin/pg_config" --pgxs)")")")
 [ -x "$pgxs/src/test/regress/pg_regress" ] || die "pg_regress not installed in $pgxs"
 [ -f "$pgxs/src/test/perl/PostgreSQL/Test/Cluster.pm" ] || die "TAP modules not installed in $pgxs"
 chmod -R a+rX "$PREFIX"
-printf '%s\n' "$version" >"$STAMP"
+printf '%s\n' "$version" "$indexed" >"$STAMP"
 log "built $version in $(($(date +%s) - start)) s"
 rm -rf "$tree"
 printf '%s\n' "$PREFIX/bin/pg_config"
