@@ -81,9 +81,11 @@ APTOPT=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/de
     -o APT::Sandbox::User=root)
 
 # Refresh the index at most once an hour.
-if [ -z "$(find "$APT/lists" -maxdepth 1 -name '*Sources*' -mmin -60 2>/dev/null | head -n 1)" ]; then
+# (apt gives the index files the server's times, so our own stamp tells when we updated)
+if [ -z "$(find "$APT/updated" -mmin -60 2>/dev/null)" ]; then
     log "apt-get update (private sources list $APT/sources.list)"
     apt-get "${APTOPT[@]}" update -q >&2 || die "apt-get update with the private sources list failed"
+    touch "$APT/updated"
 fi
 
 # Newest version of postgresql-MAJOR across the suites.
@@ -96,7 +98,7 @@ STAMP=$PREFIX/.apicount-build
 # pool lagged): a build for the index's current version is reused
 indexed=$version
 if [ -f "$STAMP" ] && grep -qxF "$version" "$STAMP" && [ -x "$PREFIX/bin/pg_config" ]; then
-    log "cached: $version in $PREFIX"
+    log "cached: $(head -n 1 "$STAMP") in $PREFIX"
     printf '%s\n' "$PREFIX/bin/pg_config"
     exit 0
 fi
