@@ -42,17 +42,29 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/apicount.conf --no-locale --encoding
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered
 
-PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+# Which PostgreSQL: PG_CONFIG=/path/to/pg_config, or PG_MAJOR=18 (Debian's
+# /usr/lib/postgresql/18, else test/pg_build.sh's build in $(APICOUNT_PG_CACHE)/18), else the
+# pg_config on PATH, else Debian's default major (APICOUNT_DEFAULT_PG_MAJOR in test/common.sh).
+APICOUNT_PG_CACHE ?= /var/cache/apicount/pg
+ifneq ($(PG_MAJOR),)
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config) $(APICOUNT_PG_CACHE)/$(PG_MAJOR)/bin/pg_config)
+endif
+PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_config) pg_config))
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
 ifeq ($(PGXS),)
 # PGXS is missing on a fresh machine: 'make test' / 'make demo' install it first.
 all install:
-	bash test/ensure_deps.sh && $(MAKE) $@
+	$(PG_SELECT) bash test/ensure_deps.sh && $(MAKE) $@
 else
 include $(PGXS)
 # PGXS does not track header dependencies: rebuild everything when a header changes
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+# VPATH builds (pg_buildext's build-N directories) need the objects' directory
+$(OBJS): | objdir
+.PHONY: objdir
+objdir:
+	@mkdir -p src
 
 # apicount-ship (ship/), the access log shipper, goes into the bindir with the extension
 all: ship-program
@@ -67,15 +79,22 @@ ship-clean:
 	$(MAKE) -C ship clean PG_CONFIG=$(PG_CONFIG)
 endif
 
-.PHONY: test demo bench demo-stop
+.PHONY: test test-package demo bench demo-stop
+# make test [PG_MAJOR=18 | PG_CONFIG=...]: the PostgreSQL selected as in test/common.sh
+PG_SELECT = $(if $(PG_MAJOR),PG_MAJOR='$(PG_MAJOR)') \
+	$(if $(filter command line environment,$(origin PG_CONFIG)),PG_CONFIG='$(PG_CONFIG)')
 test:
-	bash test/run_tests.sh
+	$(PG_SELECT) bash test/run_tests.sh
+
+# build the Debian package (debian/), install it, smoke-test it in a clean cluster
+test-package:
+	$(PG_SELECT) bash test/package.sh
 
 demo:
-	bash test/demo.sh
+	$(PG_SELECT) bash test/demo.sh
 
 demo-stop:
 	bash test/demo.sh stop
 
 bench:
-	bash bench/run.sh
+	$(PG_SELECT) bash bench/run.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — 'make bench' (issue 4).
 # Owns the benchmark suite: installs what is missing (test/ensure_deps.sh, plus redis-server and
-# redis-tools), builds and installs apicount, starts a throwaway PostgreSQL 15 server (as
+# redis-tools), builds and installs apicount, starts a throwaway PostgreSQL server (test/common.sh selects which) (as
 # 'postgres', test/common.sh start_cluster) and a private redis-server, measures every apicount
 # workload against its baselines in the same run, and prints a table (workload, apicount,
 # baseline, ratio, target, result) plus the raw numbers, also written to bench/results/latest.md.

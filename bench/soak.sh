@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/soak.sh — soak test (issue 5); not part of 'make test'.
 #
-# Runs a throwaway PostgreSQL 15 server (test/common.sh start_cluster, as 'postgres') with
+# Runs a throwaway PostgreSQL server (test/common.sh selects which) (test/common.sh start_cluster, as 'postgres') with
 # apicount, measures the peak ingest rate (pgbench, 8 clients, 10 s), then ingests at half of it
 # (pgbench --rate) for SOAK_MINUTES.  Every pgbench transaction records one hit and inserts one
 # row into the logged table `truth` in the same transaction, so committed hits are known
@@ -44,7 +44,7 @@ CLIENTS=${SOAK_CLIENTS:-8}
 THREADS=${SOAK_THREADS:-2}
 FSYNC=${SOAK_FSYNC:-off}
 
-command -v pgbench >/dev/null 2>&1 || die "pgbench not found (postgresql-contrib / postgresql-15)"
+command -v pgbench >/dev/null 2>&1 || die "pgbench not found (postgresql-$PG_MAJOR)"
 [ -f "$("$PGBIN/pg_config" --pkglibdir)/apicount.so" ] || die "apicount is not installed (make && sudo make install)"
 
 W=$(make_workdir)

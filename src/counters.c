@@ -27,6 +27,7 @@
 #include "utils/inet.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "counters.h"
 #include "entry_table.h"
 #include "guc.h"

@@ -8,8 +8,8 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-
+#include "datatype/timestamp.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 
 #include "guc.h"
@@ -28,74 +28,52 @@ bool		apicount_normalize_paths = true;
 bool		apicount_track_callers = true;
 int64		apicount_retention_secs = 30 * 86400;
 
-static const struct
-{
-	const char *name;
-	int64		secs;
-}			duration_units[] =
-{
-	{"s", 1}, {"sec", 1}, {"secs", 1}, {"second", 1}, {"seconds", 1},
-	{"min", 60}, {"mins", 60}, {"minute", 60}, {"minutes", 60},
-	{"h", 3600}, {"hour", 3600}, {"hours", 3600},
-	{"d", 86400}, {"day", 86400}, {"days", 86400},
-	{"w", 604800}, {"week", 604800}, {"weeks", 604800},
-};
+/* the longest retention accepted: 1,000 years, far from int64 microseconds' limit */
+#define RETENTION_MAX_SECS	(INT64CONST(1000) * 31557600)
 
+/*
+ * apicount_parse_duration: a PostgreSQL interval literal, in any of the forms
+ * and units interval_in accepts ('13 months', '2 years', '1 day 12:00',
+ * 'P1Y2M', '1 decade', ...), to seconds the way extract(epoch from interval)
+ * counts them: a month is 30 days, a year 365.25 days.  Uses interval_in's
+ * own parser, which reports errors as codes rather than by ereport (so a
+ * GUC check hook may call it, in the postmaster too).  False for text that
+ * is not an interval, or one that is negative or longer than 1,000 years.
+ */
 bool
 apicount_parse_duration(const char *s, int64 *secs)
 {
-	int64		total = 0;
-	bool		any = false;
+	char		workbuf[256];
+	char		isobuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	int			dterr;
+	struct pg_itm_in itm;
+	double		total;
 
-	while (*s)
-	{
-		int64		n = 0;
-		char		unit[16];
-		int			ulen = 0;
-		bool		found = false;
-		int			i;
-
-		while (isspace((unsigned char) *s))
-			s++;
-		if (*s == '\0')
-			break;
-		if (!isdigit((unsigned char) *s))
-			return false;
-		while (isdigit((unsigned char) *s))
-		{
-			n = n * 10 + (*s - '0');
-			if (n > INT64CONST(100000000))
-				return false;
-			s++;
-		}
-		while (isspace((unsigned char) *s))
-			s++;
-		while (isalpha((unsigned char) *s))
-		{
-			if (ulen >= (int) sizeof(unit) - 1)
-				return false;
-			unit[ulen++] = tolower((unsigned char) *s);
-			s++;
-		}
-		unit[ulen] = '\0';
-		if (ulen == 0)
-			return false;
-		for (i = 0; i < lengthof(duration_units); i++)
-		{
-			if (strcmp(unit, duration_units[i].name) == 0)
-			{
-				total += n * duration_units[i].secs;
-				found = true;
-				break;
-			}
-		}
-		if (!found)
-			return false;
-		any = true;
-	}
-	if (!any)
+	if (strlen(s) >= sizeof(isobuf))
 		return false;
-	*secs = total;
+	dterr = ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE,
+							   &dtype, &itm);
+	if (dterr == DTERR_BAD_FORMAT)
+	{
+		strlcpy(isobuf, s, sizeof(isobuf));
+		dterr = DecodeISO8601Interval(isobuf, &dtype, &itm);
+	}
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+	total = (double) itm.tm_year * DAYS_PER_YEAR * SECS_PER_DAY +
+		(double) itm.tm_mon * DAYS_PER_MONTH * SECS_PER_DAY +
+		(double) itm.tm_mday * SECS_PER_DAY +
+		(double) itm.tm_usec / USECS_PER_SEC;
+	if (!(total >= 0 && total <= (double) RETENTION_MAX_SECS))
+		return false;
+	*secs = (int64) total;
 	return true;
 }
 
@@ -106,7 +84,7 @@ check_retention(char **newval, void **extra, GucSource source)
 
 	if (*newval == NULL || !apicount_parse_duration(*newval, &secs))
 	{
-		GUC_check_errdetail("apicount.retention must be a duration such as '30 days', '12 hours' or '2 weeks'.");
+		GUC_check_errdetail("apicount.retention must be an interval of 1 hour to 1000 years, such as '30 days', '13 months' or '2 years'.");
 		return false;
 	}
 	if (secs < 3600)

@@ -14,6 +14,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -22,6 +23,7 @@
 
 #include "utils/inet.h"
 
+#include "compat.h"
 #include "counters.h"
 #include "guc.h"
 #include "ingest.h"
@@ -41,9 +43,29 @@ PG_FUNCTION_INFO_V1(apicount_normalize_path_sql);
 /* column order: ts, method, path, client_ip, user_id, status, latency_ms */
 #define REQ_NATTS 7
 
+/*
+ * CREATE EXTENSION (and ALTER EXTENSION UPDATE) on a PostgreSQL major that
+ * this build compiles on but whose suites have not passed: refuse, saying
+ * which majors are supported.  Checked by the install script's first call.
+ */
+static void
+apicount_require_supported_major(void)
+{
+#if APICOUNT_PG_MAJOR < APICOUNT_PG_MAJOR_MIN || APICOUNT_PG_MAJOR > APICOUNT_PG_MAJOR_MAX
+	if (creating_extension)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("apicount does not support PostgreSQL %d", APICOUNT_PG_MAJOR),
+				 errdetail("This server is PostgreSQL %s; apicount supports PostgreSQL %d to %d.",
+						   PG_VERSION, APICOUNT_PG_MAJOR_MIN, APICOUNT_PG_MAJOR_MAX),
+				 errhint("Install apicount on a server of a supported major version.")));
+#endif
+}
+
 void
 apicount_require_preload(void)
 {
+	apicount_require_supported_major();
 	if (!counters_ready())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

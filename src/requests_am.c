@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "compat.h"
 #include "requests_slot.h"
 
 #ifndef APICOUNT_NOOP_AM
@@ -247,7 +248,8 @@ static TM_Result
 requests_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 					  CommandId cid, Snapshot snapshot, Snapshot crosscheck,
 					  bool wait, TM_FailureData *tmfd,
-					  LockTupleMode *lockmode, bool *update_indexes)
+					  LockTupleMode *lockmode,
+					  ApicountUpdateIndexes *update_indexes)
 {
 	refuse("UPDATE");
 	return TM_Ok;
@@ -293,9 +295,8 @@ check_is_requests(Relation rel)
 			 errhint("Record requests with INSERT INTO apicount.requests.")));
 }
 
-#if PG_VERSION_NUM >= 160000
 static void
-requests_set_new_storage(Relation rel, const RelFileLocator *newrlocator,
+requests_set_new_storage(Relation rel, const ApicountRelFile *newrfile,
 						 char persistence, TransactionId *freezeXid,
 						 MultiXactId *minmulti)
 {
@@ -304,53 +305,27 @@ requests_set_new_storage(Relation rel, const RelFileLocator *newrlocator,
 	check_is_requests(rel);
 	*freezeXid = InvalidTransactionId;
 	*minmulti = InvalidMultiXactId;
-	srel = RelationCreateStorage(*newrlocator, persistence, true);
+	srel = RelationCreateStorage(*newrfile, persistence, true);
 	if (persistence == RELPERSISTENCE_UNLOGGED)
 	{
 		smgrcreate(srel, INIT_FORKNUM, false);
-		log_smgrcreate(newrlocator, INIT_FORKNUM);
-	}
-	smgrclose(srel);
-}
-
-static void
-requests_copy_data(Relation rel, const RelFileLocator *newrlocator)
-{
-	/* nothing stored: new empty storage, the old one dropped at commit */
-	smgrclose(RelationCreateStorage(*newrlocator, rel->rd_rel->relpersistence,
-									true));
-	RelationDropStorage(rel);
-}
-#else
-static void
-requests_set_new_storage(Relation rel, const RelFileNode *newrnode,
-						 char persistence, TransactionId *freezeXid,
-						 MultiXactId *minmulti)
-{
-	SMgrRelation srel;
-
-	check_is_requests(rel);
-	*freezeXid = InvalidTransactionId;
-	*minmulti = InvalidMultiXactId;
-	srel = RelationCreateStorage(*newrnode, persistence, true);
-	if (persistence == RELPERSISTENCE_UNLOGGED)
-	{
-		smgrcreate(srel, INIT_FORKNUM, false);
-		log_smgrcreate(newrnode, INIT_FORKNUM);
+		log_smgrcreate(newrfile, INIT_FORKNUM);
+#if PG_VERSION_NUM < 170000
+		/* as heapam does up to 16; from 17 the checkpointer syncs it */
 		smgrimmedsync(srel, INIT_FORKNUM);
+#endif
 	}
 	smgrclose(srel);
 }
 
 static void
-requests_copy_data(Relation rel, const RelFileNode *newrnode)
+requests_copy_data(Relation rel, const ApicountRelFile *newrfile)
 {
 	/* nothing stored: new empty storage, the old one dropped at commit */
-	smgrclose(RelationCreateStorage(*newrnode, rel->rd_rel->relpersistence,
+	smgrclose(RelationCreateStorage(*newrfile, rel->rd_rel->relpersistence,
 									true));
 	RelationDropStorage(rel);
 }
-#endif
 
 static void
 requests_nontransactional_truncate(Relation rel)

@@ -26,6 +26,7 @@
 #include "executor/tuptable.h"
 #include "utils/expandeddatum.h"
 
+#include "compat.h"
 #include "requests_slot.h"
 
 #define KEEP_BUFFER_BYTES	8192
@@ -230,11 +231,12 @@ rslot_copy_heap_tuple(TupleTableSlot *slot)
 }
 
 static MinimalTuple
-rslot_copy_minimal_tuple(TupleTableSlot *slot)
+rslot_copy_minimal_tuple(TupleTableSlot *slot APICOUNT_MINTUP_EXTRA_PARAM)
 {
 	Assert(!TTS_EMPTY(slot));
-	return heap_form_minimal_tuple(slot->tts_tupleDescriptor,
-								   slot->tts_values, slot->tts_isnull);
+	return apicount_form_minimal_tuple(slot->tts_tupleDescriptor,
+									   slot->tts_values, slot->tts_isnull,
+									   extra);
 }
 
 void

@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "counters.h"
 #include "flush.h"
 #include "guc.h"
@@ -210,7 +211,7 @@ count_client_backends(void)
 	total = pgstat_fetch_stat_numbackends();
 	for (i = 1; i <= total; i++)
 	{
-		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+		LocalPgBackendStatus *local = apicount_local_beentry(i);
 
 		if (local != NULL && local->backendStatus.st_backendType == B_BACKEND &&
 			local->backendStatus.st_procpid != MyProcPid)

@@ -1,13 +1,34 @@
 # test/common.sh — shared helpers for test/run_tests.sh, test/demo.sh and bench scripts.
-# Owns: locating PostgreSQL 15, building/installing the extension, running commands as the
+# Owns: locating PostgreSQL (see pg_select below), building/installing the extension, running commands as the
 # unprivileged 'postgres' user when we are root, work directories, free ports, and throwaway
 # clusters (start_cluster / stop_cluster).  Source it; it defines functions and variables only.
 # shellcheck shell=bash
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+
+# Which PostgreSQL, first match wins:
+#   PGBIN       its bin directory;
+#   PG_CONFIG   its pg_config (make test PG_CONFIG=...);
+#   PG_MAJOR    a major version (make test PG_MAJOR=18): Debian's /usr/lib/postgresql/MAJOR
+#               when installed, else test/pg_build.sh's build in $APICOUNT_PG_CACHE/MAJOR
+#               (test/ensure_deps.sh installs the one or builds the other);
+#   else the major of Debian's apt (APICOUNT_DEFAULT_PG_MAJOR, 15 on Debian 12).
+APICOUNT_DEFAULT_PG_MAJOR=${APICOUNT_DEFAULT_PG_MAJOR:-15}
+APICOUNT_PG_CACHE=${APICOUNT_PG_CACHE:-/var/cache/apicount/pg}
+export APICOUNT_PG_CACHE
+if [ -z "${PGBIN:-}" ] && [ -n "${PG_CONFIG:-}" ]; then
+    PGBIN=$("$PG_CONFIG" --bindir) || { printf 'ERROR: %s --bindir failed\n' "$PG_CONFIG" >&2; exit 1; }
+fi
+PG_MAJOR=${PG_MAJOR:-$APICOUNT_DEFAULT_PG_MAJOR}
+if [ -z "${PGBIN:-}" ]; then
+    if [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ] || [ "$PG_MAJOR" = "$APICOUNT_DEFAULT_PG_MAJOR" ]; then
+        PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+    else
+        PGBIN=$APICOUNT_PG_CACHE/$PG_MAJOR/bin
+    fi
+fi
 PATH="$PGBIN:$PATH"
-export PATH PGBIN
+export PATH PGBIN PG_MAJOR
 PG_USER=postgres
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -15,9 +36,9 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
-pgxs_dir() {  # /usr/lib/postgresql/15/lib/pgxs
+pgxs_dir() {  # /usr/lib/postgresql/MAJOR/lib/pgxs
     local mk
-    mk=$("$PGBIN/pg_config" --pgxs) || die "pg_config --pgxs failed (is postgresql-server-dev-15 installed?)"
+    mk=$("$PGBIN/pg_config" --pgxs) || die "pg_config --pgxs failed (is postgresql-server-dev-$PG_MAJOR installed?)"
     dirname "$(dirname "$(dirname "$mk")")"
 }
 
@@ -46,19 +67,25 @@ as_pg() {
 # make_workdir: print a new temp directory owned by postgres (world-readable).
 make_workdir() {
     local d
-    d=$(mktemp -d /tmp/apicount-XXXXXX)
+    d=$(mktemp -d "${TMPDIR:-/tmp}/apicount-XXXXXX")
     chmod 755 "$d"
     if is_root; then chown "$PG_USER:$PG_USER" "$d"; fi
     printf '%s\n' "$d"
 }
 
-# build_and_install: build the extension in $ROOT and install it into PostgreSQL 15.
+# build_and_install: build the extension in $ROOT and install it into the PostgreSQL of $PGBIN.
 # As root: make && make install.  Otherwise: make, then make install if the install
 # directories are writable, else require that the installed library matches the build.
 build_and_install() {
     local mk=(make -C "$ROOT" PG_CONFIG="$PGBIN/pg_config")
-    log "building apicount"
+    # objects built for another PostgreSQL must not be reused: PGXS does not track it
+    local stamp=$ROOT/.built-for-pg
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$PGBIN" ]; then
+        "${mk[@]}" clean >/dev/null 2>&1 || true
+    fi
+    log "building apicount for $("$PGBIN/pg_config" --version)"
     "${mk[@]}" >&2 || die "build failed"
+    printf '%s\n' "$PGBIN" >"$stamp"
     local libdir extdir
     libdir=$("$PGBIN/pg_config" --pkglibdir)
     extdir=$("$PGBIN/pg_config" --sharedir)/extension

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/demo.sh — 'make demo' / 'make demo-stop'.
 # Owns the throwaway demo server in /tmp/apicount-demo: builds and installs apicount, starts
-# PostgreSQL 15 (as 'postgres') on a free port with apicount preloaded, creates the extension,
+# PostgreSQL (the one test/common.sh selects; as 'postgres') on a free port with apicount preloaded, creates the extension,
 # plays ~5 s of realistic API traffic with pgbench, prints the query functions' answers and
 # leaves the server running for you.  'bash test/demo.sh stop' stops it and removes the dir.
 set -euo pipefail

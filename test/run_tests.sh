@@ -3,6 +3,8 @@
 # Owns: installing dependencies, building/installing apicount, and running every suite as the
 # unprivileged 'postgres' user in a fresh /tmp/apicount-XXXXXX work directory:
 #   test/unit/run.sh (if present)  — prints its own TAP-style 'ok N' / 'not ok N' lines
+#   test/harness/run.sh            — the result counting of test/counting.sh, on captured
+#                                    pg_regress outputs of both formats (15; 16 and later)
 #   test/fuzz/run.sh               — a 20 s libFuzzer run over src/normalize.c (skips without clang)
 #   pg_regress                     — sql/*.sql (except sql/apicount--*.sql) vs expected/*.out,
 #                                    on a temporary instance configured by test/apicount.conf
@@ -39,27 +41,9 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# count_tap FILE: print "passed failed skipped" for the top-level TAP lines in FILE.
-# 'ok N # skip' and 'not ok N # TODO' count as skipped; a skipped script ('1..0 # SKIP', or
-# prove's 'FILE .. skipped: why') counts as one skipped.
-count_tap() {
-    awk '
-        /^not ok [0-9]+/ { if ($0 ~ /#[ \t]*TODO/) s++; else f++; next }
-        /^ok [0-9]+/     { if ($0 ~ /#[ \t]*[Ss][Kk][Ii][Pp]/) s++; else p++; next }
-        /^1\.\.0[ \t]*#[ \t]*[Ss][Kk][Ii][Pp]/ { s++; next }
-        / \.\. skipped:/ { s++ }
-        END { printf "%d %d %d\n", p, f, s }' "$1"
-}
-
-# pg_regress (PG 15) result lines: 'test NAME   ... ok   12 ms', '... FAILED   12 ms',
-# '... failed (ignored)'; inside parallel groups the line starts with spaces instead of 'test'.
-count_regress() {
-    awk '
-        /^(test +| +)[^ ]+ +\.\.\. +ok( |$)/           { p++; next }
-        /^(test +| +)[^ ]+ +\.\.\. +FAILED/            { f++; next }
-        /^(test +| +)[^ ]+ +\.\.\. +failed \(ignored\)/ { s++; next }
-        END { printf "%d %d %d\n", p, f, s }' "$1"
-}
+# count_tap, count_regress
+# shellcheck source=test/counting.sh
+. "$ROOT/test/counting.sh"
 
 add_counts() {  # add_counts "p f s" RC: add to the totals; a failing script with no failed test counts one failure
     local p f s
@@ -109,6 +93,17 @@ if [ -f "$ROOT/test/unit/run.sh" ]; then
     add_counts "$(count_tap "$W/unit.out")" "$rc"
 fi
 
+# ---- the harness: pg_regress results counted in both output formats ----------------------
+if [ -f "$ROOT/test/harness/run.sh" ]; then
+    echo
+    echo "=== harness (test/harness/run.sh)"
+    set +e
+    bash "$ROOT/test/harness/run.sh" 2>&1 | tee "$W/harness.out"
+    rc=${PIPESTATUS[0]}
+    set -e
+    add_counts "$(count_tap "$W/harness.out")" "$rc"
+fi
+
 # ---- fuzzing (short run; clang's libFuzzer runtime comes with clang from Debian) ----------
 if [ -f "$ROOT/test/fuzz/run.sh" ]; then
     echo
@@ -146,7 +141,7 @@ if [ ${#tests[@]} -gt 0 ]; then
         "${tests[@]}" 2>&1 | tee "$W/regress.out"
     rc=${PIPESTATUS[0]}
     set -e
-    add_counts "$(count_regress "$W/regress.out")" "$rc"
+    add_counts "$(regress_counts "$W/regress.out" ${#tests[@]})" "$rc"
     if [ "$rc" -ne 0 ]; then
         if [ -s "$W/regress/regression.diffs" ]; then
             echo "--- $W/regress/regression.diffs (first 200 lines)"
@@ -174,8 +169,11 @@ if [ ${#tap[@]} -gt 0 ]; then
         echo
         echo "=== TAP: test/t/$name.pl"
         set +e
+        # PostgreSQL::Test::Utils puts its files under TESTDIR up to 16, and under TESTDATADIR
+        # and TESTLOGDIR from 17 (else relative to the current directory)
         as_pg env -u TEMP_CONFIG \
-            TESTDIR="$W/tap" PG_REGRESS="$PG_REGRESS" PERL5LIB="$perl5lib" \
+            TESTDIR="$W/tap" TESTDATADIR="$W/tap/tmp_check" TESTLOGDIR="$W/tap/log" \
+            PG_REGRESS="$PG_REGRESS" PERL5LIB="$perl5lib" \
             APICOUNT_ROOT="$SRC" PGBIN="$PGBIN" \
             prove -v "$f" 2>&1 | tee "$W/tap-$name.out"
         rc=${PIPESTATUS[0]}
