@@ -31,7 +31,8 @@ OBJS = \
 	src/sources.o
 
 EXTENSION = apicount
-DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql
+DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \
+	sql/apicount--0.3--0.4.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 

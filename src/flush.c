@@ -216,19 +216,44 @@ installed_schema_v2(void)
 /*
  * The summaries of heavy callers of one minute and dimension (heavy.h):
  * one row per counter, and the minute's bound for callers absent from it.
- * Upserts, since a summary written at shutdown may meet its minute again
- * after the restart (the sums of two summaries keep both bounds).
+ *
+ * A summary written at shutdown may meet its minute again after the
+ * restart.  The two are merged as mergeable summaries are (Agarwal et al.,
+ * "Mergeable Summaries", PODS 2012): a key's count is the sum of its counts,
+ * a summary that lacks the key counting its bound for absent keys.  So the
+ * rows of the earlier summary that the new one lacks gain the new bound
+ * ($10), the new rows the earlier one lacked gain the earlier bound ($11),
+ * and the bounds add up.  $10 = $11 = 0 when the minute was not written yet.
  */
+static const char *heavy_prev_bound_sql =
+"SELECT absent_bound FROM apicount.heavy_minute_bounds "
+"WHERE bucket OPERATOR(pg_catalog.=) $1 AND grouped_by OPERATOR(pg_catalog.=) $2";
+
+static const char *heavy_age_rows_sql =
+"UPDATE apicount.caller_heavy_minute AS t SET "
+" calls = t.calls OPERATOR(pg_catalog.+) $10, "
+" calls_error = t.calls_error OPERATOR(pg_catalog.+) $10 "
+"WHERE t.bucket OPERATOR(pg_catalog.=) $1 AND t.grouped_by OPERATOR(pg_catalog.=) $2 "
+"AND NOT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), "
+" pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.inet[]), "
+" pg_catalog.unnest($6::pg_catalog.text[])) AS n(m, p, ip, u) "
+" WHERE n.m OPERATOR(pg_catalog.=) t.method AND n.p OPERATOR(pg_catalog.=) t.path "
+" AND n.ip IS NOT DISTINCT FROM t.client_ip AND n.u IS NOT DISTINCT FROM t.user_id)";
+
 static const char *heavy_rows_sql =
 "INSERT INTO apicount.caller_heavy_minute AS t "
 "(bucket, grouped_by, method, path, client_ip, user_id, calls, calls_error, errors) "
-"SELECT $1, $2, pg_catalog.unnest($3::pg_catalog.text[]), "
+"SELECT $1, $2, n.m, n.p, n.ip, n.u, n.c OPERATOR(pg_catalog.+) $11, "
+" n.e OPERATOR(pg_catalog.+) $11, n.x "
+"FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), "
 " pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.inet[]), "
 " pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
-" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[]) "
+" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])) "
+" AS n(m, p, ip, u, c, e, x) "
 "ON CONFLICT (bucket, grouped_by, method, path, client_ip, user_id) DO UPDATE SET "
-" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
-" calls_error = t.calls_error OPERATOR(pg_catalog.+) excluded.calls_error, "
+" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls OPERATOR(pg_catalog.-) $11, "
+" calls_error = t.calls_error OPERATOR(pg_catalog.+) excluded.calls_error "
+"   OPERATOR(pg_catalog.-) $11, "
 " errors = t.errors OPERATOR(pg_catalog.+) excluded.errors";
 
 static const char *heavy_bound_sql =
@@ -963,9 +988,11 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 	bool	   *ipnulls;
 	bool	   *usernulls;
 	Oid			elemtypes[5] = {TEXTOID, TEXTOID, INETOID, TEXTOID, INT8OID};
-	Datum		args[9];
-	Oid			types[9];
+	Datum		args[11];
+	Oid			types[11];
 	Datum	   *errs;
+	bool		prev_written = false;
+	int64		prev_bound = 0;
 	Datum	   *calls_error;
 	int			w = 0;
 	Datum		bucket = TimestampTzGetDatum((TimestampTz) snap->minute *
@@ -1015,22 +1042,39 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 	types[0] = TIMESTAMPTZOID;
 	args[1] = grouping;
 	types[1] = TEXTOID;
-	if (w > 0)
+	/* the bound of a summary of this minute written before, if any */
+	if (SPI_execute_with_args(heavy_prev_bound_sql, 2, types, args, NULL, true, 1)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "apicount: reading heavy_minute_bounds failed");
+	if (SPI_processed > 0)
 	{
-		for (c = 0; c < 5; c++)
-		{
-			args[2 + c] = make_array(cols[c], c == 2 ? ipnulls : c == 3 ? usernulls : NULL,
-									 w, elemtypes[c]);
-			types[2 + c] = get_array_type(elemtypes[c]);
-		}
-		args[7] = make_array(calls_error, NULL, w, INT8OID);
-		types[7] = get_array_type(INT8OID);
-		args[8] = make_array(errs, NULL, w, INT8OID);
-		types[8] = get_array_type(INT8OID);
-		if (SPI_execute_with_args(heavy_rows_sql, 9, types, args, NULL, false, 0)
-			!= SPI_OK_INSERT)
-			elog(ERROR, "apicount: writing caller_heavy_minute failed");
+		bool		isnull;
+
+		prev_written = true;
+		prev_bound = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	for (c = 0; c < 5; c++)
+	{
+		args[2 + c] = make_array(cols[c], c == 2 ? ipnulls : c == 3 ? usernulls : NULL,
+								 w, elemtypes[c]);
+		types[2 + c] = get_array_type(elemtypes[c]);
+	}
+	args[7] = make_array(calls_error, NULL, w, INT8OID);
+	types[7] = get_array_type(INT8OID);
+	args[8] = make_array(errs, NULL, w, INT8OID);
+	types[8] = get_array_type(INT8OID);
+	args[9] = Int64GetDatum((int64) snap->min_count);
+	args[10] = Int64GetDatum(prev_bound);
+	types[9] = types[10] = INT8OID;
+	if (prev_written && snap->min_count > 0 &&
+		SPI_execute_with_args(heavy_age_rows_sql, 11, types, args, NULL, false, 0)
+		!= SPI_OK_UPDATE)
+		elog(ERROR, "apicount: merging caller_heavy_minute failed");
+	if (w > 0 &&
+		SPI_execute_with_args(heavy_rows_sql, 11, types, args, NULL, false, 0)
+		!= SPI_OK_INSERT)
+		elog(ERROR, "apicount: writing caller_heavy_minute failed");
 	args[2] = Int64GetDatum((int64) snap->folded);
 	args[3] = Int64GetDatum((int64) snap->min_count);
 	types[2] = types[3] = INT8OID;
