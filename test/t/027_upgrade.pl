@@ -105,9 +105,12 @@ my $schema_sql = q{
 # a schema-only dump that shows the extension's member objects, normalized and sorted
 sub schema_dump
 {
-	my ($node, $db, @extra) = @_;
+	my ($node, $db) = @_;
+	# pg_dump 18 can dump planner statistics, which differ with the data: leave them out
+	my ($help) = run_command([ 'pg_dump', '--help' ]);
+	my @nostats = $help =~ /--no-statistics/ ? ('--no-statistics') : ();
 	my ($out, $err) = run_command([ 'pg_dump', '--schema-only', '--binary-upgrade', '--no-comments',
-		@extra, '-d', $node->connstr($db) ]);
+		@nostats, '-d', $node->connstr($db) ]);
 	die "pg_dump failed: $err" if $err ne '';
 	my @lines;
 	my $skip = 0;
