@@ -14,8 +14,9 @@
 #    them again: they must be the same, and they must match values computed here from the
 #    way the hits were generated;
 #  - the updated extension counts and flushes new hits, and caller rows add up;
-#  - its objects match a fresh CREATE EXTENSION of the newest version, in a second
-#    database: compared through the catalogs, and through a schema-only pg_dump.
+#  - its objects match a fresh CREATE EXTENSION of the newest version (dropped and created
+#    again in the same database, the only one apicount accepts): compared through the
+#    catalogs, and through a schema-only pg_dump.
 #
 # pg_dump prints only "CREATE EXTENSION" for an extension's objects, except with
 # --binary-upgrade (the mode pg_upgrade uses), which prints every member object.  The dump
@@ -188,7 +189,7 @@ for my $from (@older)
 
 	$q->("CREATE EXTENSION apicount VERSION '$from'");
 	is($q->("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), $from, "[$from] installed");
-	is($q->("SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'apicount'"),
+	is($q->("SELECT string_agg(version, ',' ORDER BY version COLLATE \"C\") FROM pg_available_extension_versions WHERE name = 'apicount'"),
 		join(',', sort keys %versions), "[$from] the server has the scripts of every version in sql/ (Makefile DATA)");
 	is($q->("SELECT count(*) FROM pg_extension_update_paths('apicount') WHERE source = '$from' AND target = '$newest' AND path IS NOT NULL"),
 		'1', "[$from] there is an update path to $newest");
