@@ -110,7 +110,7 @@ check "INSERT, hit() and COPY record hits" psql_c \
     -c "INSERT INTO apicount.requests (method, path, status) VALUES ('GET', '/pkg/a', 200), ('GET', '/pkg/a', 500)" \
     -c "SELECT apicount.hit('/pkg/a', 'GET', NULL, NULL, 200, 1.0)" \
     -c "COPY apicount.requests (method, path, status) FROM PROGRAM 'printf \"GET,/pkg/b,200\\n\"' (FORMAT csv)"
-check "flush()" psql_c -c "SELECT apicount.flush()"
+check "flush()" psql_c -o /dev/null -c "SELECT apicount.flush()"
 out=$(psql_c -c "SELECT path || ':' || calls FROM apicount.top_apis(10, interval '1 hour') WHERE path LIKE '/pkg/%' ORDER BY path" || true)
 check "top_apis: /pkg/a 3 calls, /pkg/b 1 (got: ${out//$'\n'/ })" test "$out" = $'/pkg/a:3\n/pkg/b:1'
 
@@ -122,7 +122,7 @@ printf '192.0.2.7 - alice [%s] "GET /pkg/shipped?q=1 HTTP/1.1" 200 512 "-" "curl
     "$(LC_ALL=C date -u '+%d/%b/%Y:%H:%M:%S +0000')" >"$W/access.log"
 check "apicount-ship ships a one-line access log" \
     "$ship" -d "host=$W/c port=$port user=postgres dbname=postgres" --format=combined -s pkg "$W/access.log"
-check "flush()" psql_c -c "SELECT apicount.flush()"
+check "flush()" psql_c -o /dev/null -c "SELECT apicount.flush()"
 out=$(psql_c -c "SELECT (SELECT sum(calls) FROM apicount.api_minute WHERE path = '/pkg/shipped') || ' ' ||
     (SELECT lines FROM apicount.sources WHERE name = 'pkg')" || true)
 check "the shipped line is counted, and its source position is kept (got: $out)" test "$out" = "1 1"
