@@ -72,12 +72,19 @@ all: ship-program
 install: ship-install
 clean: ship-clean
 .PHONY: ship-program ship-install ship-clean
+# (a VPATH build, such as pg_buildext's build-N, builds it in its own ship/)
+ifdef VPATH
+SHIP_MAKE = mkdir -p ship && $(MAKE) -C ship -f $(abspath $(srcdir))/ship/Makefile \
+	VPATH=$(abspath $(srcdir))/ship PG_CONFIG=$(PG_CONFIG)
+else
+SHIP_MAKE = $(MAKE) -C ship PG_CONFIG=$(PG_CONFIG)
+endif
 ship-program:
-	$(MAKE) -C ship PG_CONFIG=$(PG_CONFIG)
+	$(SHIP_MAKE)
 ship-install: ship-program
-	$(MAKE) -C ship install PG_CONFIG=$(PG_CONFIG)
+	$(SHIP_MAKE) install
 ship-clean:
-	$(MAKE) -C ship clean PG_CONFIG=$(PG_CONFIG)
+	$(SHIP_MAKE) clean
 endif
 
 .PHONY: test test-package demo bench demo-stop

@@ -2,9 +2,13 @@
 # test/package.sh — 'make test-package': builds the Debian package (debian/, pg_buildext) with
 # dpkg-buildpackage -us -uc -b from a copy of the checkout, installs the .deb, and runs a smoke
 # test in a clean throwaway cluster: CREATE EXTENSION, hits by INSERT, COPY and hit(), a flush,
-# top_apis.  Ends with 'N passed, N failed' like make test.
+# top_apis, and apicount-ship (from the package) shipping one access log line.  Ends with
+# 'N passed, N failed' like make test.
 #
-# As root the .deb is installed with dpkg -i (and removed afterwards).  With
+# As root the .deb is installed into the system with dpkg -i, and purged afterwards; files
+# it overwrote that no package owned (a 'make install') are saved first and put back, so
+# the system is left as it was.  It refuses to run when the package is already installed.
+# With
 # APICOUNT_PKG_ROOT=DIR the package's files are unpacked onto DIR instead (a relocated copy
 # of the PostgreSQL installation, whose bin/pg_config is then used), so that a machine whose
 # PostgreSQL must not change can still test the package's contents.
@@ -53,11 +57,17 @@ check "built ${debs[*]##*/}" test -f "${debs[0]}"
 major=$(dpkg-deb -f "${debs[0]}" Package | sed -n 's/^postgresql-\([0-9]*\)-apicount$/\1/p')
 check "the package is postgresql-$major-apicount, for a major of debian/pgversions" \
     grep -qx "$major" "$ROOT/debian/pgversions"
+version=$(sed -n "s/^[[:space:]]*default_version[[:space:]]*=[[:space:]]*'\(.*\)'/\1/p" "$ROOT/apicount.control")
 contents=$(dpkg-deb -c "${debs[0]}")
-for f in "lib/postgresql/$major/lib/apicount.so" "share/postgresql/$major/extension/apicount.control" \
-    "share/postgresql/$major/extension/apicount--0.1.sql" "share/postgresql/$major/extension/apicount--0.1--0.2.sql"; do
+files=("lib/postgresql/$major/lib/apicount.so" "lib/postgresql/$major/bin/apicount-ship"
+    "share/postgresql/$major/extension/apicount.control")
+for f in "$ROOT"/sql/apicount--*.sql; do files+=("share/postgresql/$major/extension/${f##*/}"); done
+for f in "${files[@]}"; do
     check "the package holds /usr/$f" grep -q "\./usr/$f\$" <<<"$contents"
 done
+depends=$(dpkg-deb -f "${debs[0]}" Depends)
+check "it depends on postgresql-$major, libpq5 and libyajl2 (Depends: $depends)" \
+    bash -c '[[ "$1" == *"postgresql-$2"* && "$1" == *libpq5* && "$1" == *libyajl2* ]]' _ "$depends" "$major"
 
 # ---- install ------------------------------------------------------------------------------
 if [ -n "${APICOUNT_PKG_ROOT:-}" ]; then
@@ -68,8 +78,23 @@ if [ -n "${APICOUNT_PKG_ROOT:-}" ]; then
     check "unpacked onto $APICOUNT_PKG_ROOT" test -f "$APICOUNT_PKG_ROOT/lib/postgresql/$major/lib/apicount.so"
 else
     is_root || die "dpkg -i needs root (or set APICOUNT_PKG_ROOT)"
+    pkg=postgresql-$major-apicount
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] &&
+        die "$pkg is installed already: remove it first (this test installs and purges it)"
+    # files of the package already on the system and owned by no package (make install):
+    # saved, and put back after the purge
+    mkdir -p "$W/saved"
+    while read -r f; do
+        f=${f#./}
+        if [ -f "/$f" ] && ! dpkg -S "/$f" >/dev/null 2>&1; then (cd / && cp -a --parents "$f" "$W/saved/"); fi
+    done < <(dpkg-deb -c "${debs[0]}" | awk '$1 ~ /^-/ {print $6}')
+    restore() {
+        dpkg --purge "$pkg" >/dev/null 2>&1 || true
+        if [ -n "$(ls -A "$W/saved")" ]; then cp -a "$W/saved/." /; fi
+    }
+    trap 'stop_cluster "$W/c" 2>/dev/null || true; restore' EXIT
     check "dpkg -i ${debs[0]##*/}" dpkg -i "${debs[0]}"
-    trap 'stop_cluster "$W/c" 2>/dev/null || true; dpkg -r "postgresql-$major-apicount" >/dev/null 2>&1 || true' EXIT
+    check "dpkg says $pkg is installed" test "$(dpkg-query -W -f='${Status}' "$pkg")" = "install ok installed"
     PGBIN=/usr/lib/postgresql/$major/bin
 fi
 PATH="$PGBIN:$PATH"
@@ -79,13 +104,37 @@ port=$(free_port)
 start_cluster "$W/c" "$port" "apicount.flush_interval = '1s'"
 psql_c() { as_pg psql -X -q -At -h "$W/c" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 check "CREATE EXTENSION apicount (from the package)" psql_c -c "CREATE EXTENSION apicount"
-check "version 0.2" test "$(psql_c -c "SELECT extversion FROM pg_extension WHERE extname = 'apicount'")" = "0.2"
+check "version $version (the control file's default)" \
+    test "$(psql_c -c "SELECT extversion FROM pg_extension WHERE extname = 'apicount'")" = "$version"
 check "INSERT, hit() and COPY record hits" psql_c \
     -c "INSERT INTO apicount.requests (method, path, status) VALUES ('GET', '/pkg/a', 200), ('GET', '/pkg/a', 500)" \
     -c "SELECT apicount.hit('/pkg/a', 'GET', NULL, NULL, 200, 1.0)" \
     -c "COPY apicount.requests (method, path, status) FROM PROGRAM 'printf \"GET,/pkg/b,200\\n\"' (FORMAT csv)"
-check "flush()" psql_c -c "SELECT apicount.flush()"
+check "flush()" psql_c -o /dev/null -c "SELECT apicount.flush()"
 out=$(psql_c -c "SELECT path || ':' || calls FROM apicount.top_apis(10, interval '1 hour') WHERE path LIKE '/pkg/%' ORDER BY path" || true)
 check "top_apis: /pkg/a 3 calls, /pkg/b 1 (got: ${out//$'\n'/ })" test "$out" = $'/pkg/a:3\n/pkg/b:1'
+
+# ---- apicount-ship, from the package ------------------------------------------------------
+ship=$PGBIN/apicount-ship
+check "apicount-ship is installed in $PGBIN" test -x "$ship"
+check "apicount-ship --help" bash -c '"$1" --help | grep -q "^Usage: apicount-ship"' _ "$ship"
+printf '192.0.2.7 - alice [%s] "GET /pkg/shipped?q=1 HTTP/1.1" 200 512 "-" "curl/8"\n' \
+    "$(LC_ALL=C date -u '+%d/%b/%Y:%H:%M:%S +0000')" >"$W/access.log"
+check "apicount-ship ships a one-line access log" \
+    "$ship" -d "host=$W/c port=$port user=postgres dbname=postgres" --format=combined -s pkg "$W/access.log"
+check "flush()" psql_c -o /dev/null -c "SELECT apicount.flush()"
+out=$(psql_c -c "SELECT (SELECT sum(calls) FROM apicount.api_minute WHERE path = '/pkg/shipped') || ' ' ||
+    (SELECT lines FROM apicount.sources WHERE name = 'pkg')" || true)
+check "the shipped line is counted, and its source position is kept (got: $out)" test "$out" = "1 1"
 stop_cluster "$W/c"
+if [ -z "${APICOUNT_PKG_ROOT:-}" ]; then
+    restore
+    trap 'stop_cluster "$W/c" 2>/dev/null || true' EXIT
+    check "dpkg --purge $pkg: the package is gone" \
+        bash -c '! dpkg-query -W -f="\${Status}" "$1" 2>/dev/null | grep -q "ok installed"' _ "$pkg"
+    check "the files it replaced are back (${#files[@]} checked)" bash -c '
+        for f in "${@:2}"; do
+            [ ! -e "$1/saved/usr/$f" ] || cmp -s "$1/saved/usr/$f" "/usr/$f" || exit 1
+        done' _ "$W" "${files[@]}"
+fi
 finish && rm -rf "$W"
