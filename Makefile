@@ -3,32 +3,36 @@
 # extension, and run a throwaway server as the unprivileged 'postgres' user.
 
 MODULE_big = apicount
+# src/ by stage, in the order a hit flows: ingest -> pending -> shmem counters -> worker flush
+# -> tables; query reads counters and tables; common is used by every stage.  Headers are
+# included by name: each folder is on the include path.
+SRC_DIRS = common ingest shmem worker query
 OBJS = \
 	src/apicount.o \
-	src/guc.o \
-	src/normalize.o \
-	src/strtab.o \
-	src/counters.o \
-	src/heavy.o \
-	src/entry_table.o \
-	src/pending.o \
-	src/prefault.o \
-	src/ingest.o \
-	src/audited.o \
-	src/string_memo.o \
-	src/requests_am.o \
-	src/requests_slot.o \
-	src/readlock.o \
-	src/flush.o \
-	src/known_rows.o \
-	src/worker.o \
-	src/worker_txn.o \
-	src/groupagg.o \
-	src/live.o \
-	src/latency_codec.o \
-	src/latency_store.o \
-	src/latency_sql.o \
-	src/sources.o
+	src/common/guc.o \
+	src/common/normalize.o \
+	src/common/prefault.o \
+	src/common/latency_codec.o \
+	src/ingest/requests_am.o \
+	src/ingest/requests_slot.o \
+	src/ingest/ingest.o \
+	src/ingest/string_memo.o \
+	src/ingest/audited.o \
+	src/ingest/pending.o \
+	src/ingest/sources.o \
+	src/shmem/strtab.o \
+	src/shmem/counters.o \
+	src/shmem/heavy.o \
+	src/shmem/entry_table.o \
+	src/shmem/latency_store.o \
+	src/shmem/readlock.o \
+	src/worker/flush.o \
+	src/worker/known_rows.o \
+	src/worker/worker.o \
+	src/worker/worker_txn.o \
+	src/query/groupagg.o \
+	src/query/live.o \
+	src/query/latency_sql.o
 
 EXTENSION = apicount
 DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \
@@ -40,6 +44,7 @@ PGFILEDESC = "apicount - real-time API request counters"
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/apicount--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-config=$(srcdir)/test/apicount.conf --no-locale --encoding=UTF8
 
+PG_CPPFLAGS = $(addprefix -I$(srcdir)/src/,$(SRC_DIRS))
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered
 
@@ -60,12 +65,12 @@ all install:
 else
 include $(PGXS)
 # PGXS does not track header dependencies: rebuild everything when a header changes
-$(OBJS): $(wildcard $(srcdir)/src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*/*.h)
 # VPATH builds (pg_buildext's build-N directories) need the objects' directory
 $(OBJS): | objdir
 .PHONY: objdir
 objdir:
-	@mkdir -p src
+	@mkdir -p $(addprefix src/,$(SRC_DIRS))
 
 # apicount-ship (ship/), the access log shipper, goes into the bindir with the extension
 all: ship-program

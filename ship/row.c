@@ -3,7 +3,7 @@
  *
  * Owns the rule that a line apicount would refuse is rejected here, so that
  * one bad line never fails a batch: the method and path go through the
- * extension's own src/normalize.c, strings must be UTF-8 without control
+ * extension's own src/common/normalize.c, strings must be UTF-8 without control
  * characters, the status 100..599, the latency 0..86,400,000 ms, the time
  * within the retention and at most 5 minutes ahead.  A client address that
  * is not an IP address (Apache with HostnameLookups) is sent as NULL.

@@ -1,6 +1,6 @@
 --
--- slot: the tuple slot of apicount.requests (src/requests_slot.c) and the
--- COPY batch path (src/ingest.c), seen through INSERT ... RETURNING, a
+-- slot: the tuple slot of apicount.requests (src/ingest/requests_slot.c) and the
+-- COPY batch path (src/ingest/ingest.c), seen through INSERT ... RETURNING, a
 -- BEFORE ROW trigger that rewrites and skips rows, values far larger than
 -- a slot's first buffer, COPY batches mixing long, short and null values,
 -- and one key whose latencies use more buckets than a sparse array holds.

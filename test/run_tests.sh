@@ -5,7 +5,7 @@
 #   test/unit/run.sh (if present)  — prints its own TAP-style 'ok N' / 'not ok N' lines
 #   test/harness/run.sh            — the result counting of test/counting.sh, on captured
 #                                    pg_regress outputs of both formats (15; 16 and later)
-#   test/fuzz/run.sh               — a 20 s libFuzzer run over src/normalize.c (skips without clang)
+#   test/fuzz/run.sh               — a 20 s libFuzzer run over src/common/normalize.c (skips without clang)
 #   pg_regress                     — sql/*.sql (except sql/apicount--*.sql) vs expected/*.out,
 #                                    on a temporary instance configured by test/apicount.conf
 #   TAP                            — test/t/*.pl through prove, with PostgreSQL::Test::Cluster

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * noop_am.c
  *		The floor of benchmark workloads 1 and 4: apicount's own table access
- *		method (src/requests_am.c) built with the counting left out.
+ *		method (src/ingest/requests_am.c) built with the counting left out.
  *
  * bench/run.sh loads it by path (never installed) and times INSERTs and a
  * COPY into a table using it beside the same into apicount.requests: the

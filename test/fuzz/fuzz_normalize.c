@@ -1,6 +1,6 @@
 /*
  * fuzz_normalize.c
- *		libFuzzer harness over src/normalize.c (path and method rules).
+ *		libFuzzer harness over src/common/normalize.c (path and method rules).
  *
  * Built outside the server with clang -fsanitize=fuzzer,address,undefined.
  * Besides memory errors it checks the documented properties:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/fuzz/run.sh [SECONDS] — builds the libFuzzer harnesses with ASan and UBSan and runs
 # each for SECONDS (default 20) on its committed corpus:
-#   1. fuzz_normalize.c over src/normalize.c (corpus/);
+#   1. fuzz_normalize.c over src/common/normalize.c (corpus/);
 #   2. fuzz_ship.c over apicount-ship's parsers and row writer (corpus_ship/; needs libyajl-dev).
 # Prints one TAP line per harness; "ok N # skip" when clang's fuzzer runtime is missing.
 set -uo pipefail
@@ -36,15 +36,15 @@ run_fuzzer() {
 }
 
 if "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-I"$root/src" "$here/fuzz_normalize.c" "$root/src/normalize.c" -o "$out/fuzz_normalize"; then
+	-I"$root/src/common" "$here/fuzz_normalize.c" "$root/src/common/normalize.c" -o "$out/fuzz_normalize"; then
 	run_fuzzer 1 fuzz_normalize "$here/corpus"
 else
 	echo "not ok 1 - fuzz_normalize harness builds"; status=1
 fi
 
 if "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-I"$root/src" -I"$root/ship" "$here/fuzz_ship.c" "$root/ship/parse_combined.c" \
-	"$root/ship/parse_json.c" "$root/ship/row.c" "$root/src/normalize.c" -lyajl \
+	-I"$root/src/common" -I"$root/ship" "$here/fuzz_ship.c" "$root/ship/parse_combined.c" \
+	"$root/ship/parse_json.c" "$root/ship/row.c" "$root/src/common/normalize.c" -lyajl \
 	-o "$out/fuzz_ship"; then
 	run_fuzzer 2 fuzz_ship "$here/corpus_ship"
 else

@@ -2,7 +2,7 @@
 # transaction, across savepoints (released, rolled back, nested).
 #
 # A backend keeps a key's per-slot counts only once its hits span two slots; until then
-# the key's totals stand for its one slot (src/pending.c).  Each scenario below records
+# the key's totals stand for its one slot (src/ingest/pending.c).  Each scenario below records
 # hits of one key (its own path and IP) with explicit timestamps in past slots, in one
 # transaction, so that a key moves between the two forms: one slot throughout, one slot
 # then spread, a savepoint whose key is in the same or another slot than its parent's,

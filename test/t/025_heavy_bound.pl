@@ -1,4 +1,4 @@
-# 025_heavy_bound.pl — the Space-Saving bound of the summaries of heavy callers (src/heavy.h),
+# 025_heavy_bound.pl — the Space-Saving bound of the summaries of heavy callers (src/shmem/heavy.h),
 # tested against counts computed here in Perl.
 #
 # A small server: apicount.max_entries = 1000 (the minimum), apicount.heavy_counters = 64.  The

@@ -3,7 +3,7 @@
 #
 # Default settings (apicount.max_apis = 10,000, apicount.heavy_counters = 2,048).  The spray
 # comes first, so the API tier is full before the heavy APIs arrive: they are folded into
-# GET "(other)" and counted in the minute's summary of folded APIs (src/heavy.h, HEAVY_API).
+# GET "(other)" and counted in the minute's summary of folded APIs (src/shmem/heavy.h, HEAVY_API).
 # Checked against the counts this script sent (computed here, not by apicount):
 #   - api_minute adds up exactly to the 1,060,000 calls sent, with at most max_apis named
 #     rows per minute (bounded memory), and shared memory does not change;

@@ -2,7 +2,7 @@
  * normalize_reference.h
  *		The path and text rules of the README written the plain way, one
  *		rule per pass, as the oracle of the differential tests
- *		(test_normalize.c, test/fuzz/fuzz_normalize.c): src/normalize.c does
+ *		(test_normalize.c, test/fuzz/fuzz_normalize.c): src/common/normalize.c does
  *		the same in one pass and must give the same result for every input.
  *		Header-only, one copy per test program.
  */

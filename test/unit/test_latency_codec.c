@@ -1,6 +1,6 @@
 /*
  * test_latency_codec.c
- *		Unit tests for src/latency_codec.c, built without the server.
+ *		Unit tests for src/common/latency_codec.c, built without the server.
  *
  * Expected values are computed here independently: exact percentiles by
  * sorting the generated latencies (percentile_disc's rank rule, ceil(p*N)),

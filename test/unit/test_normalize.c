@@ -1,6 +1,6 @@
 /*
  * test_normalize.c
- *		Unit tests for src/normalize.c, built without the server.
+ *		Unit tests for src/common/normalize.c, built without the server.
  *
  * Expected values are written out by hand from the rules in the README
  * (query/fragment stripped; all-digit, UUID and >= 16-hex segments become
