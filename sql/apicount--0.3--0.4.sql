@@ -106,3 +106,68 @@ AS $$
 	     ON t.method = r.method AND t.path = r.path
 	WHERE t.total > r.present
 $$;
+
+---------------------------------------------------------------------------
+-- What each public function, view and table is for, so that \df+, \dv+ and
+-- \dt+ explain themselves.  Comments go on a function by name, on every
+-- signature it has: they survive a change of arguments in a later version.
+---------------------------------------------------------------------------
+DO $comments$
+DECLARE
+	c record;
+	f regprocedure;
+BEGIN
+	FOR c IN SELECT * FROM (VALUES
+		('hit', 'Record one request (as an INSERT into apicount.requests): counted in shared memory at commit, nothing stored'),
+		('flush', 'Ask the worker to flush now and wait for it (30 s at most); returns the number of entries written. Superuser only'),
+		('top_apis', 'The busiest APIs over a sliding window (since) or a range (from_ts, to_ts): calls, errors, error ratio, mean latency; calls_error bounds APIs named during a path flood'),
+		('top_callers', 'The busiest callers over a sliding window, by ip, user, ip_user or net (/24, /64); calls - calls_error <= truth <= calls'),
+		('hot_callers', 'Callers whose calls to one API within the window reach a threshold, by ip, user, ip_user or net; never misses one (calls is an upper bound)'),
+		('callers', 'The audit trail of one API over a range: each caller with first and last minute seen, calls, errors, calls_error, and the API''s "(other callers)" row'),
+		('series', 'Calls, errors and latency of one API (or all) per step over a range, rollups plus counts not flushed yet'),
+		('minutes', 'Per-minute rows of every API over a range (rollups plus counts not flushed yet), as api_minute'),
+		('latency_percentiles', 'Latency percentiles of one API (or all) over a range, from the merged histograms'),
+		('login_anomalies', 'Login paths whose calls in the window spike over their baseline with a low success ratio (credential stuffing)'),
+		('evaluate_rules', 'Evaluate apicount.rules now and record (and NOTIFY) the alerts that fire; returns how many. The worker runs it on its own'),
+		('normalize_path', 'The path as apicount counts it: query string and fragment stripped, numeric, UUID and long hex segments become :id'),
+		('rebuild_api_hour', 'Recompute api_hour from api_minute (after a manual change of api_minute)'),
+		('latency_count', 'The number of latencies in a histogram (bytea)'),
+		('latency_merge', 'Aggregate: the sum of latency histograms (bytea)'),
+		('latency_percentile', 'A percentile (0..1) of a latency histogram (bytea), in milliseconds')
+	) v(name, text)
+	LOOP
+		FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+			WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = c.name
+		LOOP
+			EXECUTE pg_catalog.format('COMMENT ON %s %s IS %L',
+				CASE WHEN (SELECT p.prokind FROM pg_catalog.pg_proc p WHERE p.oid = f) = 'a'
+				     THEN 'AGGREGATE' ELSE 'FUNCTION' END, f, c.text);
+		END LOOP;
+	END LOOP;
+END
+$comments$;
+
+COMMENT ON VIEW @extschema@.live IS
+'One row per live counter entry (API and caller tiers): its minute, key, calls and the part not flushed yet';
+COMMENT ON VIEW @extschema@.stats IS
+'Fill of each tier, folded calls, the current bound of the heavy-caller summaries, flushes and shared memory';
+COMMENT ON VIEW @extschema@.sources IS
+'Access logs shipped by apicount-ship: the position each source has reached, flushed or not';
+COMMENT ON TABLE @extschema@.requests IS
+'Insert requests here (INSERT or COPY): each row is counted in shared memory and not stored';
+COMMENT ON TABLE @extschema@.api_minute IS
+'Per minute and API (method, path): calls, ok, client and server errors, latency sum, max and histogram';
+COMMENT ON TABLE @extschema@.api_hour IS
+'Per hour and API: the same columns as api_minute, summed';
+COMMENT ON TABLE @extschema@.caller_minute IS
+'Per minute, API and caller (client_ip, user_id); folded callers are in the API''s "(other callers)" row';
+COMMENT ON TABLE @extschema@.caller_heavy_minute IS
+'Space-Saving summaries of the folded callers (and folded APIs), per minute and grouping: truth in [calls - calls_error, calls]';
+COMMENT ON TABLE @extschema@.heavy_minute_bounds IS
+'Per minute and grouping: the calls folded, and the most a caller absent from the summary can have folded';
+COMMENT ON TABLE @extschema@.rules IS
+'Detection rules: a path pattern, a grouping (per ip, user, ip_user, net or api), a threshold and a window';
+COMMENT ON TABLE @extschema@.alerts IS
+'Alerts fired by the rules (also sent with NOTIFY apicount_alert)';
+COMMENT ON TABLE @extschema@.audited_apis IS
+'Path LIKE patterns of sensitive APIs whose every caller is kept exactly';
