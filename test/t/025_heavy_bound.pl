@@ -56,13 +56,19 @@ push @stream, ('10.9.9.9') x 1000;
 srand(14);
 @stream = shuffle(@stream);
 my $F = scalar @stream;
-while (my @batch = splice(@stream, 0, 1000))
+
+# calls to /b, one per element of @_ (an IP), in one transaction
+sub insert_b
 {
 	my %c;
-	$c{$_}++ for @batch;
+	$c{$_}++ for @_;
 	q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/b', ip::inet, 200 FROM (VALUES "
 		  . join(',', map { "('$_', $c{$_})" } keys %c)
 		  . ") v(ip, n), generate_series(1, n)");
+}
+while (my @batch = splice(@stream, 0, 1000))
+{
+	insert_b(@batch);
 }
 my $m = 64;
 my $bound = $F / $m;
@@ -151,11 +157,7 @@ sub send_b
 	$F2 += scalar @s;
 	while (my @batch = splice(@s, 0, 2000))
 	{
-		my %c;
-		$c{$_}++ for @batch;
-		q1("INSERT INTO apicount.requests (path, client_ip, status) SELECT '/b', ip::inet, 200 FROM (VALUES "
-			  . join(',', map { "('$_', $c{$_})" } keys %c)
-			  . ") v(ip, n), generate_series(1, n)");
+		insert_b(@batch);
 	}
 }
 
