@@ -4,13 +4,16 @@
 # Owns: building OLD_REV (in a temporary git worktree) and the working tree, installing each into
 # its own relocated copy of the PostgreSQL installation (so the system's install is left alone),
 # one throwaway server per build, and alternating the same workloads on them: pgbench of
-# bench/workloads/ac_insert.sql, ac_hit.sql and ac_flood.sql (8 clients, a fixed number of
-# transactions), and a COPY of 1,000,000 rows (bench/workloads/gen_copy.sql). Each run starts a
+# bench/workloads/ac_insert.sql, ac_hit.sql, ac_flood.sql and ac_fits.sql (8 clients, a fixed
+# number of transactions), a COPY of 1,000,000 rows with 1,000,000 distinct callers ('copy',
+# bench/workloads/gen_copy.sql) and one whose 40,000 keys fit in memory ('copyfit': 200 IPs,
+# 50 paths, 20 seconds). 'fits' and 'copyfit' keep every key exact in any build, so they compare
+# the same work; the others fill the caller tier. Each run starts a
 # fresh server (empty shared memory). It prints, per run, tps or rows/s, and the backends' CPU
 # time per transaction or row (the postmaster's reaped children, /proc/PID/stat), which moves
 # less than tps on a shared machine; then the medians per build and their ratio (new / old).
 # Run as root (the servers run as 'postgres'). Knobs: AB_TX (transactions per client, 20000),
-# AB_WORKLOADS ("insert hit flood copy"), AB_KEEP=1 keeps the work directory.
+# AB_WORKLOADS ("fits copyfit insert hit flood copy"), AB_KEEP=1 keeps the work directory.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OLD_REV=${1:-HEAD~1}
 ROUNDS=${2:-3}
 TX=${AB_TX:-20000}
-WORKLOADS=${AB_WORKLOADS:-insert hit flood copy}
+WORKLOADS=${AB_WORKLOADS:-fits copyfit insert hit flood copy}
 bash "$ROOT/test/ensure_deps.sh" || die "dependencies missing (test/ensure_deps.sh)"
 is_root || die "bench/ab.sh runs as root (it starts its servers as $PG_USER)"
 
@@ -97,10 +100,13 @@ children_ticks() { awk '{ print $16 + $17 }' "/proc/$(head -n 1 "$W/$1/data/post
 
 for x in old new; do srv start $x; psql_on $x -c 'CREATE EXTENSION apicount'; srv stop $x; done
 CSV=$W/copy.csv
-if [[ " $WORKLOADS " == *" copy "* ]]; then
+CSVFIT=$W/copyfit.csv
+if [[ " $WORKLOADS " == *" copy"* ]]; then
     cp "$ROOT/bench/workloads/gen_copy.sql" "$W/gen_copy.sql"; chown "$PG_USER" "$W/gen_copy.sql"
     srv start old
     psql_on old -v rows=1000000 -v file="$CSV" -f "$W/gen_copy.sql" >/dev/null
+    psql_on old -v rows=1000000 -v file="$CSVFIT" -v ips=200 -v paths=50 -v secs=20 \
+        -f "$W/gen_copy.sql" >/dev/null
     srv stop old
 fi
 
@@ -112,9 +118,11 @@ for r in $(seq 1 "$ROUNDS"); do
         for x in old new; do
             srv start $x
             t0=$(children_ticks $x)
-            if [ "$w" = copy ]; then
+            if [ "$w" = copy ] || [ "$w" = copyfit ]; then
+                f=$CSV
+                [ "$w" = copyfit ] && f=$CSVFIT
                 s0=$(date +%s%N)
-                psql_on $x -c "COPY apicount.requests (ts, method, path, client_ip, user_id, status, latency_ms) FROM '$CSV' WITH (FORMAT csv)" >/dev/null
+                psql_on $x -c "COPY apicount.requests (ts, method, path, client_ip, user_id, status, latency_ms) FROM '$f' WITH (FORMAT csv)" >/dev/null
                 s1=$(date +%s%N)
                 rate=$(awk -v ns=$((s1 - s0)) 'BEGIN { printf "%.0f", 1e6 / (ns / 1e9) }')
                 n=1000000 unit="rows/s"
@@ -130,7 +138,7 @@ for r in $(seq 1 "$ROUNDS"); do
             us=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
             printf '%s %s %s %s\n' "$w" "$x" "${rate:-0}" "$us" >>"$RES"
             printf 'round %d %-6s %-3s %12s %-6s %8s us CPU per %s\n' "$r" "$w" "$x" "${rate:-error}" "$unit" "$us" \
-                "$([ "$w" = copy ] && echo row || echo transaction)"
+                "$([[ $w = copy* ]] && echo row || echo transaction)"
         done
     done
 done
