@@ -151,11 +151,11 @@ my $F2 = 0;
 
 sub send_b
 {
-	my ($calls) = @_;    # { ip => calls }, sent in a shuffled order, 2,000 rows a transaction
+	my ($calls) = @_;    # { ip => calls }, shuffled, 1,000 rows (at most max_entries callers) a transaction
 	my @s = shuffle(map { ($_) x $calls->{$_} } sort keys %$calls);
 	$truth2{$_} += $calls->{$_} for keys %$calls;
 	$F2 += scalar @s;
-	while (my @batch = splice(@s, 0, 2000))
+	while (my @batch = splice(@s, 0, 1000))
 	{
 		insert_b(@batch);
 	}
@@ -195,32 +195,38 @@ my $g1_live = $in_summary->("apicount._live_heavy('$minute2', '$minute2'::timest
 diag("second minute: F2 = $F2 calls over two summaries; of the 10, $top10_kept in its first summary; of 10.5.0.*, $g1_live in its second");
 ok($top10_kept < 10 && $g1_live < 5, 'the summaries of the second minute lost some of those callers (the case under test)');
 
+# check_range(rows, what, truth, bound, listed): every row within its bound of the truth; every
+# IP over the bound reported; the IPs of @listed (that a summary of the second minute lacks, but
+# that the range has a row of) reported, never below their truth
 sub check_range
 {
-	my ($rows, $what) = @_;
+	my ($rows, $what, $truth, $must_bound, @listed) = @_;
 	my %got = map { my @f = split /\|/; $f[0] =~ s{/32$}{}; ($f[0] => [ @f ]) } split /\n/, $rows;
 	my @bad;
 	for my $ip (sort keys %got)
 	{
 		my ($c, $e) = @{ $got{$ip} }[ 1, 2 ];
-		my $t = $total{$ip} // 0;
+		my $t = $truth->{$ip} // 0;
 		push @bad, "$ip: truth $t, calls $c, calls_error $e" unless $c - $e <= $t && $t <= $c;
 	}
-	is(scalar @bad, 0, "$what: calls - calls_error <= truth <= calls for every IP over both minutes")
+	is(scalar @bad, 0, "$what: calls - calls_error <= truth <= calls for every IP")
 	  or diag(join("\n", @bad[ 0 .. ($#bad < 10 ? $#bad : 10) ]));
-	my @missed = grep { !$got{$_} } grep { $total{$_} > $range_bound } keys %total;
-	is(scalar @missed, 0, "$what: every IP with more than F/m + F2/m calls is reported")
+	my @missed = grep { !$got{$_} } grep { $truth->{$_} > $must_bound } keys %$truth;
+	is(scalar @missed, 0, "$what: every IP with more calls than the bound is reported")
 	  or diag(join(' ', @missed));
-	my @top_low = grep { !$got{$_} || $got{$_}[1] < $total{$_} } @top10, @g1, @g2;
-	is(scalar @top_low, 0, "$what: the 20 IPs absent from a summary of the second minute, calls >= truth")
-	  or diag(join(' ', map { "$_: truth $total{$_}, got " . ($got{$_} ? $got{$_}[1] : 'none') } @top_low));
+	my @top_low = grep { !$got{$_} || $got{$_}[1] < $truth->{$_} } @listed;
+	is(scalar @top_low, 0, "$what: the " . scalar(@listed) . " IPs absent from a summary of the second minute, calls >= truth")
+	  or diag(join(' ', map { "$_: truth $truth->{$_}, got " . ($got{$_} ? $got{$_}[1] : 'none') } @top_low));
 }
 my $range = "'$minute', '$minute2'::timestamptz + interval '1 minute'";
+my $range2 = "'$minute2', '$minute2'::timestamptz + interval '1 minute'";
 check_range(q1("SELECT client_ip, calls, calls_error FROM apicount.callers('/b', $range) WHERE client_ip IS NOT NULL"),
-	'callers() over both minutes (the second one\'s summaries: one written at shutdown, one live)');
+	'callers() over both minutes (the second one\'s summaries: one written at shutdown, one live)', \%total, $range_bound, @top10, @g1, @g2);
+check_range(q1("SELECT client_ip, calls, calls_error FROM apicount.callers('/b', $range2) WHERE client_ip IS NOT NULL"),
+	'callers() over the second minute (one summary written at shutdown, one live)', \%truth2, $F2 / $m, @g1, @g2);
 my $since = q1("SELECT ceil(extract(epoch FROM now() - '$minute'::timestamptz) / 60) || ' minutes'");
 check_range(q1("SELECT client_ip, calls, calls_error FROM apicount.top_callers(100000, '$since', '/b', 'ip')"),
-	"top_callers(since $since) over both minutes");
+	"top_callers(since $since) over both minutes", \%total, $range_bound, @top10, @g1, @g2);
 # the worker writes the live summary once the minute is past the live horizon
 my $written = 0;
 for (1 .. 240)
@@ -230,10 +236,16 @@ for (1 .. 240)
 	sleep 1;
 }
 cmp_ok($written, '>', $gen1, 'the worker wrote the second summary of the second minute (its folded calls added)');
+my $other2 = q1("SELECT coalesce(sum(calls), 0) FROM apicount.caller_minute WHERE bucket = '$minute2' AND path = '/b' "
+	  . "AND client_ip IS NULL AND user_id = '(other callers)'");
+diag("second minute: $other2 of the $F2 calls to /b folded");
+cmp_ok($written, '>=', $other2, 'the two summaries of the second minute counted each folded call to /b');
 is(q1("SELECT count(*) FROM apicount._live_heavy('$minute2', '$minute2'::timestamptz + interval '1 minute', 'ip')"), '0',
 	'and let the live one go');
 check_range(q1("SELECT client_ip, calls, calls_error FROM apicount.callers('/b', $range) WHERE client_ip IS NOT NULL"),
-	'callers() over both minutes, both summaries of the second merged by the worker');
+	'callers() over both minutes, both summaries of the second merged by the worker', \%total, $range_bound, @top10, @g1, @g2);
+check_range(q1("SELECT client_ip, calls, calls_error FROM apicount.callers('/b', $range2) WHERE client_ip IS NOT NULL"),
+	'callers() over the second minute, its two summaries merged by the worker', \%truth2, $F2 / $m, @g1, @g2);
 
 $node->stop;
 done_testing();
