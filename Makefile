@@ -28,10 +28,12 @@ OBJS = \
 	src/latency_codec.o \
 	src/latency_store.o \
 	src/latency_sql.o \
-	src/sources.o
+	src/sources.o \
+	src/filter.o
 
 EXTENSION = apicount
-DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql
+DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \
+	sql/apicount--0.3--0.4.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 

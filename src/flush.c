@@ -5,8 +5,8 @@
  * Owns the worker's writes.  A flush copies every entry's unflushed
  * deltas (under shared partition locks, so ingest never waits), writes
  * them in one transaction (arrays bound as parameters, never
- * interpolated): from the API entries one upsert each into api_minute and
- * api_hour and each API's "(other callers)" row, from the caller entries
+ * interpolated): from the API entries one upsert each into api_minute,
+ * api_hour and api_day (0.4) and each API's "(other callers)" row, from the caller entries
  * the caller_minute rows each the cheapest safe way (known_rows.h: an
  * update at a known TID, a plain insert, or the upsert).  The same
  * transaction writes the summaries of heavy callers of the minutes past
@@ -193,6 +193,24 @@ static const char *caller_update_sql[2] = {
 	"       pg_catalog.unnest($12::pg_catalog.int4[])) "
 	" AS u(" CALLER_COLUMNS ", tid, ord) " CALLER_UPDATE_WHERE
 };
+
+/* whether apicount.<name> exists (tables added by later versions) */
+static bool
+table_exists(const char *name)
+{
+	char		sql[256];
+
+	snprintf(sql, sizeof(sql),
+			 "SELECT pg_catalog.to_regclass('apicount.%s') IS NOT NULL", name);
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "apicount: reading the catalog failed");
+	{
+		bool		isnull;
+
+		return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+}
 
 /* 1 when the installed extension has the 0.2 schema (set by each flush) */
 static int	schema_v2 = 1;
@@ -392,16 +410,29 @@ ms_datum(uint64 ns)
 	return Float8GetDatum((double) ns / 1000000.0);
 }
 
-/* the row of (minute or hour, method, path), created empty if new */
+/* the API rollup tiers: bucket width in minutes, table */
+typedef enum ApiTier
+{
+	TIER_MINUTE,
+	TIER_HOUR,
+	TIER_DAY
+} ApiTier;
+
+static const int tier_minutes[] = {1, 60, 1440};
+static const char *const tier_table[] = {"api_minute", "api_hour", "api_day"};
+
+/* the row of (minute, hour or day, method, path), created empty if new */
 static ApiRow *
-api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
+api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, ApiTier tier)
 {
 	ApiRowKey	k;
 	ApiRow	   *row;
 	bool		found;
+	int32		w = tier_minutes[tier];
 
 	memset(&k, 0, sizeof(k));
-	k.minute = hourly ? minute - ((minute % 60) + 60) % 60 : minute;
+	/* UTC hours and days start at multiples of 60 and 1440 epoch minutes */
+	k.minute = minute - ((minute % w) + w) % w;
 	k.method_h = method_h;
 	k.path_h = path_h;
 	row = hash_search(rows, &k, HASH_ENTER, &found);
@@ -414,14 +445,15 @@ api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
 }
 
 /*
- * Upsert API-level rows: per minute into api_minute, or per hour into
- * api_hour (the coarser rollup that long ranges read; both are written by
- * the same flush transaction, so they always agree).  Latency pages with
- * no counter item in this flush still make a row (with zero counts).
+ * Upsert API-level rows: per minute into api_minute, per hour into
+ * api_hour or per UTC day into api_day (the coarser rollups that long
+ * ranges read; all are written by the same flush transaction, so they
+ * always agree, late hits included).  Latency pages with no counter item
+ * in this flush still make a row (with zero counts).
  */
 static void
 upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
-				bool hourly)
+				ApiTier tier)
 {
 	HASHCTL		ctl;
 	HTAB	   *rows;
@@ -448,7 +480,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 		if (!is_api_item(&items[i]) || delta_is_zero(&items[i].d))
 			continue;
 		row = api_row(rows, items[i].key.minute, items[i].key.method_h,
-					  items[i].key.path_h, hourly);
+					  items[i].key.path_h, tier);
 		row->d.calls += items[i].d.calls;
 		row->d.ok += items[i].d.ok;
 		row->d.client_errors += items[i].d.client_errors;
@@ -460,7 +492,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	for (i = 0; i < nlat; i++)
 	{
 		row = api_row(rows, lat[i].key.minute, lat[i].key.method_h,
-					  lat[i].key.path_h, hourly);
+					  lat[i].key.path_h, tier);
 		lat_pages_append(&row->lat, i);
 	}
 
@@ -504,12 +536,10 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		char		sql[2048];
 
-		snprintf(sql, sizeof(sql), api_upsert_sql,
-				 hourly ? "api_hour" : "api_minute");
+		snprintf(sql, sizeof(sql), api_upsert_sql, tier_table[tier]);
 		if (SPI_execute_with_args(sql, 11, types, args, NULL, false, 0)
 			!= SPI_OK_INSERT)
-			elog(ERROR, "apicount: upsert into %s failed",
-				 hourly ? "api_hour" : "api_minute");
+			elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
 	}
 }
 
@@ -1109,8 +1139,10 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		schema_v2 = installed_schema_v2();
 		if (nitems > 0 || nlat > 0)
 		{
-			upsert_api_rows(items, nitems, lat, nlat, false);
-			upsert_api_rows(items, nitems, lat, nlat, true);
+			upsert_api_rows(items, nitems, lat, nlat, TIER_MINUTE);
+			upsert_api_rows(items, nitems, lat, nlat, TIER_HOUR);
+			if (table_exists("api_day"))	/* from 0.4 on */
+				upsert_api_rows(items, nitems, lat, nlat, TIER_DAY);
 			write_caller_minute(items, nitems);
 		}
 		if (schema_v2)
@@ -1252,6 +1284,10 @@ delete_batch(void *arg)
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
 	Datum		args[1] = {TimestampTzGetDatum(b->cutoff)};
 
+	/* a table of a later version than the one installed */
+	if (!table_exists(b->table))
+		return;
+
 	snprintf(sql, sizeof(sql),
 			 "DELETE FROM apicount.%s WHERE ctid OPERATOR(pg_catalog.=) ANY "
 			 "(ARRAY(SELECT ctid FROM apicount.%s "
@@ -1263,21 +1299,37 @@ delete_batch(void *arg)
 	b->deleted = (int64) SPI_processed;
 }
 
+/*
+ * Delete the rows past their tier's retention, in batches of
+ * RETENTION_BATCH rows per transaction and at most RETENTION_MAX_BATCHES
+ * per table and call: the minute tier (api_minute and the caller tables)
+ * by apicount.retention_minute, api_hour by apicount.retention_hour and
+ * api_day (0.4) by apicount.retention_day.
+ */
 void
 flush_apply_retention(void)
 {
-	static const char *tables[] = {"api_minute", "api_hour", "caller_minute",
-	"caller_heavy_minute", "heavy_minute_bounds"};
-	TimestampTz cutoff = GetCurrentTimestamp() -
-		apicount_retention_secs * USECS_PER_SEC;
+	static const struct
+	{
+		const char *table;
+		int			tier;
+	}			tables[] = {
+		{"api_minute", 0}, {"api_hour", 1}, {"api_day", 2},
+		{"caller_minute", 0}, {"caller_heavy_minute", 0},
+		{"heavy_minute_bounds", 0}
+	};
+	TimestampTz now = GetCurrentTimestamp();
 	int			t,
 				i;
 
 	for (t = 0; t < lengthof(tables); t++)
 	{
+		TimestampTz cutoff = now -
+			apicount_retention_tier_secs(tables[t].tier) * USECS_PER_SEC;
+
 		for (i = 0; i < RETENTION_MAX_BATCHES; i++)
 		{
-			RetentionBatch b = {tables[t], cutoff, 0};
+			RetentionBatch b = {tables[t].table, cutoff, 0};
 
 			if (!worker_run_txn("apicount retention", delete_batch, &b) ||
 				b.deleted < RETENTION_BATCH)

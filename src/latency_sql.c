@@ -21,6 +21,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "filter.h"
 #include "ingest.h"
 #include "latency_codec.h"
 #include "latency_sql.h"
@@ -189,18 +190,21 @@ typedef struct LiveHist
 } LiveHist;
 
 /*
- * apicount._live_latency(from_bucket timestamptz, to_ts timestamptz):
- * unflushed histograms per API and minute, for minutes starting in
- * [from_bucket, to_ts).
+ * apicount._live_latency(from_bucket timestamptz, to_ts timestamptz
+ * [, paths text[], method text]): unflushed histograms per API and minute,
+ * for minutes starting in [from_bucket, to_ts), of the given paths and
+ * method only (0.4; NULL: any).
  */
 Datum
 apicount_live_latency(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
-	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	TimestampTz from_ts;
+	TimestampTz to_ts;
 	int32		from_minute,
 				to_minute;
+	HashFilter	fpaths,
+				fmethod;
 	LatSnap    *snap;
 	int			nsnap,
 				nhist = 0,
@@ -212,6 +216,12 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
+	/* from 0.4 on the function is not strict (its filters may be NULL) */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return (Datum) 0;
+	from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	filter_from_args(fcinfo, 2, &fpaths, &fmethod);
 	/* minutes starting in [from_ts, to_ts), as _live_minutes */
 	from_minute = apicount_minute_at_or_after(from_ts);
 	to_minute = apicount_minute_before(to_ts);
@@ -231,6 +241,9 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		LiveHist   *h;
 		bool		found;
 
+		if (!filter_pass(&fpaths, snap[i].key.path_h) ||
+			!filter_pass(&fmethod, snap[i].key.method_h))
+			continue;
 		memset(&k, 0, sizeof(k));
 		k.method_h = snap[i].key.method_h;
 		k.path_h = snap[i].key.path_h;
