@@ -12,11 +12,20 @@
 -- hours reads hours); path and method filters reach the scans of every
 -- tier (index on (path, bucket)) and of the live counters.
 ---------------------------------------------------------------------------
+-- a flush in progress commits first; later ones wait and then see api_day
+LOCK TABLE @extschema@.api_hour IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE @extschema@.api_day (LIKE @extschema@.api_minute INCLUDING DEFAULTS,
 	PRIMARY KEY (bucket, method, path)) WITH (fillfactor = 50);
 CREATE INDEX api_hour_path_bucket ON @extschema@.api_hour (path, bucket);
 CREATE INDEX api_day_path_bucket ON @extschema@.api_day (path, bucket);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_day', '');
+-- an update from 0.3 starts the day tier from the hours already written
+INSERT INTO @extschema@.api_day
+SELECT pg_catalog.date_trunc('day', h.bucket, 'UTC'), h.method, h.path, sum(h.calls), sum(h.ok),
+       sum(h.client_errors), sum(h.server_errors), sum(h.latency_sum_ms),
+       max(h.latency_max_ms), sum(h.latency_count), @extschema@.latency_merge(h.latency_hist)
+FROM @extschema@.api_hour h
+GROUP BY 1, 2, 3;
 
 -- the live scans with filters, applied while scanning shared memory (NULL: any)
 CREATE FUNCTION @extschema@._live_minutes(from_bucket timestamptz, to_ts timestamptz,
@@ -516,10 +525,11 @@ AS $$
 	     ON bd.bucket = f.bucket
 $$;
 
--- top callers over a range (callers are kept per minute: caller_minute),
+-- top callers over a range (top_callers takes a window; callers are kept per
+-- minute: caller_minute),
 -- with the path filter (path and paths both filter) and method filter
 -- inside the scans
-CREATE FUNCTION @extschema@.top_callers(n integer, from_ts timestamptz, to_ts timestamptz,
+CREATE FUNCTION @extschema@.top_callers_range(n integer, from_ts timestamptz, to_ts timestamptz,
 	path text DEFAULT NULL, by text DEFAULT 'ip', paths text[] DEFAULT NULL,
 	method text DEFAULT NULL)
 RETURNS TABLE (client_ip inet, user_id text, calls bigint, errors bigint, calls_error bigint)
@@ -543,7 +553,7 @@ BEGIN
 	SELECT c.client_ip, c.user_id, sum(c.calls)::bigint, sum(c.errors)::bigint,
 	       sum(c.calls_error)::bigint
 	FROM @extschema@._caller_groups(date_trunc('minute', from_ts), to_ts, by, flt,
-	                                top_callers.method) c
+	                                top_callers_range.method) c
 	WHERE c.method <> '*'
 	GROUP BY 1, 2
 	HAVING sum(c.calls) > 0
@@ -638,7 +648,7 @@ BEGIN
 		'@extschema@.top_apis(integer, timestamptz, timestamptz, text[], text)',
 		'@extschema@._caller_minutes(timestamptz, timestamptz, text[], text)',
 		'@extschema@._caller_groups(timestamptz, timestamptz, text, text[], text)',
-		'@extschema@.top_callers(integer, timestamptz, timestamptz, text, text, text[], text)',
+		'@extschema@.top_callers_range(integer, timestamptz, timestamptz, text, text, text[], text)',
 		'@extschema@.callers(text, timestamptz, timestamptz, text)']
 	LOOP
 		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);

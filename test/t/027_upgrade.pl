@@ -1,5 +1,5 @@
 # 027_upgrade.pl — ALTER EXTENSION apicount UPDATE from 0.1 to 0.2 with data in the rollups,
-# then on to 0.3.
+# then on to 0.3 and 0.4.
 #
 # Installs version 0.1, records hits (tracked and untracked, two paths), flushes, then updates
 # to 0.2 while more hits wait unflushed in shared memory.  Proves:
@@ -103,9 +103,26 @@ my $schema_sql = q{
 		  AND NOT t.tgisinternal
 	) s};
 q1('DROP TABLE before_api, before_hour, before_caller');
-# and on to the current version (0.3: shipped log positions)
-q1('ALTER EXTENSION apicount UPDATE');
+# on to 0.3 (shipped log positions)
+q1("ALTER EXTENSION apicount UPDATE TO '0.3'");
 is(q1("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), '0.3', 'updated on to 0.3');
+# and to the current version (0.4: the day tier, filters, tiered retention), with hits
+# flushed into api_hour by 0.3 and more waiting in shared memory across the update
+q1("INSERT INTO apicount.requests (path, status) SELECT '/up/d', 200 FROM generate_series(1, 30)");
+q1('SELECT apicount.flush()');
+q1("INSERT INTO apicount.requests (path, status) SELECT '/up/d', 200 FROM generate_series(1, 20)");
+q1('ALTER EXTENSION apicount UPDATE');
+is(q1("SELECT extversion FROM pg_extension WHERE extname = 'apicount'"), '0.4', 'updated on to 0.4');
+is(q1(q{SELECT count(*) FROM (SELECT date_trunc('day', bucket, 'UTC'), method, path, sum(calls)
+                              FROM apicount.api_hour GROUP BY 1, 2, 3
+                              EXCEPT ALL SELECT bucket, method, path, calls FROM apicount.api_day) d}),
+	'0', 'the update filled api_day from api_hour');
+is(q1("SELECT sum(calls) FROM apicount.top_apis(10, now() - interval '2 days', now() + interval '1 minute') WHERE path = '/up/d'"),
+	'50', 'the 30 flushed and 20 unflushed hits are counted by the 0.4 top_apis');
+q1('SELECT apicount.flush()');
+is(q1(q{SELECT (SELECT sum(calls) FROM apicount.api_minute) || ' ' || (SELECT sum(calls) FROM apicount.api_hour)
+        || ' ' || (SELECT sum(calls) FROM apicount.api_day)}),
+	'500 500 500', 'after a flush by 0.4 the three tiers hold the same 500 calls');
 my $up = q1($schema_sql);
 q1('DROP EXTENSION apicount');
 q1('CREATE EXTENSION apicount');
