@@ -158,14 +158,18 @@ $$;
 
 -- The text of a query over the API tiers and the live counters, for
 -- EXECUTE ... USING f, ha, d0, d1, hb, t (from _tier_plan), paths, method,
--- from_bucket, to_ts.  Columns: bucket (the start of the row's minute, hour
--- or day), method, path, calls, ok, client_errors, server_errors,
--- latency_count, latency_sum_ms, latency_max_ms, latency_hist (NULL unless
--- hist).  Only the filters given appear in the text, so each scan is
--- planned with them (an index scan on (path, bucket) for a few paths).
--- Run by EXECUTE, it is planned for the actual values on every call: no
--- generic plan.
-CREATE FUNCTION @extschema@._api_source(paths text[], method text, hist boolean)
+-- from_bucket, to_ts, and step as $11 when a key uses it.  Each tier's scan
+-- is aggregated on its own by the keys (expressions over a row "a" of the
+-- tier for bucket, method and path, such as date_bin($11, a.bucket, ...) or
+-- NULL), so that only its groups reach the outer aggregate; sums and merges
+-- add up across tiers.  Columns: bucket, method, path, calls, ok,
+-- client_errors, server_errors, latency_count, latency_sum_ms,
+-- latency_max_ms, latency_hist (NULL unless hist).  Only the filters given
+-- appear in the text, so each scan is planned with them (an index scan on
+-- (path, bucket) for a few paths).  Run by EXECUTE, it is planned for the
+-- actual values on every call: no generic plan.
+CREATE FUNCTION @extschema@._api_source(paths text[], method text, hist boolean,
+	keys text[])
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -173,42 +177,52 @@ AS $$
 DECLARE
 	flt text := CASE WHEN paths IS NOT NULL THEN ' AND a.path OPERATOR(pg_catalog.=) ANY ($7)' ELSE '' END
 	         || CASE WHEN method IS NOT NULL THEN ' AND a.method OPERATOR(pg_catalog.=) $8' ELSE '' END;
-	cols text := 'a.bucket, a.method, a.path, a.calls, a.ok, a.client_errors, a.server_errors, '
-	          || 'a.latency_count, a.latency_sum_ms, a.latency_max_ms, '
-	          || CASE WHEN hist THEN 'a.latency_hist' ELSE 'NULL::bytea' END;
+	sel text := format('SELECT %s AS bucket, %s AS method, %s AS path, ', keys[1], keys[2], keys[3])
+	         || 'sum(a.calls)::bigint AS calls, sum(a.ok)::bigint AS ok, '
+	         || 'sum(a.client_errors)::bigint AS client_errors, '
+	         || 'sum(a.server_errors)::bigint AS server_errors, '
+	         || 'sum(a.latency_count)::bigint AS latency_count, '
+	         || 'sum(a.latency_sum_ms)::float8 AS latency_sum_ms, max(a.latency_max_ms) AS latency_max_ms, '
+	         || CASE WHEN hist THEN '@extschema@.latency_merge(a.latency_hist)' ELSE 'NULL::bytea' END
+	         || ' AS latency_hist FROM ';
 	q text;
 BEGIN
-	q := format('SELECT %1$s FROM @extschema@.api_day a WHERE a.bucket >= $3 AND a.bucket < $4%2$s'
-	         || ' UNION ALL SELECT %1$s FROM @extschema@.api_hour a WHERE a.bucket >= $2 AND a.bucket < $3%2$s'
-	         || ' UNION ALL SELECT %1$s FROM @extschema@.api_hour a WHERE a.bucket >= $4 AND a.bucket < $5%2$s'
-	         || ' UNION ALL SELECT %1$s FROM @extschema@.api_minute a WHERE a.bucket >= $1 AND a.bucket < $2%2$s'
-	         || ' UNION ALL SELECT %1$s FROM @extschema@.api_minute a WHERE a.bucket >= $5 AND a.bucket < $6%2$s'
-	         || ' UNION ALL SELECT a.bucket, a.method, a.path, a.calls, a.ok, a.client_errors,'
-	         || ' a.server_errors, a.latency_count, a.latency_sum_ms, a.latency_max_ms, NULL::bytea'
-	         || ' FROM @extschema@._live_minutes($9, $10, false, $7, $8) a WHERE true%2$s',
-	         cols, flt);
+	q := format('%1$s @extschema@.api_day a WHERE a.bucket >= $3 AND a.bucket < $4%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $2 AND a.bucket < $3%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $4 AND a.bucket < $5%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s @extschema@.api_minute a WHERE a.bucket >= $1 AND a.bucket < $2%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s @extschema@.api_minute a WHERE a.bucket >= $5 AND a.bucket < $6%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %3$s (SELECT l.bucket, l.method, l.path, l.calls, l.ok, l.client_errors,'
+	         || ' l.server_errors, l.latency_count, l.latency_sum_ms, l.latency_max_ms, NULL::bytea AS latency_hist'
+	         || ' FROM @extschema@._live_minutes($9, $10, false, $7, $8) l) a WHERE true%2$s GROUP BY 1, 2, 3',
+	         sel, flt, replace(sel, '@extschema@.latency_merge(a.latency_hist)', 'NULL::bytea'));
 	IF hist THEN
-		q := q || format(' UNION ALL SELECT a.bucket, a.method, a.path, 0::bigint, 0::bigint,'
-		         || ' 0::bigint, 0::bigint, 0::bigint, 0::float8, NULL::float8, a.latency_hist'
-		         || ' FROM @extschema@._live_latency($9, $10, $7, $8) a WHERE true%s', flt);
+		q := q || format(' UNION ALL %s (SELECT l.bucket, l.method, l.path, 0::bigint AS calls, 0::bigint AS ok,'
+		         || ' 0::bigint AS client_errors, 0::bigint AS server_errors, 0::bigint AS latency_count,'
+		         || ' 0::float8 AS latency_sum_ms, NULL::float8 AS latency_max_ms, l.latency_hist'
+		         || ' FROM @extschema@._live_latency($9, $10, $7, $8) l) a WHERE true%s GROUP BY 1, 2, 3',
+		         sel, flt);
 	END IF;
 	RETURN q;
 END
 $$;
 
 -- API rows per step over [date_trunc('minute', from_ts), to_ts), flushed and
--- unflushed merged into one row per (bucket, method, path), read from the
+-- unflushed merged into one row per (bucket, method, path) (per bucket, with
+-- NULL method and path, when by_api is false), read from the
 -- coarsest tier the step allows; bucket is date_bin(step, row's bucket,
 -- 2000-01-01 UTC).  A range (or part of one) whose minutes or hours are
 -- past their retention comes from the next coarser tier, at its resolution.
 CREATE FUNCTION @extschema@._minutes(from_ts timestamptz, to_ts timestamptz,
-	step interval, paths text[], meth text)
+	step interval, paths text[], meth text, by_api boolean)
 RETURNS TABLE (b timestamptz, m text, pth text, calls bigint,
                ok bigint, client_errors bigint, server_errors bigint,
                latency_count bigint, latency_sum_ms double precision,
                latency_max_ms double precision, latency_hist bytea)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	f0 timestamptz := date_trunc('minute', from_ts);
@@ -225,27 +239,30 @@ BEGIN
 	pl := @extschema@._tier_plan(f0, to_ts, @extschema@._tier_of_step(step));
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY EXECUTE format(
-		'SELECT date_bin($11, u.bucket, timestamptz ''2000-01-01 00:00:00+00''), u.method, u.path,'
+		'SELECT u.bucket, u.method, u.path,'
 		|| ' sum(u.calls)::bigint, sum(u.ok)::bigint, sum(u.client_errors)::bigint,'
 		|| ' sum(u.server_errors)::bigint, sum(u.latency_count)::bigint,'
 		|| ' sum(u.latency_sum_ms)::float8, max(u.latency_max_ms),'
 		|| ' @extschema@.latency_merge(u.latency_hist)'
 		|| ' FROM (%s) u GROUP BY 1, 2, 3 ORDER BY 1, 2, 3',
-		@extschema@._api_source(paths, meth, true))
+		@extschema@._api_source(paths, meth, true, ARRAY['date_bin($11, a.bucket, timestamptz ''2000-01-01 00:00:00+00'')',
+		                        CASE WHEN by_api THEN 'a.method' ELSE 'NULL::text' END,
+		                        CASE WHEN by_api THEN 'a.path' ELSE 'NULL::text' END]))
 		USING pl.f, pl.ha, pl.d0, pl.d1, pl.hb, pl.t, paths, meth, f0, to_ts, step;
 	PERFORM @extschema@._read_end();
 END
 $$;
 
 CREATE FUNCTION @extschema@.minutes(from_ts timestamptz, to_ts timestamptz,
-	step interval, paths text[] DEFAULT NULL, method text DEFAULT NULL)
+	step interval, paths text[] DEFAULT NULL, method text DEFAULT NULL,
+	by_api boolean DEFAULT true)
 RETURNS TABLE (bucket timestamptz, method text, path text, calls bigint,
                ok bigint, client_errors bigint, server_errors bigint,
                latency_count bigint, latency_sum_ms double precision,
                latency_max_ms double precision, latency_hist bytea)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM @extschema@._minutes($1, $2, $3, $4, $5) $$;
+AS $$ SELECT * FROM @extschema@._minutes($1, $2, $3, $4, $5, coalesce($6, true)) $$;
 
 DROP FUNCTION @extschema@.series(text, timestamptz, timestamptz, interval);
 DROP FUNCTION @extschema@._series(text, timestamptz, timestamptz, interval);
@@ -256,6 +273,8 @@ RETURNS TABLE (t timestamptz, m text, pth text, calls bigint,
                p95_latency_ms double precision)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	f0 timestamptz := date_trunc('minute', from_ts);
@@ -273,13 +292,16 @@ BEGIN
 	pl := @extschema@._tier_plan(f0, to_ts, @extschema@._tier_of_step(step));
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY EXECUTE format(
-		'SELECT date_bin($11, u.bucket, timestamptz ''2000-01-01 00:00:00+00'') AS t, %1$s,'
+		'SELECT u.bucket AS t, %1$s,'
 		|| ' sum(u.calls)::bigint, sum(u.client_errors + u.server_errors)::bigint,'
 		|| ' CASE WHEN sum(u.latency_count) > 0 THEN sum(u.latency_sum_ms) / sum(u.latency_count) END,'
 		|| ' @extschema@.latency_percentile(@extschema@.latency_merge(u.latency_hist), 0.95)'
 		|| ' FROM (%2$s) u GROUP BY 1, 2, 3 HAVING sum(u.calls) > 0 ORDER BY 1, 2, 3',
-		CASE WHEN by_api THEN 'u.method, u.path' ELSE 'NULL::text, NULL::text' END,
-		@extschema@._api_source(CASE WHEN by_api THEN ARRAY[p] END, meth, true))
+		'u.method, u.path',
+		@extschema@._api_source(CASE WHEN by_api THEN ARRAY[p] END, meth, true,
+		                        ARRAY['date_bin($11, a.bucket, timestamptz ''2000-01-01 00:00:00+00'')',
+		                              CASE WHEN by_api THEN 'a.method' ELSE 'NULL::text' END,
+		                              CASE WHEN by_api THEN 'a.path' ELSE 'NULL::text' END]))
 		USING pl.f, pl.ha, pl.d0, pl.d1, pl.hb, pl.t, CASE WHEN by_api THEN ARRAY[p] END,
 		      meth, f0, to_ts, step;
 	PERFORM @extschema@._read_end();
@@ -307,6 +329,8 @@ CREATE FUNCTION @extschema@._latency_percentiles(p text, from_ts timestamptz,
 RETURNS TABLE (m text, pth text, pct double precision, ms double precision)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	f0 timestamptz := date_trunc('minute', from_ts);
@@ -337,7 +361,7 @@ BEGIN
 		|| '       FROM (%s) u GROUP BY 1, 2) g'
 		|| ' CROSS JOIN LATERAL unnest($11) WITH ORDINALITY AS q(pct, ord)'
 		|| ' WHERE g.hist IS NOT NULL ORDER BY g.method, g.path, q.ord',
-		@extschema@._api_source(flt, meth, true))
+		@extschema@._api_source(flt, meth, true, ARRAY['NULL::timestamptz', 'a.method', 'a.path']))
 		USING pl.f, pl.ha, pl.d0, pl.d1, pl.hb, pl.t, flt, meth, f0, to_ts, ps;
 	PERFORM @extschema@._read_end();
 END
@@ -366,6 +390,8 @@ RETURNS TABLE (m text, pth text, calls bigint, errors bigint,
                calls_error bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	f0 timestamptz := date_trunc('minute', from_ts);
@@ -416,7 +442,7 @@ BEGIN
 	WHERE r.calls > 0
 	ORDER BY 3 DESC, 1, 2
 	LIMIT $11
-	$q$, @extschema@._api_source(paths, meth, false))
+	$q$, @extschema@._api_source(paths, meth, false, ARRAY['NULL::timestamptz', 'a.method', 'a.path']))
 		USING pl.f, pl.ha, pl.d0, pl.d1, pl.hb, pl.t, paths, meth, f0, to_ts, n;
 	PERFORM @extschema@._read_end();
 END
@@ -535,6 +561,8 @@ CREATE FUNCTION @extschema@.top_callers_range(n integer, from_ts timestamptz, to
 RETURNS TABLE (client_ip inet, user_id text, calls bigint, errors bigint, calls_error bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	flt text[] := CASE WHEN path IS NOT NULL AND paths IS NOT NULL
@@ -570,6 +598,8 @@ RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz,
                last_seen timestamptz, calls bigint, errors bigint, calls_error bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '32MB'
 AS $$
 DECLARE
 	p text := path;
@@ -637,9 +667,9 @@ BEGIN
 		'@extschema@._tier_plan(timestamptz, timestamptz, integer)',
 		'@extschema@._ceil_to(timestamptz, text)',
 		'@extschema@._tier_of_step(interval)',
-		'@extschema@._api_source(text[], text, boolean)',
-		'@extschema@._minutes(timestamptz, timestamptz, interval, text[], text)',
-		'@extschema@.minutes(timestamptz, timestamptz, interval, text[], text)',
+		'@extschema@._api_source(text[], text, boolean, text[])',
+		'@extschema@._minutes(timestamptz, timestamptz, interval, text[], text, boolean)',
+		'@extschema@.minutes(timestamptz, timestamptz, interval, text[], text, boolean)',
 		'@extschema@._top_apis(integer, timestamptz, timestamptz, text[], text)',
 		'@extschema@._series(text, timestamptz, timestamptz, interval, text)',
 		'@extschema@.series(text, timestamptz, timestamptz, interval, text)',

@@ -177,7 +177,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
 $node->safe_psql('postgres', "CREATE ROLE $READER LOGIN; GRANT apicount_reader TO $READER;");
 
-my @needed = ('apicount.minutes(timestamptz,timestamptz,interval,text[],text)', 'apicount.latency_merge(bytea)',
+my @needed = ('apicount.minutes(timestamptz,timestamptz,interval,text[],text,boolean)', 'apicount.latency_merge(bytea)',
 	'apicount.latency_percentile(bytea,double precision)',
 	'apicount.top_apis(integer,timestamptz,timestamptz,text[],text)',
 	'apicount.latency_percentiles(text,timestamptz,timestamptz,double precision[],text,text[])');
