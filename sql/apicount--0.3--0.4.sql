@@ -13,12 +13,33 @@
 -- tier (index on (path, bucket)) and of the live counters.
 ---------------------------------------------------------------------------
 -- a flush in progress commits first; later ones wait and then see api_day
-LOCK TABLE @extschema@.api_hour IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE @extschema@.api_minute, @extschema@.api_hour IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE @extschema@.api_day (LIKE @extschema@.api_minute INCLUDING DEFAULTS,
 	PRIMARY KEY (bucket, method, path)) WITH (fillfactor = 50);
 CREATE INDEX api_hour_path_bucket ON @extschema@.api_hour (path, bucket);
 CREATE INDEX api_day_path_bucket ON @extschema@.api_day (path, bucket);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_day', '');
+-- all APIs per minute, written by the same flushes: an all-paths series or
+-- minutes(by_api => false) at minute steps reads one row a minute instead
+-- of one per API (retention: the minute tier's)
+CREATE TABLE @extschema@.api_total_minute (
+	bucket          timestamptz PRIMARY KEY,
+	calls           bigint NOT NULL DEFAULT 0,
+	ok              bigint NOT NULL DEFAULT 0,
+	client_errors   bigint NOT NULL DEFAULT 0,
+	server_errors   bigint NOT NULL DEFAULT 0,
+	latency_sum_ms  double precision NOT NULL DEFAULT 0,
+	latency_max_ms  double precision,
+	latency_count   bigint NOT NULL DEFAULT 0,
+	latency_hist    bytea
+) WITH (fillfactor = 50);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_total_minute', '');
+INSERT INTO @extschema@.api_total_minute
+SELECT m.bucket, sum(m.calls), sum(m.ok), sum(m.client_errors), sum(m.server_errors),
+       sum(m.latency_sum_ms), max(m.latency_max_ms), sum(m.latency_count),
+       @extschema@.latency_merge(m.latency_hist)
+FROM @extschema@.api_minute m
+GROUP BY 1;
 -- an update from 0.3 starts the day tier from the hours already written
 INSERT INTO @extschema@.api_day
 SELECT pg_catalog.date_trunc('day', h.bucket, 'UTC'), h.method, h.path, sum(h.calls), sum(h.ok),
@@ -185,17 +206,24 @@ DECLARE
 	         || 'sum(a.latency_sum_ms)::float8 AS latency_sum_ms, max(a.latency_max_ms) AS latency_max_ms, '
 	         || CASE WHEN hist THEN '@extschema@.latency_merge(a.latency_hist)' ELSE 'NULL::bytea' END
 	         || ' AS latency_hist FROM ';
+	-- all APIs and methods, one row per bucket: the minutes come from api_total_minute
+	minute_src text := CASE WHEN paths IS NULL AND method IS NULL
+	                             AND keys[2] = 'NULL::text' AND keys[3] = 'NULL::text'
+	                        THEN '(SELECT t.*, NULL::text AS method, NULL::text AS path'
+	                             || ' FROM @extschema@.api_total_minute t)'
+	                        ELSE '@extschema@.api_minute' END;
 	q text;
 BEGIN
 	q := format('%1$s @extschema@.api_day a WHERE a.bucket >= $3 AND a.bucket < $4%2$s GROUP BY 1, 2, 3'
 	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $2 AND a.bucket < $3%2$s GROUP BY 1, 2, 3'
 	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $4 AND a.bucket < $5%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s @extschema@.api_minute a WHERE a.bucket >= $1 AND a.bucket < $2%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s @extschema@.api_minute a WHERE a.bucket >= $5 AND a.bucket < $6%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %4$s a WHERE a.bucket >= $1 AND a.bucket < $2%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %4$s a WHERE a.bucket >= $5 AND a.bucket < $6%2$s GROUP BY 1, 2, 3'
 	         || ' UNION ALL %3$s (SELECT l.bucket, l.method, l.path, l.calls, l.ok, l.client_errors,'
 	         || ' l.server_errors, l.latency_count, l.latency_sum_ms, l.latency_max_ms, NULL::bytea AS latency_hist'
 	         || ' FROM @extschema@._live_minutes($9, $10, false, $7, $8) l) a WHERE true%2$s GROUP BY 1, 2, 3',
-	         sel, flt, replace(sel, '@extschema@.latency_merge(a.latency_hist)', 'NULL::bytea'));
+	         sel, flt, replace(sel, '@extschema@.latency_merge(a.latency_hist)', 'NULL::bytea'),
+	         minute_src);
 	IF hist THEN
 		q := q || format(' UNION ALL %s (SELECT l.bucket, l.method, l.path, 0::bigint AS calls, 0::bigint AS ok,'
 		         || ' 0::bigint AS client_errors, 0::bigint AS server_errors, 0::bigint AS latency_count,'
@@ -570,6 +598,7 @@ DECLARE
 	                   THEN CASE WHEN path = ANY (paths) THEN ARRAY[path] ELSE '{}'::text[] END
 	                   WHEN path IS NOT NULL THEN ARRAY[path]
 	                   ELSE paths END;
+	f0 timestamptz;
 BEGIN
 	PERFORM @extschema@._check_n(n);
 	PERFORM @extschema@._check_by(by);
@@ -577,17 +606,44 @@ BEGIN
 		RAISE EXCEPTION 'from_ts and to_ts must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	f0 := date_trunc('minute', from_ts);
 	PERFORM @extschema@._read_begin();
-	RETURN QUERY
-	SELECT c.client_ip, c.user_id, sum(c.calls)::bigint, sum(c.errors)::bigint,
-	       sum(c.calls_error)::bigint
-	FROM @extschema@._caller_groups(date_trunc('minute', from_ts), to_ts, by, flt,
-	                                top_callers_range.method) c
-	WHERE c.method <> '*'
-	GROUP BY 1, 2
-	HAVING sum(c.calls) > 0
-	ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
-	LIMIT n;
+	-- No summary of folded callers in the range (none is written for a minute
+	-- without folded calls): then _caller_groups adds nothing to the caller
+	-- rows, and one aggregate over them, filtered in the scans, is the answer.
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.heavy_minute_bounds b
+	               WHERE b.bucket >= f0 AND b.bucket < to_ts AND b.grouped_by = by)
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.caller_heavy_minute h
+	                   WHERE h.grouped_by = by AND h.bucket >= f0 AND h.bucket < to_ts)
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@._live_heavy(f0, to_ts, by)) THEN
+		RETURN QUERY EXECUTE format(
+			'SELECT %s, %s, sum(c.calls)::bigint, sum(c.errors)::bigint, 0::bigint'
+			|| ' FROM (SELECT c.client_ip, c.user_id, c.calls, c.client_errors + c.server_errors AS errors, c.method'
+			|| '       FROM @extschema@.caller_minute c WHERE c.bucket >= $1 AND c.bucket < $2%3$s'
+			|| '       UNION ALL'
+			|| '       SELECT c.client_ip, c.user_id, c.calls, c.client_errors + c.server_errors, c.method'
+			|| '       FROM @extschema@._live_minutes($1, $2, true, $3, $4) c WHERE c.calls > 0%3$s) c'
+			|| ' WHERE NOT (c.client_ip IS NULL AND c.user_id IS NOT DISTINCT FROM ''(other callers)'')'
+			|| '   AND c.method <> ''*'''
+			|| ' GROUP BY 1, 2 HAVING sum(c.calls) > 0'
+			|| ' ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST LIMIT $5',
+			CASE WHEN by IN ('ip', 'ip_user') THEN 'c.client_ip'
+			     WHEN by = 'net' THEN '@extschema@._net(c.client_ip)' ELSE 'NULL::inet' END,
+			CASE WHEN by IN ('user', 'ip_user') THEN 'c.user_id' ELSE 'NULL::text' END,
+			CASE WHEN flt IS NOT NULL THEN ' AND c.path OPERATOR(pg_catalog.=) ANY ($3)' ELSE '' END
+			|| CASE WHEN top_callers_range.method IS NOT NULL THEN ' AND c.method OPERATOR(pg_catalog.=) $4' ELSE '' END)
+			USING f0, to_ts, flt, top_callers_range.method, n;
+	ELSE
+		RETURN QUERY
+		SELECT c.client_ip, c.user_id, sum(c.calls)::bigint, sum(c.errors)::bigint,
+		       sum(c.calls_error)::bigint
+		FROM @extschema@._caller_groups(f0, to_ts, by, flt, top_callers_range.method) c
+		WHERE c.method <> '*'
+		GROUP BY 1, 2
+		HAVING sum(c.calls) > 0
+		ORDER BY 3 DESC, 1 NULLS LAST, 2 NULLS LAST
+		LIMIT n;
+	END IF;
 	PERFORM @extschema@._read_end();
 END
 $$;
@@ -655,8 +711,30 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON @extschema@.api_day FROM PUBLIC;
-GRANT SELECT ON @extschema@.api_day TO apicount_reader;
+-- Recompute api_total_minute from api_minute (as rebuild_api_hour).
+CREATE FUNCTION @extschema@.rebuild_api_total_minute()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	LOCK TABLE @extschema@.api_minute, @extschema@.api_total_minute IN SHARE ROW EXCLUSIVE MODE;
+	DELETE FROM @extschema@.api_total_minute;
+	INSERT INTO @extschema@.api_total_minute
+	SELECT bucket, sum(calls), sum(ok), sum(client_errors), sum(server_errors),
+	       sum(latency_sum_ms), max(latency_max_ms), sum(latency_count),
+	       @extschema@.latency_merge(latency_hist)
+	FROM @extschema@.api_minute
+	GROUP BY 1;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+REVOKE ALL ON @extschema@.api_day, @extschema@.api_total_minute FROM PUBLIC;
+GRANT SELECT ON @extschema@.api_day, @extschema@.api_total_minute TO apicount_reader;
 DO $grants$
 DECLARE
 	f text;
@@ -686,5 +764,6 @@ BEGIN
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO apicount_reader', f);
 	END LOOP;
 	REVOKE ALL ON FUNCTION @extschema@.rebuild_api_day() FROM PUBLIC;
+	REVOKE ALL ON FUNCTION @extschema@.rebuild_api_total_minute() FROM PUBLIC;
 END
 $grants$;

@@ -8,13 +8,15 @@
 # flush, more hits in the current minute stay unflushed (apicount.flush_interval = 1h), so the
 # live counters take part in the first round of checks.
 # Checks (each for several ranges, steps and filters):
-#  - minutes(from, to, step, paths, method), series(path, from, to, step, method),
+#  - minutes(from, to, step, paths, method [, by_api => false]), series(path, from, to, step,
+#    method) (all paths: from api_total_minute at minute steps),
 #    top_apis(n, from, to, paths, method), top_callers_range and callers equal the mirror's
 #    GROUP BY, for: whole days; a range that starts inside an hour and ends inside a day;
 #    3 days up to now (live hits included); steps 1 minute, 5 minutes, 1 hour, 3 hours, 1 day;
 #    no filter, one path, two paths, a method, a path and a method;
 #  - a filtered answer is the unfiltered answer filtered;
-#  - after the flush: api_day = sums of api_hour = sums of api_minute per day; percentiles
+#  - after the flush: api_day = sums of api_hour = sums of api_minute per day, api_total_minute
+#    = sums of api_minute per minute (its histograms too); percentiles
 #    (series p95, latency_percentiles) equal the percentiles of the histograms merged by a
 #    plain GROUP BY over api_minute;
 #  - EXPLAIN (auto_explain, nested statements, at NOTICE level, 8 calls in one session, so a
@@ -181,6 +183,11 @@ sub round_checks
 		}
 		for my $step ('1 minute', '1 hour', '1 day')
 		{
+			same("$phase: $rn, minutes(by_api => false) step $step",
+				"SELECT bucket, calls, ok, client_errors, server_errors, latency_count, round(latency_sum_ms::numeric, 3), latency_max_ms "
+				  . "FROM apicount.minutes($f, $t, '$step', by_api => false)",
+				"SELECT bucket, sum(calls)::bigint, sum(ok)::bigint, sum(client_errors)::bigint, sum(server_errors)::bigint, "
+				  . "sum(latency_count)::bigint, sum(latency_sum), max(latency_max) FROM exp_minutes($f, $t, '$step', NULL, NULL, $ret) GROUP BY 1");
 			same("$phase: $rn, series(all paths) step $step",
 				"SELECT \"time\", calls, errors, round(avg_latency_ms::numeric, 6) FROM apicount.series(NULL, $f, $t, '$step')",
 				"SELECT bucket, sum(calls)::bigint, sum(client_errors + server_errors)::bigint, "
@@ -202,6 +209,26 @@ is(q1(q{SELECT sum(unflushed) FROM apicount.live WHERE tier = 'api'}), '40', 'th
 q1('SELECT apicount.flush()');
 round_checks('flushed');
 
+# top_callers_range reads the caller rows in one aggregate when no summary of folded callers
+# exists in the range, else through the summaries (_caller_groups): a summary bound of 0 in
+# every range sends it the second way, which must give the same answers
+q1(q{INSERT INTO apicount.heavy_minute_bounds (bucket, grouped_by, folded_calls, absent_bound)
+     SELECT date_trunc('minute', (SELECT t0 FROM setup)) - g * interval '1 hour', 'ip', 0, 0
+     FROM generate_series(1, 72) g});
+for my $rn (sort keys %ranges)
+{
+	my ($f, $t) = @{ $ranges{$rn} };
+	for my $fl (@filters)
+	{
+		my ($ps, $m) = @$fl;
+		same("with summaries: $rn, top_callers_range by ip, paths $ps, method $m",
+			"SELECT client_ip, calls, errors, calls_error FROM apicount.top_callers_range(1000, $f, $t, NULL, 'ip', $ps, $m)",
+			"SELECT client_ip, count(*), count(*) FILTER (WHERE status >= 400), 0::bigint "
+			  . "FROM exp_hits(date_trunc('minute', $f), $t, $ps, $m, $noret) GROUP BY 1");
+	}
+}
+q1(q{DELETE FROM apicount.heavy_minute_bounds WHERE absent_bound = 0});
+
 # ------------------------------------------------------------------ the tiers agree
 for my $c (qw(calls ok client_errors server_errors latency_count))
 {
@@ -212,6 +239,16 @@ for my $c (qw(calls ok client_errors server_errors latency_count))
 		"SELECT bucket, method, path, $c FROM apicount.api_hour",
 		"SELECT date_trunc('hour', bucket, 'UTC'), method, path, sum($c)::bigint FROM apicount.api_minute GROUP BY 1, 2, 3");
 }
+for my $c (qw(calls ok client_errors server_errors latency_count))
+{
+	same("api_total_minute.$c = sum of api_minute per minute (all APIs)",
+		"SELECT bucket, $c FROM apicount.api_total_minute",
+		"SELECT bucket, sum($c)::bigint FROM apicount.api_minute GROUP BY 1");
+}
+same('api_total_minute latency histograms = merged api_minute histograms (p50, p99)',
+	"SELECT bucket, apicount.latency_percentile(latency_hist, 0.5), apicount.latency_percentile(latency_hist, 0.99) FROM apicount.api_total_minute WHERE latency_hist IS NOT NULL",
+	"SELECT bucket, apicount.latency_percentile(h, 0.5), apicount.latency_percentile(h, 0.99) FROM "
+	  . "(SELECT bucket, apicount.latency_merge(latency_hist) h FROM apicount.api_minute GROUP BY 1) x WHERE h IS NOT NULL");
 same('api_day latency histograms = merged api_minute histograms (p50, p99)',
 	"SELECT bucket, method, path, apicount.latency_percentile(latency_hist, 0.5), apicount.latency_percentile(latency_hist, 0.99) FROM apicount.api_day WHERE latency_hist IS NOT NULL",
 	"SELECT b, method, path, apicount.latency_percentile(h, 0.5), apicount.latency_percentile(h, 0.99) FROM "
@@ -308,6 +345,8 @@ is(q1(q{SELECT string_agg(calls::text, ',' ORDER BY calls) FROM apicount.api_day
 	'api_day: the row past 3 days 12 hours is deleted, the younger one is kept');
 is(q1(q{SELECT string_agg(calls::text, ',' ORDER BY calls) FROM apicount.caller_minute WHERE path = '/old'}), '8',
 	'caller_minute follows the minute tier');
+is(q1(q{SELECT count(*) FROM apicount.api_total_minute WHERE bucket < now() - interval '1 day 2 minutes'}), '0',
+	'api_total_minute follows the minute tier');
 is(q1(q{SELECT count(*) FROM apicount.api_hour WHERE bucket < now() - interval '2 days 2 minutes'}), '0',
 	'api_hour: no row older than apicount.retention_hour');
 is(q1(q{SELECT count(*) FROM apicount.api_day WHERE bucket < now() - interval '3 days 12 hours 2 minutes'}), '0',
