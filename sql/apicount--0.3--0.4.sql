@@ -19,9 +19,9 @@ CREATE TABLE @extschema@.api_day (LIKE @extschema@.api_minute INCLUDING DEFAULTS
 CREATE INDEX api_hour_path_bucket ON @extschema@.api_hour (path, bucket);
 CREATE INDEX api_day_path_bucket ON @extschema@.api_day (path, bucket);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_day', '');
--- all APIs per minute, written by the same flushes: an all-paths series or
--- minutes(by_api => false) at minute steps reads one row a minute instead
--- of one per API (retention: the minute tier's)
+-- all APIs per minute, hour and day, written by the same flushes: an
+-- all-paths series or minutes(by_api => false) reads one row a bucket
+-- instead of one per API (retention: their tier's)
 CREATE TABLE @extschema@.api_total_minute (
 	bucket          timestamptz PRIMARY KEY,
 	calls           bigint NOT NULL DEFAULT 0,
@@ -33,13 +33,13 @@ CREATE TABLE @extschema@.api_total_minute (
 	latency_count   bigint NOT NULL DEFAULT 0,
 	latency_hist    bytea
 ) WITH (fillfactor = 50);
+CREATE TABLE @extschema@.api_total_hour (LIKE @extschema@.api_total_minute INCLUDING DEFAULTS,
+	PRIMARY KEY (bucket)) WITH (fillfactor = 50);
+CREATE TABLE @extschema@.api_total_day (LIKE @extschema@.api_total_minute INCLUDING DEFAULTS,
+	PRIMARY KEY (bucket)) WITH (fillfactor = 50);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_total_minute', '');
-INSERT INTO @extschema@.api_total_minute
-SELECT m.bucket, sum(m.calls), sum(m.ok), sum(m.client_errors), sum(m.server_errors),
-       sum(m.latency_sum_ms), max(m.latency_max_ms), sum(m.latency_count),
-       @extschema@.latency_merge(m.latency_hist)
-FROM @extschema@.api_minute m
-GROUP BY 1;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_total_hour', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.api_total_day', '');
 -- an update from 0.3 starts the day tier from the hours already written
 INSERT INTO @extschema@.api_day
 SELECT pg_catalog.date_trunc('day', h.bucket, 'UTC'), h.method, h.path, sum(h.calls), sum(h.ok),
@@ -206,24 +206,29 @@ DECLARE
 	         || 'sum(a.latency_sum_ms)::float8 AS latency_sum_ms, max(a.latency_max_ms) AS latency_max_ms, '
 	         || CASE WHEN hist THEN '@extschema@.latency_merge(a.latency_hist)' ELSE 'NULL::bytea' END
 	         || ' AS latency_hist FROM ';
-	-- all APIs and methods, one row per bucket: the minutes come from api_total_minute
-	minute_src text := CASE WHEN paths IS NULL AND method IS NULL
-	                             AND keys[2] = 'NULL::text' AND keys[3] = 'NULL::text'
-	                        THEN '(SELECT t.*, NULL::text AS method, NULL::text AS path'
-	                             || ' FROM @extschema@.api_total_minute t)'
-	                        ELSE '@extschema@.api_minute' END;
+	-- all APIs and methods, one row per bucket: from the sums over all APIs
+	totals boolean := paths IS NULL AND method IS NULL
+	                  AND keys[2] = 'NULL::text' AND keys[3] = 'NULL::text';
 	q text;
 BEGIN
-	q := format('%1$s @extschema@.api_day a WHERE a.bucket >= $3 AND a.bucket < $4%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $2 AND a.bucket < $3%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s @extschema@.api_hour a WHERE a.bucket >= $4 AND a.bucket < $5%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s %4$s a WHERE a.bucket >= $1 AND a.bucket < $2%2$s GROUP BY 1, 2, 3'
-	         || ' UNION ALL %1$s %4$s a WHERE a.bucket >= $5 AND a.bucket < $6%2$s GROUP BY 1, 2, 3'
+	q := format('%1$s %4$s a WHERE a.bucket >= $3 AND a.bucket < $4%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %5$s a WHERE a.bucket >= $2 AND a.bucket < $3%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %5$s a WHERE a.bucket >= $4 AND a.bucket < $5%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %6$s a WHERE a.bucket >= $1 AND a.bucket < $2%2$s GROUP BY 1, 2, 3'
+	         || ' UNION ALL %1$s %6$s a WHERE a.bucket >= $5 AND a.bucket < $6%2$s GROUP BY 1, 2, 3'
 	         || ' UNION ALL %3$s (SELECT l.bucket, l.method, l.path, l.calls, l.ok, l.client_errors,'
 	         || ' l.server_errors, l.latency_count, l.latency_sum_ms, l.latency_max_ms, NULL::bytea AS latency_hist'
 	         || ' FROM @extschema@._live_minutes($9, $10, false, $7, $8) l) a WHERE true%2$s GROUP BY 1, 2, 3',
 	         sel, flt, replace(sel, '@extschema@.latency_merge(a.latency_hist)', 'NULL::bytea'),
-	         minute_src);
+	         CASE WHEN totals THEN '(SELECT t.*, NULL::text AS method, NULL::text AS path'
+	                               || ' FROM @extschema@.api_total_day t)'
+	              ELSE '@extschema@.api_day' END,
+	         CASE WHEN totals THEN '(SELECT t.*, NULL::text AS method, NULL::text AS path'
+	                               || ' FROM @extschema@.api_total_hour t)'
+	              ELSE '@extschema@.api_hour' END,
+	         CASE WHEN totals THEN '(SELECT t.*, NULL::text AS method, NULL::text AS path'
+	                               || ' FROM @extschema@.api_total_minute t)'
+	              ELSE '@extschema@.api_minute' END);
 	IF hist THEN
 		q := q || format(' UNION ALL %s (SELECT l.bucket, l.method, l.path, 0::bigint AS calls, 0::bigint AS ok,'
 		         || ' 0::bigint AS client_errors, 0::bigint AS server_errors, 0::bigint AS latency_count,'
@@ -711,30 +716,42 @@ BEGIN
 END
 $$;
 
--- Recompute api_total_minute from api_minute (as rebuild_api_hour).
-CREATE FUNCTION @extschema@.rebuild_api_total_minute()
+-- Recompute api_total_minute, _hour and _day from api_minute, api_hour and
+-- api_day (run it after rebuild_api_hour() and rebuild_api_day()).
+-- Returns the rows written.
+CREATE FUNCTION @extschema@.rebuild_api_totals()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	n bigint;
+	n bigint := 0;
+	k bigint;
+	t text;
 BEGIN
-	LOCK TABLE @extschema@.api_minute, @extschema@.api_total_minute IN SHARE ROW EXCLUSIVE MODE;
-	DELETE FROM @extschema@.api_total_minute;
-	INSERT INTO @extschema@.api_total_minute
-	SELECT bucket, sum(calls), sum(ok), sum(client_errors), sum(server_errors),
-	       sum(latency_sum_ms), max(latency_max_ms), sum(latency_count),
-	       @extschema@.latency_merge(latency_hist)
-	FROM @extschema@.api_minute
-	GROUP BY 1;
-	GET DIAGNOSTICS n = ROW_COUNT;
+	LOCK TABLE @extschema@.api_minute, @extschema@.api_hour, @extschema@.api_day,
+		@extschema@.api_total_minute, @extschema@.api_total_hour, @extschema@.api_total_day
+		IN SHARE ROW EXCLUSIVE MODE;
+	FOREACH t IN ARRAY ARRAY['minute', 'hour', 'day'] LOOP
+		EXECUTE format('DELETE FROM @extschema@.api_total_%s', t);
+		EXECUTE format('INSERT INTO @extschema@.api_total_%1$s'
+		               || ' SELECT bucket, sum(calls), sum(ok), sum(client_errors), sum(server_errors),'
+		               || ' sum(latency_sum_ms), max(latency_max_ms), sum(latency_count),'
+		               || ' @extschema@.latency_merge(latency_hist)'
+		               || ' FROM @extschema@.api_%1$s GROUP BY 1', t);
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END LOOP;
 	RETURN n;
 END
 $$;
+-- an update from 0.3 starts them from the rows already written
+SELECT @extschema@.rebuild_api_totals();
 
-REVOKE ALL ON @extschema@.api_day, @extschema@.api_total_minute FROM PUBLIC;
-GRANT SELECT ON @extschema@.api_day, @extschema@.api_total_minute TO apicount_reader;
+REVOKE ALL ON @extschema@.api_day, @extschema@.api_total_minute, @extschema@.api_total_hour,
+	@extschema@.api_total_day FROM PUBLIC;
+GRANT SELECT ON @extschema@.api_day, @extschema@.api_total_minute, @extschema@.api_total_hour,
+	@extschema@.api_total_day TO apicount_reader;
 DO $grants$
 DECLARE
 	f text;
@@ -764,6 +781,6 @@ BEGIN
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO apicount_reader', f);
 	END LOOP;
 	REVOKE ALL ON FUNCTION @extschema@.rebuild_api_day() FROM PUBLIC;
-	REVOKE ALL ON FUNCTION @extschema@.rebuild_api_total_minute() FROM PUBLIC;
+	REVOKE ALL ON FUNCTION @extschema@.rebuild_api_totals() FROM PUBLIC;
 END
 $grants$;

@@ -6,8 +6,8 @@
  * deltas (under shared partition locks, so ingest never waits), writes
  * them in one transaction (arrays bound as parameters, never
  * interpolated): from the API entries one upsert each into api_minute,
- * api_hour, api_day and api_total_minute (0.4) and each API's "(other
- * callers)" row, from the caller entries
+ * api_hour, api_day and their sums over all APIs api_total_minute, _hour
+ * and _day (0.4), and each API's "(other callers)" row, from the caller entries
  * the caller_minute rows each the cheapest safe way (known_rows.h: an
  * update at a known TID, a plain insert, or the upsert).  The same
  * transaction writes the summaries of heavy callers of the minutes past
@@ -417,16 +417,21 @@ typedef enum ApiTier
 	TIER_MINUTE,
 	TIER_HOUR,
 	TIER_DAY,
-	TIER_TOTAL					/* all APIs per minute (api_total_minute, 0.4) */
+	/* all APIs per minute, hour and day (api_total_*, 0.4) */
+	TIER_TOTAL_MINUTE,
+	TIER_TOTAL_HOUR,
+	TIER_TOTAL_DAY
 } ApiTier;
 
-static const int tier_minutes[] = {1, 60, 1440, 1};
-static const char *const tier_table[] = {"api_minute", "api_hour", "api_day",
-"api_total_minute"};
+#define IS_TOTAL(tier)	((tier) >= TIER_TOTAL_MINUTE)
 
-/* api_total_minute: api_upsert_sql's columns without method and path */
+static const int tier_minutes[] = {1, 60, 1440, 1, 60, 1440};
+static const char *const tier_table[] = {"api_minute", "api_hour", "api_day",
+"api_total_minute", "api_total_hour", "api_total_day"};
+
+/* %s: api_total_*; api_upsert_sql's columns without method and path */
 static const char *total_upsert_sql =
-"INSERT INTO apicount.api_total_minute AS t "
+"INSERT INTO apicount.%s AS t "
 "(bucket, calls, ok, client_errors, server_errors, "
 " latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
 "SELECT pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
@@ -504,8 +509,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 		if (!is_api_item(&items[i]) || delta_is_zero(&items[i].d))
 			continue;
 		row = api_row(rows, items[i].key.minute,
-					  tier == TIER_TOTAL ? 0 : items[i].key.method_h,
-					  tier == TIER_TOTAL ? 0 : items[i].key.path_h, tier);
+					  IS_TOTAL(tier) ? 0 : items[i].key.method_h,
+					  IS_TOTAL(tier) ? 0 : items[i].key.path_h, tier);
 		row->d.calls += items[i].d.calls;
 		row->d.ok += items[i].d.ok;
 		row->d.client_errors += items[i].d.client_errors;
@@ -517,8 +522,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	for (i = 0; i < nlat; i++)
 	{
 		row = api_row(rows, lat[i].key.minute,
-					  tier == TIER_TOTAL ? 0 : lat[i].key.method_h,
-					  tier == TIER_TOTAL ? 0 : lat[i].key.path_h, tier);
+					  IS_TOTAL(tier) ? 0 : lat[i].key.method_h,
+					  IS_TOTAL(tier) ? 0 : lat[i].key.path_h, tier);
 		lat_pages_append(&row->lat, i);
 	}
 
@@ -535,8 +540,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	while ((row = hash_seq_search(&seq)) != NULL)
 	{
 		cols[0][i] = TimestampTzGetDatum((TimestampTz) row->key.minute * USECS_PER_MINUTE);
-		cols[1][i] = tier == TIER_TOTAL ? (Datum) 0 : string_datum(row->key.method_h);
-		cols[2][i] = tier == TIER_TOTAL ? (Datum) 0 : string_datum(row->key.path_h);
+		cols[1][i] = IS_TOTAL(tier) ? (Datum) 0 : string_datum(row->key.method_h);
+		cols[2][i] = IS_TOTAL(tier) ? (Datum) 0 : string_datum(row->key.path_h);
 		cols[3][i] = Int64GetDatum(row->d.calls);
 		cols[4][i] = Int64GetDatum(row->d.ok);
 		cols[5][i] = Int64GetDatum(row->d.client_errors);
@@ -554,7 +559,7 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		Oid			elemtype = types[i];
 
-		if (tier == TIER_TOTAL && (i == 1 || i == 2))
+		if (IS_TOTAL(tier) && (i == 1 || i == 2))
 			continue;
 		args[i] = make_array(cols[i],
 							 i == 8 ? maxnulls : i == 10 ? histnulls : NULL,
@@ -564,12 +569,13 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		char		sql[2048];
 
-		if (tier == TIER_TOTAL)
+		if (IS_TOTAL(tier))
 		{
 			/* the columns but method and path */
 			memmove(&args[1], &args[3], sizeof(Datum) * 8);
 			memmove(&types[1], &types[3], sizeof(Oid) * 8);
-			if (SPI_execute_with_args(total_upsert_sql, 9, types, args, NULL,
+			snprintf(sql, sizeof(sql), total_upsert_sql, tier_table[tier]);
+			if (SPI_execute_with_args(sql, 9, types, args, NULL,
 									  false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
 			return;
@@ -1182,7 +1188,9 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 			if (table_exists("api_day"))	/* from 0.4 on */
 			{
 				upsert_api_rows(items, nitems, lat, nlat, TIER_DAY);
-				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_MINUTE);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_HOUR);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_DAY);
 			}
 			write_caller_minute(items, nitems);
 		}
@@ -1345,8 +1353,8 @@ delete_batch(void *arg)
  * RETENTION_BATCH rows per transaction and at most RETENTION_MAX_BATCHES
  * per table and call: the minute tier (api_minute and the caller tables)
  * by apicount.retention_minute, api_hour by apicount.retention_hour and
- * api_day (0.4) by apicount.retention_day; api_total_minute (0.4) with
- * the minute tier.
+ * api_day (0.4) by apicount.retention_day; api_total_minute, _hour and
+ * _day (0.4) with their tiers.
  */
 void
 flush_apply_retention(void)
@@ -1357,7 +1365,7 @@ flush_apply_retention(void)
 		int			tier;
 	}			tables[] = {
 		{"api_minute", 0}, {"api_hour", 1}, {"api_day", 2},
-		{"api_total_minute", 0},
+		{"api_total_minute", 0}, {"api_total_hour", 1}, {"api_total_day", 2},
 		{"caller_minute", 0}, {"caller_heavy_minute", 0},
 		{"heavy_minute_bounds", 0}
 	};

@@ -2,11 +2,12 @@
 -- before the current one, loaded directly into the tables (emptied first): api_minute dense
 -- (1,440 x 1,000 rows a day, the calls of bench/workloads/load_rollups.sql), latency
 -- histograms copied from 16 templates made by apicount's own flush (various log-normal
--- spreads), api_hour, api_day and api_total_minute derived with rebuild_api_hour(),
--- rebuild_api_day() and rebuild_api_total_minute(), and caller_minute with 20 caller rows a
+-- spreads), api_hour, api_day and the api_total_* sums derived with rebuild_api_hour(),
+-- rebuild_api_day() and rebuild_api_totals(), and caller_minute with 20 caller rows a
 -- minute (IPs 10.1.0.0/16, paths spread over all 1,000).
 \set ON_ERROR_STOP 1
-TRUNCATE apicount.api_minute, apicount.api_hour, apicount.api_day, apicount.api_total_minute, apicount.caller_minute,
+TRUNCATE apicount.api_minute, apicount.api_hour, apicount.api_day, apicount.api_total_minute,
+         apicount.api_total_hour, apicount.api_total_day, apicount.caller_minute,
          apicount.caller_heavy_minute, apicount.heavy_minute_bounds;
 -- the templates: 16 APIs with 200 latencies each, flushed, then read back and removed
 SELECT count(apicount.hit('/tmpl/' || chr(97 + k), 'GET', NULL, NULL, 200,
@@ -16,7 +17,8 @@ SELECT apicount.flush();
 CREATE TEMP TABLE tmpl AS
 SELECT ascii(substr(path, 7)) - 97 AS k, apicount.latency_merge(latency_hist) AS hist
 FROM apicount.api_minute WHERE path LIKE '/tmpl/%' GROUP BY 1;
-TRUNCATE apicount.api_minute, apicount.api_hour, apicount.api_day, apicount.api_total_minute, apicount.caller_minute;
+TRUNCATE apicount.api_minute, apicount.api_hour, apicount.api_day, apicount.api_total_minute,
+         apicount.api_total_hour, apicount.api_total_day, apicount.caller_minute;
 INSERT INTO apicount.api_minute (bucket, method, path, calls, ok, client_errors, server_errors,
                                  latency_sum_ms, latency_max_ms, latency_count, latency_hist)
 SELECT date_trunc('minute', now()) - m * interval '1 minute', 'GET', '/api/v1/r' || p,
@@ -35,9 +37,11 @@ FROM generate_series(1, :days * 1440) m, generate_series(1, 20) i
 ORDER BY m DESC, i;
 SELECT apicount.rebuild_api_hour();
 SELECT apicount.rebuild_api_day();
-SELECT apicount.rebuild_api_total_minute();
+SELECT apicount.rebuild_api_totals();
 VACUUM ANALYZE apicount.api_minute;
 VACUUM ANALYZE apicount.api_hour;
 VACUUM ANALYZE apicount.api_day;
 VACUUM ANALYZE apicount.api_total_minute;
+VACUUM ANALYZE apicount.api_total_hour;
+VACUUM ANALYZE apicount.api_total_day;
 VACUUM ANALYZE apicount.caller_minute;

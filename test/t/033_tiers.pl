@@ -9,14 +9,14 @@
 # live counters take part in the first round of checks.
 # Checks (each for several ranges, steps and filters):
 #  - minutes(from, to, step, paths, method [, by_api => false]), series(path, from, to, step,
-#    method) (all paths: from api_total_minute at minute steps),
+#    method) (all paths: from api_total_minute, _hour and _day),
 #    top_apis(n, from, to, paths, method), top_callers_range and callers equal the mirror's
 #    GROUP BY, for: whole days; a range that starts inside an hour and ends inside a day;
 #    3 days up to now (live hits included); steps 1 minute, 5 minutes, 1 hour, 3 hours, 1 day;
 #    no filter, one path, two paths, a method, a path and a method;
 #  - a filtered answer is the unfiltered answer filtered;
-#  - after the flush: api_day = sums of api_hour = sums of api_minute per day, api_total_minute
-#    = sums of api_minute per minute (its histograms too); percentiles
+#  - after the flush: api_day = sums of api_hour = sums of api_minute per day, api_total_minute,
+#    _hour and _day = sums of api_minute per minute, hour and day (histograms too); percentiles
 #    (series p95, latency_percentiles) equal the percentiles of the histograms merged by a
 #    plain GROUP BY over api_minute;
 #  - EXPLAIN (auto_explain, nested statements, at NOTICE level, 8 calls in one session, so a
@@ -239,16 +239,19 @@ for my $c (qw(calls ok client_errors server_errors latency_count))
 		"SELECT bucket, method, path, $c FROM apicount.api_hour",
 		"SELECT date_trunc('hour', bucket, 'UTC'), method, path, sum($c)::bigint FROM apicount.api_minute GROUP BY 1, 2, 3");
 }
-for my $c (qw(calls ok client_errors server_errors latency_count))
+for my $t (qw(minute hour day))
 {
-	same("api_total_minute.$c = sum of api_minute per minute (all APIs)",
-		"SELECT bucket, $c FROM apicount.api_total_minute",
-		"SELECT bucket, sum($c)::bigint FROM apicount.api_minute GROUP BY 1");
+	for my $c (qw(calls ok client_errors server_errors latency_count))
+	{
+		same("api_total_$t.$c = sum of api_minute per $t (all APIs)",
+			"SELECT bucket, $c FROM apicount.api_total_$t",
+			"SELECT date_trunc('$t', bucket, 'UTC'), sum($c)::bigint FROM apicount.api_minute GROUP BY 1");
+	}
+	same("api_total_$t latency histograms = merged api_minute histograms (p50, p99)",
+		"SELECT bucket, apicount.latency_percentile(latency_hist, 0.5), apicount.latency_percentile(latency_hist, 0.99) FROM apicount.api_total_$t WHERE latency_hist IS NOT NULL",
+		"SELECT b, apicount.latency_percentile(h, 0.5), apicount.latency_percentile(h, 0.99) FROM "
+		  . "(SELECT date_trunc('$t', bucket, 'UTC') b, apicount.latency_merge(latency_hist) h FROM apicount.api_minute GROUP BY 1) x WHERE h IS NOT NULL");
 }
-same('api_total_minute latency histograms = merged api_minute histograms (p50, p99)',
-	"SELECT bucket, apicount.latency_percentile(latency_hist, 0.5), apicount.latency_percentile(latency_hist, 0.99) FROM apicount.api_total_minute WHERE latency_hist IS NOT NULL",
-	"SELECT bucket, apicount.latency_percentile(h, 0.5), apicount.latency_percentile(h, 0.99) FROM "
-	  . "(SELECT bucket, apicount.latency_merge(latency_hist) h FROM apicount.api_minute GROUP BY 1) x WHERE h IS NOT NULL");
 same('api_day latency histograms = merged api_minute histograms (p50, p99)',
 	"SELECT bucket, method, path, apicount.latency_percentile(latency_hist, 0.5), apicount.latency_percentile(latency_hist, 0.99) FROM apicount.api_day WHERE latency_hist IS NOT NULL",
 	"SELECT b, method, path, apicount.latency_percentile(h, 0.5), apicount.latency_percentile(h, 0.99) FROM "
@@ -347,6 +350,12 @@ is(q1(q{SELECT string_agg(calls::text, ',' ORDER BY calls) FROM apicount.caller_
 	'caller_minute follows the minute tier');
 is(q1(q{SELECT count(*) FROM apicount.api_total_minute WHERE bucket < now() - interval '1 day 2 minutes'}), '0',
 	'api_total_minute follows the minute tier');
+is(q1(q{SELECT count(*) FROM apicount.api_total_hour WHERE bucket < now() - interval '2 days 2 minutes'}), '0',
+	'api_total_hour follows the hour tier');
+is(q1(q{SELECT count(*) FROM apicount.api_total_day WHERE bucket < now() - interval '3 days 12 hours 2 minutes'}), '0',
+	'api_total_day follows the day tier');
+is(q1(q{SELECT count(*) > 0 FROM apicount.api_total_hour WHERE bucket < now() - interval '1 day 2 hours'}), 't',
+	'api_total_hour keeps the hours its tier keeps, older than the minutes');
 is(q1(q{SELECT count(*) FROM apicount.api_hour WHERE bucket < now() - interval '2 days 2 minutes'}), '0',
 	'api_hour: no row older than apicount.retention_hour');
 is(q1(q{SELECT count(*) FROM apicount.api_day WHERE bucket < now() - interval '3 days 12 hours 2 minutes'}), '0',
