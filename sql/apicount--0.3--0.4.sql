@@ -518,7 +518,9 @@ BEGIN
 END
 $$;
 
--- _caller_groups (0.2) with the filters inside its reads
+-- _caller_groups(from, to, by) with the filters inside its reads: the same
+-- body (main's 0.4 version, with the bounds of the minutes a group has no
+-- row in), reading only the given paths and method (NULL: any)
 CREATE FUNCTION @extschema@._caller_groups(from_bucket timestamptz, to_ts timestamptz,
 	by text, paths text[], meth text,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
@@ -542,47 +544,73 @@ AS $$
 		FROM cm c
 		WHERE NOT c.other
 		GROUP BY 1, 2, 3, 4, 5
-	), folded_apis AS (
-		SELECT DISTINCT c.bucket, c.method, c.path FROM cm c WHERE c.other
-	), live AS (
+	), live AS MATERIALIZED (
 		SELECT * FROM @extschema@._live_heavy(from_bucket, to_ts, by)
 	), heavy AS (
-		SELECT h.bucket, h.method, h.path, h.client_ip, h.user_id, h.calls,
-		       h.calls_error, h.errors
-		FROM @extschema@.caller_heavy_minute h
-		WHERE h.grouped_by = by AND h.bucket >= from_bucket AND h.bucket < to_ts
-		  AND (paths IS NULL OR h.path = ANY (paths)) AND (meth IS NULL OR h.method = meth)
-		UNION ALL
-		SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.calls,
-		       l.calls_error, l.errors
-		FROM live l WHERE l.method IS NOT NULL
-		  AND (paths IS NULL OR l.path = ANY (paths)) AND (meth IS NULL OR l.method = meth)
-	), bounds AS (
-		SELECT b.bucket, b.absent_bound
-		FROM @extschema@.heavy_minute_bounds b
-		WHERE b.grouped_by = by AND b.bucket >= from_bucket AND b.bucket < to_ts
-		UNION ALL
-		SELECT l.bucket, l.calls_error FROM live l WHERE l.method IS NULL
+		-- a minute's summaries: the written one and, after a restart in
+		-- that minute, the live one (gens: how many name the group)
+		SELECT x.bucket, x.method, x.path, x.client_ip, x.user_id,
+		       sum(x.calls) AS calls, sum(x.calls_error) AS calls_error,
+		       sum(x.errors) AS errors, count(*) AS gens
+		FROM (SELECT h.bucket, h.method, h.path, h.client_ip, h.user_id, h.calls,
+		             h.calls_error, h.errors
+		      FROM @extschema@.caller_heavy_minute h
+		      WHERE h.grouped_by = by AND h.bucket >= from_bucket AND h.bucket < to_ts
+		        AND (paths IS NULL OR h.path = ANY (paths)) AND (meth IS NULL OR h.method = meth)
+		      UNION ALL
+		      SELECT l.bucket, l.method, l.path, l.client_ip, l.user_id, l.calls,
+		             l.calls_error, l.errors
+		      FROM live l WHERE l.method IS NOT NULL
+		        AND (paths IS NULL OR l.path = ANY (paths)) AND (meth IS NULL OR l.method = meth)) x
+		GROUP BY 1, 2, 3, 4, 5
+	), minute_bounds AS (
+		SELECT x.bucket, sum(x.absent_bound) AS absent_bound, count(*) AS gens
+		FROM (SELECT b.bucket, b.absent_bound
+		      FROM @extschema@.heavy_minute_bounds b
+		      WHERE b.grouped_by = by AND b.bucket >= from_bucket AND b.bucket < to_ts
+		      UNION ALL
+		      SELECT l.bucket, l.calls_error FROM live l WHERE l.method IS NULL) x
+		GROUP BY 1
+	), api_bounds AS MATERIALIZED (
+		-- the minutes and APIs with an "(other callers)" row: only their
+		-- callers can have folded calls that a summary no longer holds
+		SELECT fa.bucket, fa.method, fa.path, mb.absent_bound, mb.gens
+		FROM (SELECT DISTINCT c.bucket, c.method, c.path FROM cm c WHERE c.other) fa
+		JOIN minute_bounds mb ON mb.bucket = fa.bucket
+		WHERE mb.absent_bound > 0
+	), grouped AS MATERIALIZED (
+		SELECT coalesce(f.bucket, h.bucket) AS bucket, coalesce(f.method, h.method) AS method,
+		       coalesce(f.path, h.path) AS path, coalesce(f.ip, h.client_ip) AS ip,
+		       coalesce(f.uid, h.user_id) AS uid,
+		       coalesce(f.calls, 0) + coalesce(h.calls, 0) AS calls,
+		       coalesce(f.ok, 0) AS ok,
+		       coalesce(f.errors, 0) + coalesce(h.errors, 0) AS errors,
+		       coalesce(h.calls_error, 0) AS calls_error,
+		       coalesce(ab.absent_bound, 0) AS minute_bound,
+		       CASE WHEN (h.gens IS NULL OR h.gens < ab.gens)
+		                 AND coalesce(f.may_have_folded, true)
+		            THEN coalesce(ab.absent_bound, 0) ELSE 0 END AS missing
+		FROM full_rows f
+		FULL JOIN heavy h ON h.bucket = f.bucket AND h.method = f.method
+		     AND h.path = f.path AND h.client_ip IS NOT DISTINCT FROM f.ip
+		     AND h.user_id IS NOT DISTINCT FROM f.uid
+		LEFT JOIN api_bounds ab ON ab.bucket = coalesce(f.bucket, h.bucket)
+		     AND ab.method = coalesce(f.method, h.method)
+		     AND ab.path = coalesce(f.path, h.path)
 	)
-	SELECT coalesce(f.bucket, h.bucket), coalesce(f.method, h.method),
-	       coalesce(f.path, h.path), coalesce(f.ip, h.client_ip),
-	       coalesce(f.uid, h.user_id),
-	       (coalesce(f.calls, 0) + coalesce(h.calls, 0) +
-	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL AND f.may_have_folded
-	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint,
-	       coalesce(f.ok, 0)::bigint,
-	       (coalesce(f.errors, 0) + coalesce(h.errors, 0))::bigint,
-	       (coalesce(h.calls_error, 0) +
-	        CASE WHEN h.bucket IS NULL AND fa.bucket IS NOT NULL AND f.may_have_folded
-	             THEN coalesce(bd.absent_bound, 0) ELSE 0 END)::bigint
-	FROM full_rows f
-	FULL JOIN heavy h ON h.bucket = f.bucket AND h.method = f.method
-	     AND h.path = f.path AND h.client_ip IS NOT DISTINCT FROM f.ip
-	     AND h.user_id IS NOT DISTINCT FROM f.uid
-	LEFT JOIN folded_apis fa
-	     ON fa.bucket = f.bucket AND fa.method = f.method AND fa.path = f.path
-	LEFT JOIN (SELECT bucket, sum(absent_bound) AS absent_bound FROM bounds GROUP BY 1) bd
-	     ON bd.bucket = f.bucket
+	SELECT g.bucket, g.method, g.path, g.ip, g.uid, (g.calls + g.missing)::bigint,
+	       g.ok::bigint, g.errors::bigint, (g.calls_error + g.missing)::bigint
+	FROM grouped g
+	UNION ALL
+	-- each group's minutes without a row: the sum of their bounds
+	SELECT NULL::timestamptz, r.method, r.path, r.ip, r.uid,
+	       (t.total - r.present)::bigint, 0::bigint, 0::bigint, (t.total - r.present)::bigint
+	FROM (SELECT g.method, g.path, g.ip, g.uid, sum(g.minute_bound) AS present
+	      FROM grouped g GROUP BY 1, 2, 3, 4) r
+	JOIN (SELECT ab.method, ab.path, sum(ab.absent_bound) AS total
+	      FROM api_bounds ab GROUP BY 1, 2) t
+	     ON t.method = r.method AND t.path = r.path
+	WHERE t.total > r.present
 $$;
 
 -- top callers over a range (top_callers takes a window; callers are kept per
