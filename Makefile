@@ -32,7 +32,8 @@ OBJS = \
 	src/worker/worker_txn.o \
 	src/query/groupagg.o \
 	src/query/live.o \
-	src/query/latency_sql.o
+	src/query/latency_sql.o \
+	src/query/filter.o
 
 EXTENSION = apicount
 DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \

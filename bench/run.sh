@@ -11,8 +11,11 @@
 # Knobs (environment): BENCH_DURATION (pgbench -T seconds, 10), BENCH_ROUNDS (interleaved
 # rounds per throughput pair, best taken, 3), BENCH_CLIENTS (8), BENCH_THREADS (2),
 # BENCH_QUERY_RUNS (20), BENCH_COPY_ROWS (1000000), BENCH_FSYNC (on), BENCH_KEEP=1 keeps the
-# work directory, BENCH_ONLY (space-separated subset of: mem tput copy query flush ship),
-# BENCH_SHIP_LINES (1000000; workload 8, bench/ship.sh).
+# work directory, BENCH_ONLY (space-separated subset of: mem tput copy query flush ship ranges),
+# BENCH_SHIP_LINES (1000000; workload 8, bench/ship.sh), BENCH_RANGES_DAYS (30),
+# BENCH_RANGES_RUNS (7), BENCH_RANGES_BASE_RUNS (3) (workload 9, bench/ranges.sh),
+# BENCH_RESULTS_FILE (latest.md, under bench/results/).  Only the range queries:
+# BENCH_ONLY=ranges make bench.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,7 +31,7 @@ THREADS=${BENCH_THREADS:-2}
 QUERY_RUNS=${BENCH_QUERY_RUNS:-20}
 COPY_ROWS=${BENCH_COPY_ROWS:-1000000}
 FSYNC=${BENCH_FSYNC:-on}
-ONLY=${BENCH_ONLY:-mem tput copy query flush ship}
+ONLY=${BENCH_ONLY:-mem tput copy query flush ship ranges}
 W5_MAX_ENTRIES=500000
 RESULTS=$ROOT/bench/results
 T_START=$(date +%s)
@@ -353,6 +356,16 @@ if want ship; then
     ship_bench
 fi
 
+# ---- 9. dashboards over long ranges (bench/ranges.sh) ----------------------------------------------
+if want ranges; then
+    # shellcheck source=bench/ranges.sh
+    . "$ROOT/bench/ranges.sh"
+    log "9: range queries over $RANGES_DAYS days of rollups for 1,000 paths"
+    # shellcheck disable=SC2119
+    restart_server
+    ranges_bench
+fi
+
 # ---- the table ------------------------------------------------------------------------------------
 if want tput; then
     row "1. INSERT INTO apicount.requests" "$INS" tps "SELECT 1" "$SEL" tps ratio 0.85
@@ -397,6 +410,9 @@ fi
 if want mem; then
     row "7. shared memory per entry (default limits)" "$BYTES_PER_ENTRY" bytes - - - max 320
 fi
+if want ranges; then
+    ranges_rows
+fi
 
 T_END=$(date +%s)
 PASS_N=$(printf '%s\n' "${ROWS[@]}" | grep -c '| PASS |$' || true)
@@ -430,9 +446,9 @@ mkdir -p "$RESULTS"
     echo '```'
     cat "$RAW"
     echo '```'
-} >"$RESULTS/latest.md"
-cat "$RESULTS/latest.md"
+} >"$RESULTS/${BENCH_RESULTS_FILE:-latest.md}"
+cat "$RESULTS/${BENCH_RESULTS_FILE:-latest.md}"
 echo
-echo "written to bench/results/latest.md"
+echo "written to bench/results/${BENCH_RESULTS_FILE:-latest.md}"
 HARNESS_OK=1
 exit 0

@@ -65,13 +65,17 @@ ORDER BY 1, 2;
 -- query functions; no writes anywhere, no hit(), no flush()
 SELECT has_schema_privilege('regress_apicount_r', 'apicount', 'USAGE') AS reader_usage;
 SELECT t AS reader_can_select, has_table_privilege('regress_apicount_r', t, 'SELECT') AS granted
-FROM unnest(ARRAY['apicount.api_minute', 'apicount.caller_minute', 'apicount.stats', 'apicount.live']) AS t;
+FROM unnest(ARRAY['apicount.api_minute', 'apicount.api_day', 'apicount.caller_minute', 'apicount.stats', 'apicount.live']) AS t;
 SELECT f AS reader_can_execute, has_function_privilege('regress_apicount_r', f, 'EXECUTE') AS granted
 FROM unnest(ARRAY['apicount.top_apis(integer, interval)',
-                  'apicount.top_apis(integer, timestamptz, timestamptz)',
+                  'apicount.top_apis(integer, timestamptz, timestamptz, text[], text)',
                   'apicount.top_callers(integer, interval, text, text)',
-                  'apicount.series(text, timestamptz, timestamptz, interval)',
-                  'apicount.callers(text, timestamptz, timestamptz)',
+                  'apicount.top_callers_range(integer, timestamptz, timestamptz, text, text, text[], text)',
+                  'apicount.series(text, timestamptz, timestamptz, interval, text)',
+                  'apicount.minutes(timestamptz, timestamptz, interval, text[], text, boolean)',
+                  'apicount.latency_percentiles(text, timestamptz, timestamptz, double precision[], text, text[])',
+                  'apicount.callers(text, timestamptz, timestamptz, text)',
+                  'apicount.rebuild_api_day()',
                   'apicount.normalize_path(text)',
                   'apicount.hit(text, text, inet, text, integer, double precision, timestamptz)',
                   'apicount.flush()']) AS f;

@@ -27,6 +27,15 @@ char	   *apicount_retention_text = NULL;
 bool		apicount_normalize_paths = true;
 bool		apicount_track_callers = true;
 int64		apicount_retention_secs = 30 * 86400;
+char	   *apicount_retention_minute_text = NULL;
+char	   *apicount_retention_hour_text = NULL;
+char	   *apicount_retention_day_text = NULL;
+
+/* the settings as parsed; the minute tier's is -1 while it is empty */
+static int64 retention_base_secs = 30 * 86400;
+static int64 retention_minute_secs = -1;
+static int64 retention_hour_secs = 400 * 86400;
+static int64 retention_day_secs = INT64CONST(5) * 31557600;
 
 /* the longest retention accepted: 1,000 years, far from int64 microseconds' limit */
 #define RETENTION_MAX_SECS	(INT64CONST(1000) * 31557600)
@@ -77,6 +86,8 @@ apicount_parse_duration(const char *s, int64 *secs)
 	return true;
 }
 
+static void update_minute_retention(void);
+
 static bool
 check_retention(char **newval, void **extra, GucSource source)
 {
@@ -102,7 +113,68 @@ assign_retention(const char *newval, void *extra)
 	int64		secs;
 
 	if (newval != NULL && apicount_parse_duration(newval, &secs))
-		apicount_retention_secs = secs;
+		retention_base_secs = secs;
+	update_minute_retention();
+}
+
+/* apicount.retention_minute, or apicount.retention (its alias) when empty */
+static void
+update_minute_retention(void)
+{
+	apicount_retention_secs = retention_minute_secs >= 0 ?
+		retention_minute_secs : retention_base_secs;
+}
+
+/*
+ * The retention of a tier (0 minute, 1 hour, 2 day) in seconds: a coarser
+ * tier keeps its rows at least as long as a finer one, so that a range the
+ * finer tier no longer holds is always answered by the coarser one.
+ */
+int64
+apicount_retention_tier_secs(int tier)
+{
+	int64		m = apicount_retention_secs;
+	int64		h = Max(m, retention_hour_secs);
+
+	return tier == 0 ? m : tier == 1 ? h : Max(h, retention_day_secs);
+}
+
+static bool
+check_tier_retention(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && (*newval)[0] == '\0')
+		return true;			/* empty: retention_minute follows apicount.retention */
+	return check_retention(newval, extra, source);
+}
+
+static void
+assign_retention_minute(const char *newval, void *extra)
+{
+	int64		secs;
+
+	if (newval == NULL || newval[0] == '\0')
+		retention_minute_secs = -1;
+	else if (apicount_parse_duration(newval, &secs))
+		retention_minute_secs = secs;
+	update_minute_retention();
+}
+
+static void
+assign_retention_hour(const char *newval, void *extra)
+{
+	int64		secs;
+
+	if (newval != NULL && apicount_parse_duration(newval, &secs))
+		retention_hour_secs = secs;
+}
+
+static void
+assign_retention_day(const char *newval, void *extra)
+{
+	int64		secs;
+
+	if (newval != NULL && apicount_parse_duration(newval, &secs))
+		retention_day_secs = secs;
 }
 
 static bool
@@ -201,13 +273,40 @@ apicount_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("apicount.retention",
-							   "How long rollup rows are kept; older hits are rejected.",
-							   "A duration such as '30 days' or '12 hours'.",
+							   "How long minute rollup rows are kept; older hits are rejected.",
+							   "A duration such as '30 days' or '12 hours'; the minute tier's retention unless apicount.retention_minute is set.",
 							   &apicount_retention_text,
 							   "30 days",
 							   PGC_SIGHUP,
 							   0,
 							   check_retention, assign_retention, NULL);
+
+	DefineCustomStringVariable("apicount.retention_minute",
+							   "How long api_minute and caller rows are kept; empty: apicount.retention.",
+							   NULL,
+							   &apicount_retention_minute_text,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_tier_retention, assign_retention_minute, NULL);
+
+	DefineCustomStringVariable("apicount.retention_hour",
+							   "How long api_hour rows are kept (at least as long as minutes).",
+							   NULL,
+							   &apicount_retention_hour_text,
+							   "400 days",
+							   PGC_SIGHUP,
+							   0,
+							   check_retention, assign_retention_hour, NULL);
+
+	DefineCustomStringVariable("apicount.retention_day",
+							   "How long api_day rows are kept (at least as long as hours).",
+							   NULL,
+							   &apicount_retention_day_text,
+							   "5 years",
+							   PGC_SIGHUP,
+							   0,
+							   check_retention, assign_retention_day, NULL);
 
 	DefineCustomBoolVariable("apicount.normalize_paths",
 							 "Strip query strings and replace id segments of paths with :id.",

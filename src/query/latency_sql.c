@@ -21,6 +21,7 @@
 #include "utils/timestamp.h"
 
 #include "counters.h"
+#include "filter.h"
 #include "ingest.h"
 #include "latency_codec.h"
 #include "latency_sql.h"
@@ -113,34 +114,70 @@ apicount_latency_hist_add(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(lat_dense_to_bytea(dense));
 }
 
-/* latency_merge(bytea): state is a dense histogram, NULL until a value */
+/*
+ * latency_merge(bytea): the state is NULL until a value, then that value
+ * as it came (a group of one row, common when a query reads a coarser
+ * tier, keeps its 100-odd bytes), and a dense histogram from the second
+ * value on (LAT_NBUCKETS counters, about 7 kB: thousands of groups of one
+ * row each would otherwise make a sort or hash spill to disk).
+ */
+typedef struct MergeState
+{
+	bytea	   *first;			/* the only value so far, or NULL */
+	uint64	   *dense;			/* the sum, once there are two values */
+} MergeState;
+
 Datum
 apicount_latency_merge_accum(PG_FUNCTION_ARGS)
 {
 	MemoryContext aggcxt;
-	uint64	   *dense;
+	MergeState *st;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "apicount_latency_merge_accum called in non-aggregate context");
 	if (PG_ARGISNULL(0))
 	{
+		bytea	   *v;
+
 		if (PG_ARGISNULL(1))
 			PG_RETURN_NULL();
-		dense = MemoryContextAllocZero(aggcxt, sizeof(uint64) * LAT_NBUCKETS);
+		v = PG_GETARG_BYTEA_PP(1);	/* detoasted */
+		st = MemoryContextAllocZero(aggcxt, sizeof(MergeState));
+		st->first = (bytea *) MemoryContextAlloc(aggcxt, VARSIZE_ANY(v));
+		memcpy(st->first, v, VARSIZE_ANY(v));
+		PG_RETURN_POINTER(st);
 	}
-	else
-		dense = (uint64 *) PG_GETARG_POINTER(0);
-	if (!PG_ARGISNULL(1))
-		decode_into(PG_GETARG_BYTEA_PP(1), dense);
-	PG_RETURN_POINTER(dense);
+	st = (MergeState *) PG_GETARG_POINTER(0);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_POINTER(st);
+	if (st->dense == NULL)
+	{
+		st->dense = MemoryContextAllocZero(aggcxt, sizeof(uint64) * LAT_NBUCKETS);
+		decode_into(st->first, st->dense);
+		pfree(st->first);
+		st->first = NULL;
+	}
+	decode_into(PG_GETARG_BYTEA_PP(1), st->dense);
+	PG_RETURN_POINTER(st);
 }
 
 Datum
 apicount_latency_merge_final(PG_FUNCTION_ARGS)
 {
+	MergeState *st;
+
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	PG_RETURN_BYTEA_P(lat_dense_to_bytea((uint64 *) PG_GETARG_POINTER(0)));
+	st = (MergeState *) PG_GETARG_POINTER(0);
+	if (st->dense == NULL)
+	{
+		/* one value: itself, as lat_dense_to_bytea would have encoded it */
+		uint64	   *dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+
+		decode_into(st->first, dense);
+		PG_RETURN_BYTEA_P(lat_dense_to_bytea(dense));
+	}
+	PG_RETURN_BYTEA_P(lat_dense_to_bytea(st->dense));
 }
 
 static void
@@ -189,18 +226,21 @@ typedef struct LiveHist
 } LiveHist;
 
 /*
- * apicount._live_latency(from_bucket timestamptz, to_ts timestamptz):
- * unflushed histograms per API and minute, for minutes starting in
- * [from_bucket, to_ts).
+ * apicount._live_latency(from_bucket timestamptz, to_ts timestamptz
+ * [, paths text[], method text]): unflushed histograms per API and minute,
+ * for minutes starting in [from_bucket, to_ts), of the given paths and
+ * method only (0.4; NULL: any).
  */
 Datum
 apicount_live_latency(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
-	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	TimestampTz from_ts;
+	TimestampTz to_ts;
 	int32		from_minute,
 				to_minute;
+	HashFilter	fpaths,
+				fmethod;
 	LatSnap    *snap;
 	int			nsnap,
 				nhist = 0,
@@ -212,6 +252,12 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
+	/* from 0.4 on the function is not strict (its filters may be NULL) */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return (Datum) 0;
+	from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	filter_from_args(fcinfo, 2, &fpaths, &fmethod);
 	/* minutes starting in [from_ts, to_ts), as _live_minutes */
 	from_minute = apicount_minute_at_or_after(from_ts);
 	to_minute = apicount_minute_before(to_ts);
@@ -231,6 +277,9 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 		LiveHist   *h;
 		bool		found;
 
+		if (!filter_pass(&fpaths, snap[i].key.path_h) ||
+			!filter_pass(&fmethod, snap[i].key.method_h))
+			continue;
 		memset(&k, 0, sizeof(k));
 		k.method_h = snap[i].key.method_h;
 		k.path_h = snap[i].key.path_h;

@@ -25,6 +25,7 @@
 
 #include "counters.h"
 #include "entry_table.h"
+#include "filter.h"
 #include "groupagg.h"
 #include "heavy.h"
 #include "ingest.h"
@@ -929,21 +930,25 @@ apicount_live_heavy_apis(PG_FUNCTION_ARGS)
 
 /*
  * apicount._live_minutes(from_bucket timestamptz, to_ts timestamptz,
- *		by_caller bool)
+ *		by_caller bool [, paths text[], method text])
  *
  * Unflushed deltas of the minutes in [from_bucket, to_ts), per API and
  * minute (the API tier), or when by_caller per caller entry plus each
  * API's "(other callers)" row (NULL client_ip, user_id OTHER_CALLERS), as
  * the flush writes them to caller_minute, folded_before included.
+ * From 0.4 on, only entries of the given paths and method (each filter
+ * NULL: any), tested on the entry's hashes during the scan.
  */
 Datum
 apicount_live_minutes(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TimestampTz from_ts = PG_GETARG_TIMESTAMPTZ(0);
-	TimestampTz to_ts = PG_GETARG_TIMESTAMPTZ(1);
-	bool		by_caller = PG_GETARG_BOOL(2);
-	int			dims = G_API | G_MINUTE | (by_caller ? G_IP | G_USER : 0);
+	TimestampTz from_ts;
+	TimestampTz to_ts;
+	bool		by_caller;
+	int			dims;
+	HashFilter	fpaths,
+				fmethod;
 	int32		from_minute,
 				to_minute;
 	GroupAgg   *agg;
@@ -954,6 +959,14 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 	apicount_require_preload();
 	InitMaterializedSRF(fcinfo, 0);
+	/* from 0.4 on the function is not strict (its filters may be NULL) */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		return (Datum) 0;
+	from_ts = PG_GETARG_TIMESTAMPTZ(0);
+	to_ts = PG_GETARG_TIMESTAMPTZ(1);
+	by_caller = PG_GETARG_BOOL(2);
+	dims = G_API | G_MINUTE | (by_caller ? G_IP | G_USER : 0);
+	filter_from_args(fcinfo, 3, &fpaths, &fmethod);
 	/* buckets starting in [from_ts, to_ts) */
 	from_minute = apicount_minute_at_or_after(from_ts);
 	to_minute = apicount_minute_before(to_ts);
@@ -967,6 +980,9 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 		GroupKey	gk;
 
 		if (e->key.minute < from_minute || e->key.minute > to_minute)
+			continue;
+		if (!filter_pass(&fpaths, e->key.path_h) ||
+			!filter_pass(&fmethod, e->key.method_h))
 			continue;
 		if (by_caller && (e->key.flags & KEY_API))
 		{

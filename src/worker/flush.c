@@ -5,8 +5,9 @@
  * Owns the worker's writes.  A flush copies every entry's unflushed
  * deltas (under shared partition locks, so ingest never waits), writes
  * them in one transaction (arrays bound as parameters, never
- * interpolated): from the API entries one upsert each into api_minute and
- * api_hour and each API's "(other callers)" row, from the caller entries
+ * interpolated): from the API entries one upsert each into api_minute,
+ * api_hour, api_day and their sums over all APIs api_total_minute, _hour
+ * and _day (0.4), and each API's "(other callers)" row, from the caller entries
  * the caller_minute rows each the cheapest safe way (known_rows.h: an
  * update at a known TID, a plain insert, or the upsert).  The same
  * transaction writes the summaries of heavy callers of the minutes past
@@ -193,6 +194,24 @@ static const char *caller_update_sql[2] = {
 	"       pg_catalog.unnest($12::pg_catalog.int4[])) "
 	" AS u(" CALLER_COLUMNS ", tid, ord) " CALLER_UPDATE_WHERE
 };
+
+/* whether apicount.<name> exists (tables added by later versions) */
+static bool
+table_exists(const char *name)
+{
+	char		sql[256];
+
+	snprintf(sql, sizeof(sql),
+			 "SELECT pg_catalog.to_regclass('apicount.%s') IS NOT NULL", name);
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "apicount: reading the catalog failed");
+	{
+		bool		isnull;
+
+		return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+}
 
 /* 1 when the installed extension has the 0.2 schema (set by each flush) */
 static int	schema_v2 = 1;
@@ -417,16 +436,57 @@ ms_datum(uint64 ns)
 	return Float8GetDatum((double) ns / 1000000.0);
 }
 
-/* the row of (minute or hour, method, path), created empty if new */
+/* the API rollup tiers: bucket width in minutes, table */
+typedef enum ApiTier
+{
+	TIER_MINUTE,
+	TIER_HOUR,
+	TIER_DAY,
+	/* all APIs per minute, hour and day (api_total_*, 0.4) */
+	TIER_TOTAL_MINUTE,
+	TIER_TOTAL_HOUR,
+	TIER_TOTAL_DAY
+} ApiTier;
+
+#define IS_TOTAL(tier)	((tier) >= TIER_TOTAL_MINUTE)
+
+static const int tier_minutes[] = {1, 60, 1440, 1, 60, 1440};
+static const char *const tier_table[] = {"api_minute", "api_hour", "api_day",
+"api_total_minute", "api_total_hour", "api_total_day"};
+
+/* %s: api_total_*; api_upsert_sql's columns without method and path */
+static const char *total_upsert_sql =
+"INSERT INTO apicount.%s AS t "
+"(bucket, calls, ok, client_errors, server_errors, "
+" latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
+"SELECT pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
+" pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int8[]), "
+" pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
+" pg_catalog.unnest($6::pg_catalog.float8[]), pg_catalog.unnest($7::pg_catalog.float8[]), "
+" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.bytea[]) "
+"ON CONFLICT (bucket) DO UPDATE SET "
+" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
+" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
+" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
+" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors, "
+" latency_sum_ms = t.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
+" latency_max_ms = GREATEST(t.latency_max_ms, excluded.latency_max_ms), "
+" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count, "
+" latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
+"  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
+
+/* the row of (minute, hour or day, method, path), created empty if new */
 static ApiRow *
-api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
+api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, ApiTier tier)
 {
 	ApiRowKey	k;
 	ApiRow	   *row;
 	bool		found;
+	int32		w = tier_minutes[tier];
 
 	memset(&k, 0, sizeof(k));
-	k.minute = hourly ? minute - ((minute % 60) + 60) % 60 : minute;
+	/* UTC hours and days start at multiples of 60 and 1440 epoch minutes */
+	k.minute = minute - ((minute % w) + w) % w;
 	k.method_h = method_h;
 	k.path_h = path_h;
 	row = hash_search(rows, &k, HASH_ENTER, &found);
@@ -439,14 +499,15 @@ api_row(HTAB *rows, int32 minute, uint64 method_h, uint64 path_h, bool hourly)
 }
 
 /*
- * Upsert API-level rows: per minute into api_minute, or per hour into
- * api_hour (the coarser rollup that long ranges read; both are written by
- * the same flush transaction, so they always agree).  Latency pages with
- * no counter item in this flush still make a row (with zero counts).
+ * Upsert API-level rows: per minute into api_minute, per hour into
+ * api_hour or per UTC day into api_day (the coarser rollups that long
+ * ranges read; all are written by the same flush transaction, so they
+ * always agree, late hits included).  Latency pages with no counter item
+ * in this flush still make a row (with zero counts).
  */
 static void
 upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
-				bool hourly)
+				ApiTier tier)
 {
 	HASHCTL		ctl;
 	HTAB	   *rows;
@@ -472,8 +533,9 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		if (!is_api_item(&items[i]) || delta_is_zero(&items[i].d))
 			continue;
-		row = api_row(rows, items[i].key.minute, items[i].key.method_h,
-					  items[i].key.path_h, hourly);
+		row = api_row(rows, items[i].key.minute,
+					  IS_TOTAL(tier) ? 0 : items[i].key.method_h,
+					  IS_TOTAL(tier) ? 0 : items[i].key.path_h, tier);
 		row->d.calls += items[i].d.calls;
 		row->d.ok += items[i].d.ok;
 		row->d.client_errors += items[i].d.client_errors;
@@ -484,8 +546,9 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	}
 	for (i = 0; i < nlat; i++)
 	{
-		row = api_row(rows, lat[i].key.minute, lat[i].key.method_h,
-					  lat[i].key.path_h, hourly);
+		row = api_row(rows, lat[i].key.minute,
+					  IS_TOTAL(tier) ? 0 : lat[i].key.method_h,
+					  IS_TOTAL(tier) ? 0 : lat[i].key.path_h, tier);
 		lat_pages_append(&row->lat, i);
 	}
 
@@ -502,8 +565,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	while ((row = hash_seq_search(&seq)) != NULL)
 	{
 		cols[0][i] = TimestampTzGetDatum((TimestampTz) row->key.minute * USECS_PER_MINUTE);
-		cols[1][i] = string_datum(row->key.method_h);
-		cols[2][i] = string_datum(row->key.path_h);
+		cols[1][i] = IS_TOTAL(tier) ? (Datum) 0 : string_datum(row->key.method_h);
+		cols[2][i] = IS_TOTAL(tier) ? (Datum) 0 : string_datum(row->key.path_h);
 		cols[3][i] = Int64GetDatum(row->d.calls);
 		cols[4][i] = Int64GetDatum(row->d.ok);
 		cols[5][i] = Int64GetDatum(row->d.client_errors);
@@ -521,6 +584,8 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		Oid			elemtype = types[i];
 
+		if (IS_TOTAL(tier) && (i == 1 || i == 2))
+			continue;
 		args[i] = make_array(cols[i],
 							 i == 8 ? maxnulls : i == 10 ? histnulls : NULL,
 							 n, elemtype);
@@ -529,12 +594,21 @@ upsert_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	{
 		char		sql[2048];
 
-		snprintf(sql, sizeof(sql), api_upsert_sql,
-				 hourly ? "api_hour" : "api_minute");
+		if (IS_TOTAL(tier))
+		{
+			/* the columns but method and path */
+			memmove(&args[1], &args[3], sizeof(Datum) * 8);
+			memmove(&types[1], &types[3], sizeof(Oid) * 8);
+			snprintf(sql, sizeof(sql), total_upsert_sql, tier_table[tier]);
+			if (SPI_execute_with_args(sql, 9, types, args, NULL,
+									  false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
+			return;
+		}
+		snprintf(sql, sizeof(sql), api_upsert_sql, tier_table[tier]);
 		if (SPI_execute_with_args(sql, 11, types, args, NULL, false, 0)
 			!= SPI_OK_INSERT)
-			elog(ERROR, "apicount: upsert into %s failed",
-				 hourly ? "api_hour" : "api_minute");
+			elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
 	}
 }
 
@@ -1153,8 +1227,15 @@ flush_counters(int64 *written, char *errbuf, int errlen)
 		schema_v2 = installed_schema_v2();
 		if (nitems > 0 || nlat > 0)
 		{
-			upsert_api_rows(items, nitems, lat, nlat, false);
-			upsert_api_rows(items, nitems, lat, nlat, true);
+			upsert_api_rows(items, nitems, lat, nlat, TIER_MINUTE);
+			upsert_api_rows(items, nitems, lat, nlat, TIER_HOUR);
+			if (table_exists("api_day"))	/* from 0.4 on */
+			{
+				upsert_api_rows(items, nitems, lat, nlat, TIER_DAY);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_MINUTE);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_HOUR);
+				upsert_api_rows(items, nitems, lat, nlat, TIER_TOTAL_DAY);
+			}
 			write_caller_minute(items, nitems);
 		}
 		if (schema_v2)
@@ -1296,6 +1377,10 @@ delete_batch(void *arg)
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
 	Datum		args[1] = {TimestampTzGetDatum(b->cutoff)};
 
+	/* a table of a later version than the one installed */
+	if (!table_exists(b->table))
+		return;
+
 	snprintf(sql, sizeof(sql),
 			 "DELETE FROM apicount.%s WHERE ctid OPERATOR(pg_catalog.=) ANY "
 			 "(ARRAY(SELECT ctid FROM apicount.%s "
@@ -1307,21 +1392,39 @@ delete_batch(void *arg)
 	b->deleted = (int64) SPI_processed;
 }
 
+/*
+ * Delete the rows past their tier's retention, in batches of
+ * RETENTION_BATCH rows per transaction and at most RETENTION_MAX_BATCHES
+ * per table and call: the minute tier (api_minute and the caller tables)
+ * by apicount.retention_minute, api_hour by apicount.retention_hour and
+ * api_day (0.4) by apicount.retention_day; api_total_minute, _hour and
+ * _day (0.4) with their tiers.
+ */
 void
 flush_apply_retention(void)
 {
-	static const char *tables[] = {"api_minute", "api_hour", "caller_minute",
-	"caller_heavy_minute", "heavy_minute_bounds"};
-	TimestampTz cutoff = GetCurrentTimestamp() -
-		apicount_retention_secs * USECS_PER_SEC;
+	static const struct
+	{
+		const char *table;
+		int			tier;
+	}			tables[] = {
+		{"api_minute", 0}, {"api_hour", 1}, {"api_day", 2},
+		{"api_total_minute", 0}, {"api_total_hour", 1}, {"api_total_day", 2},
+		{"caller_minute", 0}, {"caller_heavy_minute", 0},
+		{"heavy_minute_bounds", 0}
+	};
+	TimestampTz now = GetCurrentTimestamp();
 	int			t,
 				i;
 
 	for (t = 0; t < lengthof(tables); t++)
 	{
+		TimestampTz cutoff = now -
+			apicount_retention_tier_secs(tables[t].tier) * USECS_PER_SEC;
+
 		for (i = 0; i < RETENTION_MAX_BATCHES; i++)
 		{
-			RetentionBatch b = {tables[t], cutoff, 0};
+			RetentionBatch b = {tables[t].table, cutoff, 0};
 
 			if (!worker_run_txn("apicount retention", delete_batch, &b) ||
 				b.deleted < RETENTION_BATCH)

@@ -316,6 +316,18 @@ for my $from (@older)
 		"[$from] the 40 hits recorded before the update and the 60 after it are all counted");
 	$q->('SELECT apicount.flush()');
 	is($q->("SELECT sum(calls) FROM apicount.api_minute WHERE path = '/up/c'"), '100', "[$from] and flushed");
+	if ($has->('apicount.api_day'))
+	{
+		# the day tier (0.4): filled from api_hour by the update, then written by the flushes
+		is($q->(q{SELECT count(*) FROM (SELECT date_trunc('day', bucket, 'UTC'), method, path, sum(calls)
+		                                FROM apicount.api_hour GROUP BY 1, 2, 3
+		                                EXCEPT ALL SELECT bucket, method, path, calls FROM apicount.api_day) d}),
+			'0', "[$from] api_day holds api_hour's sums per day");
+		is($q->(q{SELECT (SELECT sum(calls) FROM apicount.api_minute) || ' ' || (SELECT sum(calls) FROM apicount.api_hour)
+		        || ' ' || (SELECT sum(calls) FROM apicount.api_day)}),
+			$q->("SELECT (SELECT sum(calls) FROM apicount.api_minute) || repeat(' ' || (SELECT sum(calls) FROM apicount.api_minute), 2)"),
+			"[$from] api_minute, api_hour and api_day hold the same calls");
+	}
 	is($q->(q{SELECT count(*) FROM apicount.api_minute a WHERE a.path = '/up/c'
 	        AND a.calls <> (SELECT coalesce(sum(c.calls), 0) FROM apicount.caller_minute c
 	                        WHERE c.bucket = a.bucket AND c.method = a.method AND c.path = a.path)}),

@@ -136,6 +136,17 @@ my $pv = $var_def{path};
 ok($pv && $pv->{type} eq 'query' && $pv->{multi} && $pv->{includeAll} && ($pv->{refresh} // 0) == 2,
 	'variable path: query, multi-value, include All, refreshed on time range change');
 like($pv->{query}, qr/apicount\.minutes\(/, 'variable path reads apicount.minutes() (flushed + live)');
+is($pv->{allValue}, 'NULL', 'variable path: "All" is NULL (every path), not the list of every path');
+for my $q (grep { $_->{kind} eq 'panel' && $_->{sql} =~ /\$path\b/ } @queries)
+{
+	unlike($q->{sql}, qr/WHERE\s+path\s*=\s*ANY/i, "$q->{key}: passes \$path into the functions, does not filter their output");
+	like($q->{sql}, qr/nullif\(ARRAY\[\$path\]::text\[\], '\{NULL\}'\)/, "$q->{key}: \$path goes in as a text[] filter (NULL for All)");
+}
+for my $q (grep { ($_->{format} // '') eq 'time_series' && $_->{sql} =~ /apicount\.minutes\(/ } @queries)
+{
+	like($q->{sql}, qr/apicount\.minutes\(\$__timeFrom\(\), \$__timeTo\(\), \$__interval_ms \* interval '1 millisecond'/,
+		"$q->{key}: minutes() gets \$__interval as its step (the step picks the tier)");
+}
 my $wv = $var_def{window};
 my @window_opts = map { s/^\s+|\s+$//gr } ($wv->{query} =~ /(?:\\,|[^,])+/g);
 is_deeply(\@window_opts, [qw(1m 5m 15m 1h)], 'variable window: custom 1m,5m,15m,1h');
@@ -166,9 +177,10 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION apicount');
 $node->safe_psql('postgres', "CREATE ROLE $READER LOGIN; GRANT apicount_reader TO $READER;");
 
-my @needed = ('apicount.minutes(timestamptz,timestamptz)', 'apicount.latency_merge(bytea)',
+my @needed = ('apicount.minutes(timestamptz,timestamptz,interval,text[],text,boolean)', 'apicount.latency_merge(bytea)',
 	'apicount.latency_percentile(bytea,double precision)',
-	'apicount.latency_percentiles(text,timestamptz,timestamptz,double precision[])');
+	'apicount.top_apis(integer,timestamptz,timestamptz,text[],text)',
+	'apicount.latency_percentiles(text,timestamptz,timestamptz,double precision[],text,text[])');
 for my $f (@needed)
 {
 	my $have = $node->safe_psql('postgres', "SELECT to_regprocedure('$f') IS NOT NULL");
@@ -756,7 +768,7 @@ sub run_query
 {
 	my ($q, %c) = @_;
 	my %vars = (
-		path => { multi => $pv->{multi}, includeAll => $pv->{includeAll},
+		path => { multi => $pv->{multi}, includeAll => $pv->{includeAll}, allValue => $pv->{allValue},
 			value => $c{paths} // ['$__all'], options => $all_paths },
 		window => { multi => $wv->{multi}, includeAll => $wv->{includeAll}, value => $c{window} // $window_opts[0] },
 		threshold => { value => $c{threshold} // 300 });
