@@ -14,6 +14,7 @@
 # less than tps on a shared machine; then the medians per build and their ratio (new / old).
 # Run as root (the servers run as 'postgres'). Knobs: AB_TX (transactions per client, 20000),
 # AB_WORKLOADS ("fits copyfit insert hit flood copy"), AB_KEEP=1 keeps the work directory.
+# AB_MODE=instr counts instructions per row instead (callgrind, bench/instr.sh): no noise.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -99,6 +100,11 @@ psql_on() { local x=$1; shift; as_pg "$(pgbin "$x")/psql" -qXAt -h "$W/$x" -p "$
 children_ticks() { awk '{ print $16 + $17 }' "/proc/$(head -n 1 "$W/$1/data/postmaster.pid")/stat"; }
 
 for x in old new; do srv start $x; psql_on $x -c 'CREATE EXTENSION apicount'; srv stop $x; done
+if [ "${AB_MODE:-}" = instr ]; then
+    # shellcheck source=bench/instr.sh
+    . "$ROOT/bench/instr.sh"
+    exit 0
+fi
 CSV=$W/copy.csv
 CSVFIT=$W/copyfit.csv
 if [[ " $WORKLOADS " == *" copy"* ]]; then
