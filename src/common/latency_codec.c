@@ -125,7 +125,7 @@ put_varint(uint8_t *p, uint64_t v)
 
 /* returns the next position, or NULL if the varint is truncated or too long */
 static const uint8_t *
-get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+get_varint_slow(const uint8_t *p, const uint8_t *end, uint64_t *v)
 {
 	uint64_t	r = 0;
 	int			shift = 0;
@@ -147,6 +147,26 @@ get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 			return NULL;
 	}
 	return NULL;
+}
+
+/*
+ * Most varints of a histogram are one byte (the gaps, small counts) or two
+ * (counts up to 16,383): decode those inline, the rest in the loop above.
+ */
+static inline const uint8_t *
+get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+	if (p < end && p[0] < 0x80)
+	{
+		*v = p[0];
+		return p + 1;
+	}
+	if (end - p >= 2 && p[1] < 0x80)
+	{
+		*v = (uint64_t) (p[0] & 0x7f) | ((uint64_t) p[1] << 7);
+		return p + 2;
+	}
+	return get_varint_slow(p, end, v);
 }
 
 size_t
@@ -209,19 +229,34 @@ lat_total(const uint64_t *dense)
 	return n;
 }
 
+/*
+ * The 1-based rank of percentile p among n values (percentile_disc), within
+ * [1, n].  Past 2^53 values (double) n may round up, so the comparison with
+ * n is made on the double before converting.
+ */
+static uint64_t
+rank_of(double p, uint64_t n)
+{
+	double		r = ceil(p * (double) n);
+	uint64_t	k;
+
+	if (r >= (double) n)
+		return n;
+	k = r < 1.0 ? 1 : (uint64_t) r;
+	return k > n ? n : k;
+}
+
 double
 lat_percentile_ms(const uint64_t *dense, double p)
 {
 	uint64_t	n = lat_total(dense);
 	uint64_t	rank;
 	uint64_t	seen = 0;
-	double		r;
 	int			i;
 
 	if (n == 0)
 		return -1.0;
-	r = ceil(p * (double) n);
-	rank = r < 1.0 ? 1 : (r > (double) n ? n : (uint64_t) r);
+	rank = rank_of(p, n);
 	for (i = 0; i < LAT_NBUCKETS; i++)
 	{
 		seen += dense[i];
@@ -229,4 +264,59 @@ lat_percentile_ms(const uint64_t *dense, double p)
 			return lat_bucket_value_ms(i);
 	}
 	return lat_bucket_value_ms(LAT_NBUCKETS - 1);
+}
+
+int
+lat_encoded_percentile_ms(const uint8_t *in, size_t len, double p, double *ms)
+{
+	const uint8_t *start = in + 1;
+	const uint8_t *end = in + len;
+	const uint8_t *q;
+	uint64_t	n = 0;
+	uint64_t	rank;
+	uint64_t	seen = 0;
+	int64_t		idx = -1;
+
+	if (len < 1 || in[0] != LAT_FORMAT_VERSION)
+		return -1;
+	/* pass 1: validate, as lat_decode_add does, and count */
+	for (q = start; q < end;)
+	{
+		uint64_t	gap,
+					count;
+
+		q = get_varint(q, end, &gap);
+		if (q == NULL || gap >= LAT_NBUCKETS)
+			return -1;
+		q = get_varint(q, end, &count);
+		if (q == NULL || count == 0)
+			return -1;
+		idx += (int64_t) gap + 1;
+		if (idx >= LAT_NBUCKETS || n > UINT64_MAX - count)
+			return -1;
+		n += count;
+	}
+	if (n == 0)
+	{
+		*ms = -1.0;
+		return 0;
+	}
+	/* pass 2: the bucket that holds the rank */
+	rank = rank_of(p, n);
+	idx = -1;
+	for (q = start; q < end;)
+	{
+		uint64_t	gap = 0,
+					count = 0;
+
+		/* valid, as pass 1 found */
+		q = get_varint(q, end, &gap);
+		q = get_varint(q, end, &count);
+		idx += (int64_t) gap + 1;
+		seen += count;
+		if (seen >= rank)
+			break;
+	}
+	*ms = lat_bucket_value_ms((int) idx);
+	return 0;
 }

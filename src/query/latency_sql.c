@@ -81,16 +81,23 @@ lat_pages_to_bytea(const LatSnap *snap, const LatPageList *list, uint64 *dense)
 	return b;
 }
 
+pg_attribute_noreturn()
+static void
+invalid_histogram(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+			 errmsg("invalid apicount latency histogram"),
+			 errdetail("The value is not in the format of api_minute.latency_hist (version %d).",
+					   LAT_FORMAT_VERSION)));
+}
+
 static void
 decode_into(bytea *b, uint64 *dense)
 {
 	if (lat_decode_add((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
 					   dense) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-				 errmsg("invalid apicount latency histogram"),
-				 errdetail("The value is not in the format of api_minute.latency_hist (version %d).",
-						   LAT_FORMAT_VERSION)));
+		invalid_histogram();
 }
 
 /*
@@ -195,13 +202,13 @@ Datum
 apicount_latency_percentile(PG_FUNCTION_ARGS)
 {
 	double		p = PG_GETARG_FLOAT8(1);
-	uint64	   *dense;
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
 	double		v;
 
 	check_percentile(p);
-	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
-	decode_into(PG_GETARG_BYTEA_PP(0), dense);
-	v = lat_percentile_ms(dense, p);
+	if (lat_encoded_percentile_ms((const uint8 *) VARDATA_ANY(b),
+								  VARSIZE_ANY_EXHDR(b), p, &v) != 0)
+		invalid_histogram();
 	if (v < 0)
 		PG_RETURN_NULL();
 	PG_RETURN_FLOAT8(v);

@@ -256,5 +256,54 @@ main(void)
 	memset(dense, 0, sizeof(dense));
 	check(lat_percentile_ms(dense, 0.5) < 0, "empty histogram has no percentile", NULL);
 
+	/* the percentile read from the encoding = the dense path's, on random histograms
+	 * (totals below 2^64: 120 counts below 2^56 at most) */
+	{
+		static const double ps[] = {0, 0.001, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1};
+		int			bad = 0;
+		int			t;
+		double		v;
+		size_t		n;
+
+		for (t = 0; t < 500; t++)
+		{
+			int			k;
+			int			used = (int) (xorshift() % 120) + 1;
+
+			memset(dense, 0, sizeof(dense));
+			for (k = 0; k < used; k++)
+				dense[xorshift() % LAT_NBUCKETS] += (t % 3 == 0) ? (xorshift() >> (xorshift() % 56 + 8)) | 1
+					: xorshift() % 300 + 1;
+			n = lat_encode(dense, buf);
+			for (k = 0; k < (int) (sizeof(ps) / sizeof(ps[0])); k++)
+				if (lat_encoded_percentile_ms(buf, n, ps[k], &v) != 0 ||
+					v != lat_percentile_ms(dense, ps[k]))
+				{
+					if (!bad)
+						snprintf(detail, sizeof(detail), "histogram %d, p %g: %g, dense %g",
+								 t, ps[k], v, lat_percentile_ms(dense, ps[k]));
+					bad++;
+				}
+		}
+		check(bad == 0, "500 random histograms: percentile of the encoding = of the dense histogram",
+			  bad ? detail : NULL);
+		memset(dense, 0, sizeof(dense));
+		n = lat_encode(dense, buf);
+		check(lat_encoded_percentile_ms(buf, n, 0.5, &v) == 0 && v < 0,
+			  "empty encoding has no percentile", NULL);
+		buf[0] = LAT_FORMAT_VERSION + 1;
+		check(lat_encoded_percentile_ms(buf, n, 0.5, &v) < 0, "bad version rejected", NULL);
+		{
+			const uint8_t truncated[] = {LAT_FORMAT_VERSION, 0x00, 0x80};
+			const uint8_t zero_count[] = {LAT_FORMAT_VERSION, 0x00, 0x00};
+			const uint8_t past_end[] = {LAT_FORMAT_VERSION, 0xdf, 0x06, 0x01, 0x00, 0x01};
+
+			check(lat_encoded_percentile_ms(truncated, sizeof(truncated), 0.5, &v) < 0 &&
+				  lat_encoded_percentile_ms(zero_count, sizeof(zero_count), 0.5, &v) < 0 &&
+				  lat_encoded_percentile_ms(past_end, sizeof(past_end), 0.5, &v) < 0,
+				  "malformed encodings rejected (truncated, zero count, past the last bucket)", NULL);
+		}
+	}
+
 	return tap_done();
 }
