@@ -8,7 +8,8 @@
 # lock effects of concurrent backends (that is what the timed rounds of bench/ab.sh are for).
 # Each workload's figure is (Ir of the run − Ir of an empty run) ÷ rows, for the whole server
 # (parse, plan, execute, commit) and for apicount.so's own functions (self cost).
-# Knobs: INSTR_ROWS (statements per INSERT workload, 5000), INSTR_COPY_ROWS (200000).
+# Knobs: INSTR_ROWS (statements per INSERT workload, 5000), INSTR_COPY_ROWS (200000),
+# AB_WORKLOADS (the subset of "fits insert hit flood copyfit copy" to run).
 # shellcheck shell=bash
 
 command -v valgrind >/dev/null 2>&1 || {
@@ -78,7 +79,7 @@ instr_run() {
 
 RES=$W/instr.txt
 : >"$RES"
-for w in empty fits insert hit flood copyfit copy; do
+for w in empty ${AB_WORKLOADS:-fits insert hit flood copyfit copy}; do
     for x in old new; do
         read -r tot self < <(instr_run "$x" "$w")
         printf '%s %s %s %s\n' "$w" "$x" "$tot" "$self" >>"$RES"

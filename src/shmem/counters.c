@@ -685,6 +685,30 @@ summarize_fold(const CounterKey *ck, const char *user, int user_len,
 }
 
 /*
+ * After a fold's Bloom bits are set (heavy_add, from summarize_fold): the
+ * check that found no entry for the caller came before them, so a backend
+ * may have made the caller's entry in between and read the bits before
+ * they were set; that entry would not say that the caller was folded
+ * earlier in its minute, and queries would trust its count alone.  Look
+ * again now: an entry made before this lookup is found and marked here; one
+ * made after it reads the bits (its maker reads them under the partition
+ * lock this lookup takes, after they were set).  The mark is the same store
+ * from every backend, as in apply_delta.
+ */
+static void
+mark_if_made_meanwhile(const CounterKey *ck, uint32 hashcode)
+{
+	LWLock	   *lock = partition_lock(hashcode);
+	CounterEntry *e;
+
+	LWLockAcquire(lock, LW_SHARED);
+	e = etab_find(ck, hashcode);
+	if (e != NULL && entry_tail(e)->late == 0)
+		entry_tail(e)->late = 1;
+	LWLockRelease(lock);
+}
+
+/*
  * The common fold, in one step: a caller with no entry while the caller
  * tier is full, whose API entry exists.  Its counts and its "(other
  * callers)" counts go to the API entry under one lock, instead of the API
@@ -722,7 +746,10 @@ fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
 		return false;
 	*under = COUNTED_KEY;
 	if (!delta_spilled)
+	{
 		summarize_fold(&ck, user, user_len, delta, slots);
+		mark_if_made_meanwhile(&ck, hashcode);
+	}
 	return true;
 }
 
@@ -807,6 +834,7 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	 * counted in the summaries of heavy callers (heavy.h).
 	 */
 	summarize_fold(&ck, user, user_len, delta, slots);
+	mark_if_made_meanwhile(&ck, hashcode);
 	memset(&none, 0, sizeof(none));
 	adding_fold = true;
 	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,
