@@ -110,7 +110,9 @@ $$;
 
 ---------------------------------------------------------------------------
 -- The APIs the summaries of folded APIs name, added to the exact ones: the
--- text of a WITH list for EXECUTE, over the query texts exact (columns
+-- text of a WITH list (_top_apis runs it with EXECUTE; top_apis(since) and
+-- _window_by have it pasted in when they are made, below, so that their
+-- plans stay cached), over the query texts exact (columns
 -- method, path, calls, errors, ok, ls, lc: latency sum and count) and
 -- heavy (rows of _heavy_apis or _live_heavy_apis), ending in r (method,
 -- path, calls, errors, ok, ls, lc, calls_error).  Append more CTEs after a
