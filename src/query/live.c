@@ -32,6 +32,7 @@
 #include "latency_store.h"
 #include "normalize.h"
 #include "strtab.h"
+#include "window.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(apicount_live_entries);
@@ -303,31 +304,21 @@ heavy_dim_of(int dims)
 }
 
 /*
- * The global slots [first, cur] of a sliding window: the last
- * ceil(since / slot_seconds) slots up to the one holding the transaction's
- * start.
+ * The global slots [first, cur] of a sliding window (window.c), which
+ * must be longer than 0 and at most the live horizon.
  */
 static void
 window_of(const Interval *since, int64 *first, int64 *cur)
 {
-	int			slot_seconds = apicount_shared->slot_seconds;
-	int			nslots = apicount_shared->nslots;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	int32		now_minute = apicount_minute_of(now);
-	int64		since_us,
-				k;
+	int64		since_us = apicount_interval_usecs(since);
 
-	since_us = since->time + (int64) since->day * USECS_PER_DAY +
-		(int64) since->month * DAYS_PER_MONTH * USECS_PER_DAY;
 	if (since_us <= 0 || since_us > (int64) LIVE_HORIZON_SECS * USECS_PER_SEC)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sliding window must be longer than 0 and at most %d seconds",
 						LIVE_HORIZON_SECS)));
-	k = (since_us + (int64) slot_seconds * USECS_PER_SEC - 1) /
-		((int64) slot_seconds * USECS_PER_SEC);
-	*cur = (int64) now_minute * nslots + apicount_slot_in_minute(now, now_minute);
-	*first = *cur - k + 1;
+	apicount_window_slots(since_us, GetCurrentTransactionStartTimestamp(),
+						  first, cur);
 }
 
 /* the slots [lo, hi) of a minute that lie in global slots [first, cur] */
