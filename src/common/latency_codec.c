@@ -169,6 +169,32 @@ get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 	return get_varint_slow(p, end, v);
 }
 
+/*
+ * The next (bucket, count) pair of an encoding, from *p: 1 and the pair, 0
+ * at the end, -1 if malformed (a varint cut short, a zero count, a bucket
+ * past the last).  *idx is the previous pair's bucket (-1 before the first).
+ */
+static inline int
+next_pair(const uint8_t **p, const uint8_t *end, int64_t *idx, uint64_t *count)
+{
+	uint64_t	gap;
+	const uint8_t *q = *p;
+
+	if (q >= end)
+		return 0;
+	q = get_varint(q, end, &gap);
+	if (q == NULL || gap >= LAT_NBUCKETS)
+		return -1;
+	q = get_varint(q, end, count);
+	if (q == NULL || *count == 0)
+		return -1;
+	*idx += (int64_t) gap + 1;
+	if (*idx >= LAT_NBUCKETS)
+		return -1;
+	*p = q;
+	return 1;
+}
+
 size_t
 lat_encode(const uint64_t *dense, uint8_t *out)
 {
@@ -191,31 +217,21 @@ lat_encode(const uint64_t *dense, uint8_t *out)
 int
 lat_decode_add(const uint8_t *in, size_t len, uint64_t *dense)
 {
-	const uint8_t *p = in;
+	const uint8_t *p = in + 1;
 	const uint8_t *end = in + len;
 	int64_t		idx = -1;
+	uint64_t	count;
+	int			r;
 
-	if (len < 1 || *p++ != LAT_FORMAT_VERSION)
+	if (len < 1 || in[0] != LAT_FORMAT_VERSION)
 		return -1;
-	while (p < end)
+	while ((r = next_pair(&p, end, &idx, &count)) > 0)
 	{
-		uint64_t	gap,
-					count;
-
-		p = get_varint(p, end, &gap);
-		if (p == NULL || gap >= LAT_NBUCKETS)
-			return -1;
-		p = get_varint(p, end, &count);
-		if (p == NULL || count == 0)
-			return -1;
-		idx += (int64_t) gap + 1;
-		if (idx >= LAT_NBUCKETS)
-			return -1;
 		if (dense[idx] > UINT64_MAX - count)
 			return -1;
 		dense[idx] += count;
 	}
-	return 0;
+	return r;
 }
 
 uint64_t
@@ -269,33 +285,27 @@ lat_percentile_ms(const uint64_t *dense, double p)
 int
 lat_encoded_percentile_ms(const uint8_t *in, size_t len, double p, double *ms)
 {
-	const uint8_t *start = in + 1;
 	const uint8_t *end = in + len;
 	const uint8_t *q;
 	uint64_t	n = 0;
+	uint64_t	count;
 	uint64_t	rank;
 	uint64_t	seen = 0;
 	int64_t		idx = -1;
+	int			r;
 
 	if (len < 1 || in[0] != LAT_FORMAT_VERSION)
 		return -1;
 	/* pass 1: validate, as lat_decode_add does, and count */
-	for (q = start; q < end;)
+	q = in + 1;
+	while ((r = next_pair(&q, end, &idx, &count)) > 0)
 	{
-		uint64_t	gap,
-					count;
-
-		q = get_varint(q, end, &gap);
-		if (q == NULL || gap >= LAT_NBUCKETS)
-			return -1;
-		q = get_varint(q, end, &count);
-		if (q == NULL || count == 0)
-			return -1;
-		idx += (int64_t) gap + 1;
-		if (idx >= LAT_NBUCKETS || n > UINT64_MAX - count)
+		if (n > UINT64_MAX - count)
 			return -1;
 		n += count;
 	}
+	if (r < 0)
+		return -1;
 	if (n == 0)
 	{
 		*ms = -1.0;
@@ -303,16 +313,10 @@ lat_encoded_percentile_ms(const uint8_t *in, size_t len, double p, double *ms)
 	}
 	/* pass 2: the bucket that holds the rank */
 	rank = rank_of(p, n);
+	q = in + 1;
 	idx = -1;
-	for (q = start; q < end;)
+	while (next_pair(&q, end, &idx, &count) > 0)
 	{
-		uint64_t	gap = 0,
-					count = 0;
-
-		/* valid, as pass 1 found */
-		q = get_varint(q, end, &gap);
-		q = get_varint(q, end, &count);
-		idx += (int64_t) gap + 1;
 		seen += count;
 		if (seen >= rank)
 			break;
