@@ -10,7 +10,13 @@ use POSIX qw(floor strftime);
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node);
+our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node $CALLERS_ADD_UP);
+
+# the API rows (api_minute) whose calls differ from the sum of their caller rows
+# (caller_minute, "(other callers)" included): 0 when, per minute and API, they add up
+our $CALLERS_ADD_UP = q{SELECT count(*) FROM apicount.api_minute a
+        WHERE a.calls <> (SELECT coalesce(sum(c.calls), 0) FROM apicount.caller_minute c
+                          WHERE c.bucket = a.bucket AND c.method = a.method AND c.path = a.path)};
 
 # the sliding-window slot at the default apicount.slot_seconds (5 s), in microseconds
 our $SLOT_US = 5_000_000;
