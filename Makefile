@@ -27,6 +27,10 @@ OBJS = \
 	src/shmem/latency_store.o \
 	src/shmem/readlock.o \
 	src/worker/flush.o \
+	src/worker/flush_api.o \
+	src/worker/flush_callers.o \
+	src/worker/flush_heavy.o \
+	src/worker/flush_retention.o \
 	src/worker/known_rows.o \
 	src/worker/worker.o \
 	src/worker/worker_txn.o \

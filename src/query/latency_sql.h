@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * latency_sql.h
- *		Latency histograms as bytea values: building them in C (flush.c)
+ *		Latency histograms as bytea values: building them in C (flush_api.c)
  *		and the SQL functions over them (latency_sql.c).
  *-------------------------------------------------------------------------
  */

@@ -32,7 +32,7 @@
  * Strings: a counter keeps its user id in itself (a folded caller has no
  * entry to hold it in the string table).  Its method and path are those
  * of an API entry of the same minute, which the worker frees only after
- * it has written and retired that minute's summaries (flush.c).
+ * it has written and retired that minute's summaries (flush_heavy.c).
  *
  * Locking rules: one LWLock per ring slot (the five summaries of a minute;
  * a caller fold updates four together), taken exclusively to add or to retire

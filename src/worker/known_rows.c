@@ -20,7 +20,7 @@
  * Neither guess has to be right: someone else may have written a "new" row
  * (a restore, a superuser's INSERT), and a TID may no longer hold the row
  * (VACUUM FULL, CLUSTER, a delete or an update by someone else).  The
- * flush checks both and falls back to the upsert (flush.c).
+ * flush checks both and falls back to the upsert (flush_callers.c).
  *
  * Lock rule: known_rows_start scans the counter table (every partition
  * lock, shared); its caller holds no partition lock.
