@@ -26,11 +26,13 @@ OBJS = \
 	src/shmem/entry_table.o \
 	src/shmem/latency_store.o \
 	src/shmem/readlock.o \
+	src/shmem/preload.o \
 	src/worker/flush.o \
 	src/worker/flush_api.o \
 	src/worker/flush_callers.o \
 	src/worker/flush_heavy.o \
 	src/worker/flush_retention.o \
+	src/worker/flush_sql.o \
 	src/worker/known_rows.o \
 	src/worker/worker.o \
 	src/worker/worker_txn.o \

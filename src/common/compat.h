@@ -20,7 +20,7 @@
  * The majors whose suites pass (README "Supported versions").  On a major
  * outside them the library may compile (19, as a check of what is coming),
  * but CREATE EXTENSION refuses with a message that says so
- * (apicount_require_supported_major in ingest.c).  -D can narrow the range
+ * (apicount_require_supported_major in src/shmem/preload.c).  -D can narrow the range
  * to see that refusal on a supported major.
  */
 #ifndef APICOUNT_PG_MAJOR_MIN

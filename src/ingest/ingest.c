@@ -14,7 +14,6 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "commands/extension.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -30,6 +29,7 @@
 #include "audited.h"
 #include "normalize.h"
 #include "pending.h"
+#include "preload.h"
 #include "requests_slot.h"
 #include "string_memo.h"
 
@@ -42,36 +42,6 @@ PG_FUNCTION_INFO_V1(apicount_normalize_path_sql);
 
 /* column order: ts, method, path, client_ip, user_id, status, latency_ms */
 #define REQ_NATTS 7
-
-/*
- * CREATE EXTENSION (and ALTER EXTENSION UPDATE) on a PostgreSQL major that
- * this build compiles on but whose suites have not passed: refuse, saying
- * which majors are supported.  Checked by the install script's first call.
- */
-static void
-apicount_require_supported_major(void)
-{
-#if APICOUNT_PG_MAJOR < APICOUNT_PG_MAJOR_MIN || APICOUNT_PG_MAJOR > APICOUNT_PG_MAJOR_MAX
-	if (creating_extension)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("apicount does not support PostgreSQL %d", APICOUNT_PG_MAJOR),
-				 errdetail("This server is PostgreSQL %s; apicount supports PostgreSQL %d to %d.",
-						   PG_VERSION, APICOUNT_PG_MAJOR_MIN, APICOUNT_PG_MAJOR_MAX),
-				 errhint("Install apicount on a server of a supported major version.")));
-#endif
-}
-
-void
-apicount_require_preload(void)
-{
-	apicount_require_supported_major();
-	if (!counters_ready())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("apicount must be loaded via shared_preload_libraries"),
-				 errhint("Add apicount to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
 
 static int
 normalize_or_error(const char *in, int len, char *out)

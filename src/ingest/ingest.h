@@ -35,7 +35,4 @@ extern void ingest_slot(TupleTableSlot *slot);
 /* the same for a batch of rows; *row is the row being handled (1-based) */
 extern void ingest_slots(TupleTableSlot **slots, int nslots, int *row);
 
-/* ERROR unless the library was preloaded */
-extern void apicount_require_preload(void);
-
 #endif

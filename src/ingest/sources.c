@@ -37,7 +37,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#include "ingest.h"
+#include "preload.h"
 #include "sources.h"
 
 #define SOURCE_NAME_MAX		128		/* bytes, with the terminating zero */

@@ -22,7 +22,7 @@
 
 #include "counters.h"
 #include "filter.h"
-#include "ingest.h"
+#include "preload.h"
 #include "latency_codec.h"
 #include "latency_sql.h"
 #include "latency_store.h"

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * live.c
  *		Set-returning functions over shared memory: live entries, sliding
- *		windows, statistics, and apicount.flush().
+ *		windows, statistics.
  *
  * Owns the read side of the counter table.  A scan copies what it needs
  * under shared partition locks (ingest of existing keys goes on), then
@@ -28,12 +28,11 @@
 #include "filter.h"
 #include "groupagg.h"
 #include "heavy.h"
-#include "ingest.h"
 #include "latency_store.h"
 #include "normalize.h"
+#include "preload.h"
 #include "strtab.h"
 #include "window.h"
-#include "worker.h"
 
 PG_FUNCTION_INFO_V1(apicount_live_entries);
 PG_FUNCTION_INFO_V1(apicount_live_groups);
@@ -41,9 +40,6 @@ PG_FUNCTION_INFO_V1(apicount_live_heavy);
 PG_FUNCTION_INFO_V1(apicount_live_heavy_apis);
 PG_FUNCTION_INFO_V1(apicount_live_minutes);
 PG_FUNCTION_INFO_V1(apicount_stats);
-PG_FUNCTION_INFO_V1(apicount_flush);
-PG_FUNCTION_INFO_V1(apicount_discard_stale);
-PG_FUNCTION_INFO_V1(apicount_require_preload_sql);
 
 typedef struct LiveRow
 {
@@ -1096,27 +1092,4 @@ apicount_stats(PG_FUNCTION_ARGS)
 	values[28] = Int64GetDatum(pg_atomic_read_u64(&s->audited_folded));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}
-
-Datum
-apicount_flush(PG_FUNCTION_ARGS)
-{
-	apicount_require_preload();
-	PG_RETURN_INT64(worker_request_flush());
-}
-
-/* apicount._require_preload(): the install script's first check */
-Datum
-apicount_require_preload_sql(PG_FUNCTION_ARGS)
-{
-	apicount_require_preload();
-	PG_RETURN_VOID();
-}
-
-Datum
-apicount_discard_stale(PG_FUNCTION_ARGS)
-{
-	apicount_require_preload();
-	worker_discard_stale();
-	PG_RETURN_VOID();
 }

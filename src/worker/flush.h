@@ -9,6 +9,7 @@
  *	flush_callers.c		caller_minute, each row the cheapest safe way
  *	flush_heavy.c		the summaries of heavy callers and their bounds
  *	flush_retention.c	deleting rows past their tier's retention
+ *	flush_sql.c			the SQL entry points that drive the worker
  *
  * The worker loop (worker.c) uses the first part; the second part is
  * shared between the flush files only.
