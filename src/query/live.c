@@ -441,6 +441,63 @@ heavy_selected(const HeavyCounter *hc, int dims, uint64 path_h,
 	return true;
 }
 
+/*
+ * A walk over the counters of a window's summaries that take part in a
+ * query (heavy_selected), each with its calls and errors in the window and
+ * its group.  Set the fields up to nslots; h and i start at 0.
+ */
+typedef struct HeavyWalk
+{
+	const WindowHeavy *wh;
+	int			dims;			/* the query's groups */
+	uint64		path_h;			/* 0: any path */
+	bool		named_callers;
+	int64		first,			/* the window's global slots */
+				cur;
+	int			nslots;
+	int			h,				/* the cursor: wh->snaps[h]->counters[i] */
+				i;
+} HeavyWalk;
+
+/* one counter of the walk */
+typedef struct HeavyPart
+{
+	const HeavyCounter *hc;
+	int			h;				/* its summary: wh->snaps[h] */
+	uint64		calls;			/* in the window */
+	uint64		errors;
+	GroupKey	gk;
+	uint64		fp;				/* groupkey_fingerprint(&gk) | 1 */
+} HeavyPart;
+
+static bool
+heavy_walk_next(HeavyWalk *w, HeavyPart *p)
+{
+	while (w->h < w->wh->n)
+	{
+		const HeavySnapshot *snap = w->wh->snaps[w->h];
+		const HeavyCounter *hc;
+
+		if (w->i >= snap->n)
+		{
+			w->h++;
+			w->i = 0;
+			continue;
+		}
+		hc = &snap->counters[w->i++];
+		if (!heavy_selected(hc, w->dims, w->path_h, w->named_callers))
+			continue;
+		p->hc = hc;
+		p->h = w->h;
+		heavy_window_sums(hc, snap->minute, w->first, w->cur, w->nslots,
+						  &p->calls, &p->errors);
+		group_key(&hc->key, w->dims, &p->gk);
+		p->fp = groupkey_fingerprint(&p->gk) | 1;
+		return true;
+	}
+	return false;
+}
+
 Datum
 apicount_live_groups(PG_FUNCTION_ARGS)
 {
@@ -469,6 +526,8 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	int			h;
 	bool		full_key_groups;
 	GroupAgg   *folded_apis;
+	HeavyWalk	walk;
+	HeavyPart	part;
 
 	apicount_require_preload();
 	if (PG_ARGISNULL(0))
@@ -503,6 +562,7 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 
 	/* the summaries first: never under the partition locks (heavy.h) */
 	window_heavy(&wh, heavy_dim_of(dims), min_minute, (int32) (cur / nslots));
+	walk = (HeavyWalk) {&wh, dims, path_h, named_callers, first, cur, nslots};
 	full_key_groups = (dims & (G_API | G_IP | G_USER | G_NET)) ==
 		(G_API | G_IP | G_USER);
 
@@ -547,26 +607,9 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 			}
 		}
 		nselected = n;
-		for (h = 0; h < wh.n; h++)
-		{
-			HeavySnapshot *snap = wh.snaps[h];
-
-			for (i = 0; i < snap->n; i++)
-			{
-				HeavyCounter *hc = &snap->counters[i];
-				uint64		calls,
-							errors;
-				GroupKey	gk;
-
-				if (!heavy_selected(hc, dims, path_h, named_callers))
-					continue;
-				heavy_window_sums(hc, snap->minute, first, cur, nslots,
-								  &calls, &errors);
-				group_key(&hc->key, dims, &gk);
-				bucket[(groupkey_fingerprint(&gk) | 1) % PREFILTER_BUCKETS] +=
-					calls + hc->error;
-			}
-		}
+		while (heavy_walk_next(&walk, &part))
+			bucket[part.fp % PREFILTER_BUCKETS] += part.calls + part.hc->error;
+		walk.h = walk.i = 0;
 	}
 
 	/*
@@ -644,38 +687,22 @@ apicount_live_groups(PG_FUNCTION_ARGS)
 	counters_unlock_all();
 
 	/* the folded callers of the summaries */
-	for (h = 0; h < wh.n; h++)
+	while (heavy_walk_next(&walk, &part))
 	{
-		HeavySnapshot *snap = wh.snaps[h];
-
-		for (i = 0; i < snap->n; i++)
+		if (part.calls == 0 && part.hc->error == 0)
+			continue;
+		if (bucket != NULL &&
+			bucket[part.fp % PREFILTER_BUCKETS] < (uint64) min_calls)
+			continue;
+		g = groupagg_get(agg, &part.gk, part.fp);
+		g->calls += part.calls + part.hc->error;
+		g->errors += part.errors;
+		g->calls_error += part.hc->error;
+		g->heavy_seen |= 1u << part.h;
+		if (part.gk.user_h != 0)
 		{
-			HeavyCounter *hc = &snap->counters[i];
-			uint64		calls,
-						errors;
-			uint64		fp;
-			GroupKey	gk;
-
-			if (!heavy_selected(hc, dims, path_h, named_callers))
-				continue;
-			heavy_window_sums(hc, snap->minute, first, cur, nslots,
-							  &calls, &errors);
-			if (calls == 0 && hc->error == 0)
-				continue;
-			group_key(&hc->key, dims, &gk);
-			fp = groupkey_fingerprint(&gk) | 1;
-			if (bucket != NULL && bucket[fp % PREFILTER_BUCKETS] < (uint64) min_calls)
-				continue;
-			g = groupagg_get(agg, &gk, fp);
-			g->calls += calls + hc->error;
-			g->errors += errors;
-			g->calls_error += hc->error;
-			g->heavy_seen |= 1u << h;
-			if (gk.user_h != 0)
-			{
-				g->user = hc->user;
-				g->user_len = hc->user_len;
-			}
+			g->user = part.hc->user;
+			g->user_len = part.hc->user_len;
 		}
 	}
 
@@ -840,6 +867,8 @@ apicount_live_heavy_apis(PG_FUNCTION_ARGS)
 				cur;
 	int			nslots;
 	WindowHeavy wh;
+	HeavyWalk	walk;
+	HeavyPart	part;
 	GroupAgg   *agg;
 	GroupRow   *g;
 	int			h,
@@ -855,28 +884,16 @@ apicount_live_heavy_apis(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	window_heavy(&wh, HEAVY_API, (int32) (first / nslots), (int32) (cur / nslots));
 	agg = groupagg_create(64);
-	for (h = 0; h < wh.n; h++)
+	walk = (HeavyWalk) {&wh, G_API, 0, false, first, cur, nslots};
+	while (heavy_walk_next(&walk, &part))
 	{
-		HeavySnapshot *snap = wh.snaps[h];
-
-		for (i = 0; i < snap->n; i++)
-		{
-			HeavyCounter *hc = &snap->counters[i];
-			uint64		calls,
-						errors;
-			GroupKey	gk;
-
-			heavy_window_sums(hc, snap->minute, first, cur, nslots,
-							  &calls, &errors);
-			group_key(&hc->key, G_API, &gk);
-			g = groupagg_get(agg, &gk, groupkey_fingerprint(&gk) | 1);
-			if (g->api_counter == NULL)
-				g->api_counter = hc;
-			g->calls += calls + hc->error;
-			g->errors += errors;
-			g->calls_error += hc->error;
-			g->heavy_seen |= 1u << h;
-		}
+		g = groupagg_get(agg, &part.gk, part.fp);
+		if (g->api_counter == NULL)
+			g->api_counter = part.hc;
+		g->calls += part.calls + part.hc->error;
+		g->errors += part.errors;
+		g->calls_error += part.hc->error;
+		g->heavy_seen |= 1u << part.h;
 	}
 	for (i = 0; i < agg->nrows; i++)
 	{
