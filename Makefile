@@ -31,6 +31,7 @@ OBJS = \
 	src/worker/flush_api.o \
 	src/worker/flush_callers.o \
 	src/worker/flush_heavy.o \
+	src/worker/flush_columns.o \
 	src/worker/flush_retention.o \
 	src/worker/flush_sql.o \
 	src/worker/known_rows.o \

@@ -207,21 +207,6 @@ flush_string_datum(uint64 h)
 	return PointerGetDatum(t);
 }
 
-Datum
-flush_make_array(Datum *values, bool *nulls, int n, Oid type)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
-											  type, typlen, typbyval,
-											  typalign));
-}
-
 /*
  * Copy the latency pages.  A page whose strings left the string table
  * (its API's counter entries were freed meanwhile) is written under the

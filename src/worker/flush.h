@@ -8,6 +8,7 @@
  *	flush_api.c			api_minute, api_hour, api_day, api_total_*
  *	flush_callers.c		caller_minute, each row the cheapest safe way
  *	flush_heavy.c		the summaries of heavy callers and their bounds
+ *	flush_columns.c		the rollup column lists -> statements and arrays
  *	flush_retention.c	deleting rows past their tier's retention
  *	flush_sql.c			the SQL entry points that drive the worker
  *
@@ -17,6 +18,8 @@
  */
 #ifndef APICOUNT_FLUSH_H
 #define APICOUNT_FLUSH_H
+
+#include "lib/stringinfo.h"
 
 #include "counters.h"
 #include "heavy.h"
@@ -81,8 +84,83 @@ extern bool flush_table_exists(const char *name);
 /* the text of a string-table hash; ERROR if it is missing */
 extern Datum flush_string_datum(uint64 h);
 
-/* a one-dimensional array of n values of type (nulls may be NULL) */
-extern Datum flush_make_array(Datum *values, bool *nulls, int n, Oid type);
+
+/*
+ * flush_columns.c: a rollup table's columns, defined once.  Each table's
+ * writer has one array of RollupColumn (api_columns, caller_columns); the
+ * statements and the arrays bound to them are generated from it, one
+ * array parameter per column, in its order.  A new column is one line
+ * there, plus the SQL script that adds it.
+ */
+#define FLUSH_MAX_COLUMNS	16
+
+typedef enum ColumnMerge
+{
+	MERGE_KEY,					/* part of the unique key: not merged */
+	MERGE_ADD,					/* t.x + new.x */
+	MERGE_MAX,					/* GREATEST(t.x, new.x) */
+	MERGE_OR,					/* t.x OR new.x */
+	MERGE_HIST					/* a latency histogram: _latency_hist_add */
+} ColumnMerge;
+
+/* a column's value in one row; sets *isnull (false on entry) for NULL */
+typedef Datum (*ColumnValue) (const void *row, void *cxt, bool *isnull);
+
+typedef struct RollupColumn
+{
+	const char *name;
+	Oid			type;			/* of one value */
+	ColumnMerge merge;			/* on conflict */
+	int			flags;			/* COL_* */
+	ColumnValue value;			/* NULL: the int64 at offset in the row */
+	Size		offset;
+} RollupColumn;
+
+#define COL_PER_API		0x01	/* not in the sums over all APIs (api_total_*) */
+#define COL_NULLABLE	0x02	/* a key column that may be NULL */
+#define COL_SINCE_0_2	0x04	/* from extension version 0.2 on */
+
+/* the columns of a list that one statement writes */
+typedef struct ColumnSet
+{
+	const RollupColumn *cols;
+	int			n;
+	int			idx[FLUSH_MAX_COLUMNS];	/* in cols */
+} ColumnSet;
+
+/* the columns of cols[0 .. ncols-1] with none of the flags in skip */
+extern void column_set_init(ColumnSet *set, const RollupColumn *cols, int ncols,
+							int skip);
+
+/* "a, b, c" */
+extern void column_names_sql(StringInfo buf, const ColumnSet *set);
+
+/* "pg_catalog.unnest($1::pg_catalog.<type>[]), ..." for $1 .. $n */
+extern void column_unnest_sql(StringInfo buf, const ColumnSet *set);
+extern void column_unnest_param(StringInfo buf, int param, Oid type, bool comma);
+
+/* " a = t.a OPERATOR(pg_catalog.+) <src>.a, ..." for the merged columns */
+extern void column_merge_sql(StringInfo buf, const ColumnSet *set, const char *src);
+
+/* " AND t.k OPERATOR(pg_catalog.=) <src>.k ..." for the key columns */
+extern void column_key_match_sql(StringInfo buf, const ColumnSet *set,
+								 const char *src);
+
+/*
+ * INSERT INTO apicount.<table> AS t (columns) SELECT unnest(...), with an
+ * upsert ON CONFLICT (key) DO UPDATE SET (merges), and RETURNING returning
+ * unless NULL.
+ */
+extern char *rollup_insert_sql(const char *table, const ColumnSet *set,
+							   bool upsert, const char *returning);
+
+/* one array parameter per column of set, from rows[0 .. n-1]: args, types */
+extern void column_bind(const ColumnSet *set, const void *const *rows, int n,
+						void *cxt, Datum *args, Oid *types);
+
+/* values[0 .. n-1] (nulls may be NULL) as an array parameter: *arg, *argtype */
+extern void flush_bind_array(Datum *values, bool *nulls, int n, Oid elemtype,
+							 Datum *arg, Oid *argtype);
 
 /* flush_api.c: the API rollup tiers */
 typedef enum ApiTier

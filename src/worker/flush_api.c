@@ -40,65 +40,82 @@ typedef struct ApiRow
 	LatPageList lat;			/* latency pages of this row */
 } ApiRow;
 
-/*
- * The statements take one array per column and unnest them in the select
- * list: a ProjectSet streams the rows, where a function scan in FROM would
- * first copy them all into a tuplestore (spilled to disk past work_mem).
- */
-
-/* %s: api_minute or api_hour (same columns, same key) */
-static const char *api_upsert_sql =
-"INSERT INTO apicount.%s AS t "
-"(bucket, method, path, calls, ok, client_errors, server_errors, "
-" latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
-"SELECT pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
-" pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
-" pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
-" pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), "
-" pg_catalog.unnest($8::pg_catalog.float8[]), pg_catalog.unnest($9::pg_catalog.float8[]), "
-" pg_catalog.unnest($10::pg_catalog.int8[]), pg_catalog.unnest($11::pg_catalog.bytea[]) "
-"ON CONFLICT (bucket, method, path) DO UPDATE SET "
-" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
-" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
-" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors, "
-" latency_sum_ms = t.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
-" latency_max_ms = GREATEST(t.latency_max_ms, excluded.latency_max_ms), "
-" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count, "
-" latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
-"  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
-
-static inline Datum
-ms_datum(uint64 ns)
-{
-	return Float8GetDatum((double) ns / 1000000.0);
-}
-
-
 static const int tier_minutes[] = {1, 60, 1440, 1, 60, 1440};
 static const char *const tier_table[] = {"api_minute", "api_hour", "api_day",
 "api_total_minute", "api_total_hour", "api_total_day"};
 
-/* %s: api_total_*; api_upsert_sql's columns without method and path */
-static const char *total_upsert_sql =
-"INSERT INTO apicount.%s AS t "
-"(bucket, calls, ok, client_errors, server_errors, "
-" latency_sum_ms, latency_max_ms, latency_count, latency_hist) "
-"SELECT pg_catalog.unnest($1::pg_catalog.timestamptz[]), "
-" pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int8[]), "
-" pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.int8[]), "
-" pg_catalog.unnest($6::pg_catalog.float8[]), pg_catalog.unnest($7::pg_catalog.float8[]), "
-" pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.bytea[]) "
-"ON CONFLICT (bucket) DO UPDATE SET "
-" calls = t.calls OPERATOR(pg_catalog.+) excluded.calls, "
-" ok = t.ok OPERATOR(pg_catalog.+) excluded.ok, "
-" client_errors = t.client_errors OPERATOR(pg_catalog.+) excluded.client_errors, "
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) excluded.server_errors, "
-" latency_sum_ms = t.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
-" latency_max_ms = GREATEST(t.latency_max_ms, excluded.latency_max_ms), "
-" latency_count = t.latency_count OPERATOR(pg_catalog.+) excluded.latency_count, "
-" latency_hist = CASE WHEN excluded.latency_hist IS NULL THEN t.latency_hist "
-"  ELSE apicount._latency_hist_add(t.latency_hist, excluded.latency_hist) END";
+/* what the values of an API row need besides the row */
+typedef struct ApiBind
+{
+	LatSnap    *lat;			/* the latency pages of the flush */
+	uint64	   *dense;			/* LAT_NBUCKETS of scratch */
+} ApiBind;
+
+static Datum
+api_bucket(const void *row, void *cxt, bool *isnull)
+{
+	return TimestampTzGetDatum((TimestampTz) ((const ApiRow *) row)->key.minute *
+							   USECS_PER_MINUTE);
+}
+
+static Datum
+api_method(const void *row, void *cxt, bool *isnull)
+{
+	return flush_string_datum(((const ApiRow *) row)->key.method_h);
+}
+
+static Datum
+api_path(const void *row, void *cxt, bool *isnull)
+{
+	return flush_string_datum(((const ApiRow *) row)->key.path_h);
+}
+
+static Datum
+api_latency_sum(const void *row, void *cxt, bool *isnull)
+{
+	return Float8GetDatum((double) ((const ApiRow *) row)->d.lat_sum_ns / 1000000.0);
+}
+
+static Datum
+api_latency_max(const void *row, void *cxt, bool *isnull)
+{
+	const ApiRow *r = (const ApiRow *) row;
+
+	*isnull = r->d.lat_count == 0;
+	return Float8GetDatum((double) r->d.lat_max_ns / 1000000.0);
+}
+
+static Datum
+api_latency_hist(const void *row, void *cxt, bool *isnull)
+{
+	const ApiRow *r = (const ApiRow *) row;
+	ApiBind    *b = (ApiBind *) cxt;
+
+	*isnull = r->lat.n == 0;
+	return *isnull ? (Datum) 0 :
+		PointerGetDatum(lat_pages_to_bytea(b->lat, &r->lat, b->dense));
+}
+
+#define API_COUNT(name, field) \
+	{name, INT8OID, MERGE_ADD, 0, NULL, offsetof(ApiRow, field)}
+
+/*
+ * The columns of api_minute, api_hour and api_day, in the order of the
+ * statement; api_total_* have them all but those marked COL_PER_API.
+ */
+static const RollupColumn api_columns[] = {
+	{"bucket", TIMESTAMPTZOID, MERGE_KEY, 0, api_bucket},
+	{"method", TEXTOID, MERGE_KEY, COL_PER_API, api_method},
+	{"path", TEXTOID, MERGE_KEY, COL_PER_API, api_path},
+	API_COUNT("calls", d.calls),
+	API_COUNT("ok", d.ok),
+	API_COUNT("client_errors", d.client_errors),
+	API_COUNT("server_errors", d.server_errors),
+	{"latency_sum_ms", FLOAT8OID, MERGE_ADD, 0, api_latency_sum},
+	{"latency_max_ms", FLOAT8OID, MERGE_MAX, 0, api_latency_max},
+	API_COUNT("latency_count", d.lat_count),
+	{"latency_hist", BYTEAOID, MERGE_HIST, 0, api_latency_hist},
+};
 
 /* the row of (minute, hour or day, method, path), created empty if new */
 static ApiRow *
@@ -138,15 +155,13 @@ flush_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	HTAB	   *rows;
 	HASH_SEQ_STATUS seq;
 	ApiRow	   *row;
+	ApiRow	  **rowv;
 	int			n,
 				i;
-	Datum	   *cols[11];
-	bool	   *maxnulls;
-	bool	   *histnulls;
-	uint64	   *dense;
-	Oid			types[11] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT8OID,
-		INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, INT8OID, BYTEAOID};
-	Datum		args[11];
+	ColumnSet	set;
+	ApiBind		bind;
+	Datum		args[FLUSH_MAX_COLUMNS];
+	Oid			types[FLUSH_MAX_COLUMNS];
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(ApiRowKey);
@@ -180,59 +195,17 @@ flush_api_rows(FlushItem *items, int nitems, LatSnap *lat, int nlat,
 	n = hash_get_num_entries(rows);
 	if (n == 0)
 		return;
-	for (i = 0; i < 11; i++)
-		cols[i] = palloc(sizeof(Datum) * n);
-	maxnulls = palloc0(sizeof(bool) * n);
-	histnulls = palloc0(sizeof(bool) * n);
-	dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+	rowv = palloc(sizeof(ApiRow *) * n);
 	i = 0;
 	hash_seq_init(&seq, rows);
 	while ((row = hash_seq_search(&seq)) != NULL)
-	{
-		cols[0][i] = TimestampTzGetDatum((TimestampTz) row->key.minute * USECS_PER_MINUTE);
-		cols[1][i] = IS_TOTAL(tier) ? (Datum) 0 : flush_string_datum(row->key.method_h);
-		cols[2][i] = IS_TOTAL(tier) ? (Datum) 0 : flush_string_datum(row->key.path_h);
-		cols[3][i] = Int64GetDatum(row->d.calls);
-		cols[4][i] = Int64GetDatum(row->d.ok);
-		cols[5][i] = Int64GetDatum(row->d.client_errors);
-		cols[6][i] = Int64GetDatum(row->d.server_errors);
-		cols[7][i] = ms_datum(row->d.lat_sum_ns);
-		cols[8][i] = ms_datum(row->d.lat_max_ns);
-		maxnulls[i] = row->d.lat_count == 0;
-		cols[9][i] = Int64GetDatum(row->d.lat_count);
-		histnulls[i] = row->lat.n == 0;
-		cols[10][i] = histnulls[i] ? (Datum) 0 :
-			PointerGetDatum(lat_pages_to_bytea(lat, &row->lat, dense));
-		i++;
-	}
-	for (i = 0; i < 11; i++)
-	{
-		Oid			elemtype = types[i];
-
-		if (IS_TOTAL(tier) && (i == 1 || i == 2))
-			continue;
-		args[i] = flush_make_array(cols[i],
-							 i == 8 ? maxnulls : i == 10 ? histnulls : NULL,
-							 n, elemtype);
-		types[i] = get_array_type(elemtype);
-	}
-	{
-		char		sql[2048];
-
-		if (IS_TOTAL(tier))
-		{
-			/* the columns but method and path */
-			memmove(&args[1], &args[3], sizeof(Datum) * 8);
-			memmove(&types[1], &types[3], sizeof(Oid) * 8);
-			snprintf(sql, sizeof(sql), total_upsert_sql, tier_table[tier]);
-			if (SPI_execute_with_args(sql, 9, types, args, NULL,
-									  false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
-			return;
-		}
-		snprintf(sql, sizeof(sql), api_upsert_sql, tier_table[tier]);
-		if (SPI_execute_with_args(sql, 11, types, args, NULL, false, 0)
-			!= SPI_OK_INSERT)
-			elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
-	}
+		rowv[i++] = row;
+	column_set_init(&set, api_columns, lengthof(api_columns),
+					IS_TOTAL(tier) ? COL_PER_API : 0);
+	bind.lat = lat;
+	bind.dense = palloc0(sizeof(uint64) * LAT_NBUCKETS);
+	column_bind(&set, (const void *const *) rowv, n, &bind, args, types);
+	if (SPI_execute_with_args(rollup_insert_sql(tier_table[tier], &set, true, NULL),
+							  set.n, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "apicount: upsert into %s failed", tier_table[tier]);
 }

@@ -22,6 +22,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -32,78 +33,6 @@
 #include "entry_table.h"
 #include "flush.h"
 #include "known_rows.h"
-
-/*
- * caller_minute's columns, $1 .. $9, and from extension version 0.2 on
- * folded_before as $10.  A server whose library is newer than the
- * installed extension (before ALTER EXTENSION apicount UPDATE) writes the
- * 0.1 columns.
- */
-#define CALLER_COLUMNS_V1 \
-"bucket, method, path, client_ip, user_id, calls, ok, client_errors, server_errors"
-#define CALLER_UNNEST_V1 \
-"pg_catalog.unnest($1::pg_catalog.timestamptz[]), " \
-"pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), " \
-"pg_catalog.unnest($4::pg_catalog.inet[]), pg_catalog.unnest($5::pg_catalog.text[]), " \
-"pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]), " \
-"pg_catalog.unnest($8::pg_catalog.int8[]), pg_catalog.unnest($9::pg_catalog.int8[])"
-#define CALLER_COLUMNS CALLER_COLUMNS_V1 ", folded_before"
-#define CALLER_UNNEST CALLER_UNNEST_V1 ", pg_catalog.unnest($10::pg_catalog.bool[])"
-
-#define CALLER_ADD(src) \
-" calls = t.calls OPERATOR(pg_catalog.+) " src ".calls, " \
-" ok = t.ok OPERATOR(pg_catalog.+) " src ".ok, " \
-" client_errors = t.client_errors OPERATOR(pg_catalog.+) " src ".client_errors, " \
-" server_errors = t.server_errors OPERATOR(pg_catalog.+) " src ".server_errors "
-
-/* the upsert, the plain insert, the update by TID: [0] for 0.1, [1] from 0.2 */
-static const char *caller_upsert_sql[2] = {
-	"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS_V1 ") "
-	"SELECT " CALLER_UNNEST_V1 " "
-	"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
-	CALLER_ADD("excluded") "RETURNING t.ctid",
-	"INSERT INTO apicount.caller_minute AS t (" CALLER_COLUMNS ") "
-	"SELECT " CALLER_UNNEST " "
-	"ON CONFLICT (bucket, method, path, client_ip, user_id) DO UPDATE SET "
-	CALLER_ADD("excluded") ", folded_before = t.folded_before OR excluded.folded_before "
-	"RETURNING t.ctid"
-};
-
-/* rows that are not there yet (known_rows.h): no conflict handling */
-static const char *caller_insert_sql[2] = {
-	"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS_V1 ") "
-	"SELECT " CALLER_UNNEST_V1 " RETURNING ctid",
-	"INSERT INTO apicount.caller_minute (" CALLER_COLUMNS ") "
-	"SELECT " CALLER_UNNEST " RETURNING ctid"
-};
-
-/*
- * Rows this worker wrote before, by the TID it got back (the parameter
- * after the columns; the next one numbers the rows): only where the TID
- * still holds the row's key.  RETURNING tells which rows were found.
- */
-#define CALLER_UPDATE_WHERE \
-"WHERE t.ctid OPERATOR(pg_catalog.=) u.tid " \
-" AND t.bucket OPERATOR(pg_catalog.=) u.bucket " \
-" AND t.method OPERATOR(pg_catalog.=) u.method " \
-" AND t.path OPERATOR(pg_catalog.=) u.path " \
-" AND (t.client_ip OPERATOR(pg_catalog.=) u.client_ip " \
-"      OR (t.client_ip IS NULL AND u.client_ip IS NULL)) " \
-" AND (t.user_id OPERATOR(pg_catalog.=) u.user_id " \
-"      OR (t.user_id IS NULL AND u.user_id IS NULL)) " \
-"RETURNING u.ord, t.ctid"
-
-static const char *caller_update_sql[2] = {
-	"UPDATE apicount.caller_minute AS t SET " CALLER_ADD("u")
-	"FROM (SELECT " CALLER_UNNEST_V1 ", pg_catalog.unnest($10::pg_catalog.tid[]), "
-	"       pg_catalog.unnest($11::pg_catalog.int4[])) "
-	" AS u(" CALLER_COLUMNS_V1 ", tid, ord) " CALLER_UPDATE_WHERE,
-	"UPDATE apicount.caller_minute AS t SET " CALLER_ADD("u")
-	", folded_before = t.folded_before OR u.folded_before "
-	"FROM (SELECT " CALLER_UNNEST ", pg_catalog.unnest($11::pg_catalog.tid[]), "
-	"       pg_catalog.unnest($12::pg_catalog.int4[])) "
-	" AS u(" CALLER_COLUMNS ", tid, ord) " CALLER_UPDATE_WHERE
-};
 
 /* one caller_minute row, its strings resolved */
 typedef struct CallerRow
@@ -121,6 +50,116 @@ typedef struct CallerRow
 	KnownRow	known;			/* known_rows.h */
 	ItemPointerData tid;		/* for ROW_AT_TID */
 } CallerRow;
+
+/* the three statements (write_caller_rows) */
+typedef enum CallerWrite
+{
+	CALLER_UPSERT,				/* any row */
+	CALLER_INSERT,				/* rows that are not there yet (known_rows.h) */
+	CALLER_UPDATE				/* rows this worker wrote before, by their TID */
+} CallerWrite;
+
+static Datum
+caller_bucket(const void *row, void *cxt, bool *isnull)
+{
+	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->item->key.minute *
+							   USECS_PER_MINUTE);
+}
+
+static Datum
+caller_method(const void *row, void *cxt, bool *isnull)
+{
+	return PointerGetDatum(((const CallerRow *) row)->method);
+}
+
+static Datum
+caller_path(const void *row, void *cxt, bool *isnull)
+{
+	return PointerGetDatum(((const CallerRow *) row)->path);
+}
+
+static Datum
+caller_ip(const void *row, void *cxt, bool *isnull)
+{
+	const CounterKey *key = &((const CallerRow *) row)->item->key;
+
+	*isnull = key->ip_family == 0;
+	return *isnull ? (Datum) 0 : counters_key_inet(key);
+}
+
+static Datum
+caller_user(const void *row, void *cxt, bool *isnull)
+{
+	const CallerRow *r = (const CallerRow *) row;
+
+	*isnull = r->user == NULL;
+	return PointerGetDatum(r->user);
+}
+
+static Datum
+caller_folded_before(const void *row, void *cxt, bool *isnull)
+{
+	return BoolGetDatum(((const CallerRow *) row)->folded_before);
+}
+
+#define CALLER_COUNT(name, field) \
+	{name, INT8OID, MERGE_ADD, 0, NULL, offsetof(CallerRow, field)}
+
+/*
+ * The columns of caller_minute, in the order of the statements.  A server
+ * whose library is newer than the installed extension (before ALTER
+ * EXTENSION apicount UPDATE) writes those of 0.1: all but COL_SINCE_0_2.
+ */
+static const RollupColumn caller_columns[] = {
+	{"bucket", TIMESTAMPTZOID, MERGE_KEY, 0, caller_bucket},
+	{"method", TEXTOID, MERGE_KEY, 0, caller_method},
+	{"path", TEXTOID, MERGE_KEY, 0, caller_path},
+	{"client_ip", INETOID, MERGE_KEY, COL_NULLABLE, caller_ip},
+	{"user_id", TEXTOID, MERGE_KEY, COL_NULLABLE, caller_user},
+	CALLER_COUNT("calls", calls),
+	CALLER_COUNT("ok", ok),
+	CALLER_COUNT("client_errors", client_errors),
+	CALLER_COUNT("server_errors", server_errors),
+	{"folded_before", BOOLOID, MERGE_OR, COL_SINCE_0_2, caller_folded_before},
+};
+
+/* the columns the installed extension has */
+static void
+caller_column_set(ColumnSet *set)
+{
+	column_set_init(set, caller_columns, lengthof(caller_columns),
+					flush_schema_v2 ? 0 : COL_SINCE_0_2);
+}
+
+/*
+ * The statement of one way of writing: the upsert and the plain insert
+ * return the TID of each row, in order.  The update takes the rows' TIDs
+ * and numbers as the two parameters after the columns, changes a row only
+ * where its TID still holds its key, and returns the number and new TID
+ * of each row it found.
+ */
+static char *
+caller_sql(CallerWrite how, const ColumnSet *set)
+{
+	StringInfoData buf;
+
+	if (how != CALLER_UPDATE)
+		return rollup_insert_sql("caller_minute", set, how == CALLER_UPSERT,
+								 "t.ctid");
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "UPDATE apicount.caller_minute AS t SET");
+	column_merge_sql(&buf, set, "u");
+	appendStringInfoString(&buf, " FROM (SELECT ");
+	column_unnest_sql(&buf, set);
+	column_unnest_param(&buf, set->n + 1, TIDOID, true);
+	column_unnest_param(&buf, set->n + 2, INT4OID, true);
+	appendStringInfoString(&buf, ") AS u(");
+	column_names_sql(&buf, set);
+	appendStringInfoString(&buf, ", tid, ord) WHERE t.ctid OPERATOR(pg_catalog.=) u.tid");
+	column_key_match_sql(&buf, set, "u");
+	appendStringInfoString(&buf, " RETURNING u.ord, t.ctid");
+	return buf.data;
+}
 
 /* byte order of two texts: the order of the "C" collation */
 static int
@@ -221,68 +260,48 @@ merge_equal_rows(CallerRow *rows, int n)
 }
 
 /*
- * Execute one of the caller statements over rows[0 .. n-1] and note where
- * each row now is.  The insert and the upsert return one TID per row, in
- * order.  The update (missed given) also takes the rows' TIDs and numbers
- * as $11 and $12, returns the number and new TID of each row it found, and
- * appends the others to missed[] (*nmissed).
+ * Write rows[0 .. n-1] the given way (caller_sql) and note where each row
+ * now is.  The update appends the rows it did not find to missed[]
+ * (*nmissed).
  */
 static void
-write_caller_rows(const char *sql, CallerRow *rows, int n,
+write_caller_rows(CallerWrite how, CallerRow *rows, int n,
 				  CallerRow *missed, int *nmissed)
 {
-	Datum	   *cols[12];
-	bool	   *ipnulls;
-	bool	   *usernulls;
-	Oid			types[12] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INETOID, TEXTOID,
-		INT8OID, INT8OID, INT8OID, INT8OID, BOOLOID};
-	Datum		args[12];
-	int			ncols = 9 + flush_schema_v2;	/* the row's columns */
-	int			nargs = ncols + (missed != NULL ? 2 : 0);
+	ColumnSet	set;
+	const void **rowv = palloc(sizeof(void *) * n);
+	Datum	   *extra = NULL;
+	Datum		args[FLUSH_MAX_COLUMNS + 2];
+	Oid			types[FLUSH_MAX_COLUMNS + 2];
+	int			nargs;
 	int			ret;
 	bool	   *found = NULL;
 	uint64		r;
 	int			i,
 				c;
 
-	types[ncols] = TIDOID;
-	types[ncols + 1] = INT4OID;
-	for (c = 0; c < nargs; c++)
-		cols[c] = palloc(sizeof(Datum) * n);
-	ipnulls = palloc0(sizeof(bool) * n);
-	usernulls = palloc0(sizeof(bool) * n);
+	Assert((how == CALLER_UPDATE) == (missed != NULL));
+	caller_column_set(&set);
 	for (i = 0; i < n; i++)
+		rowv[i] = &rows[i];
+	column_bind(&set, rowv, n, NULL, args, types);
+	nargs = set.n;
+	if (missed != NULL)
 	{
-		const FlushItem *it = rows[i].item;
-
-		cols[0][i] = TimestampTzGetDatum((TimestampTz) it->key.minute * USECS_PER_MINUTE);
-		cols[1][i] = PointerGetDatum(rows[i].method);
-		cols[2][i] = PointerGetDatum(rows[i].path);
-		ipnulls[i] = it->key.ip_family == 0;
-		cols[3][i] = ipnulls[i] ? (Datum) 0 : counters_key_inet(&it->key);
-		usernulls[i] = rows[i].user == NULL;
-		cols[4][i] = usernulls[i] ? (Datum) 0 : PointerGetDatum(rows[i].user);
-		cols[5][i] = Int64GetDatum(rows[i].calls);
-		cols[6][i] = Int64GetDatum(rows[i].ok);
-		cols[7][i] = Int64GetDatum(rows[i].client_errors);
-		cols[8][i] = Int64GetDatum(rows[i].server_errors);
-		if (flush_schema_v2)
-			cols[9][i] = BoolGetDatum(rows[i].folded_before);
-		if (missed != NULL)
-		{
-			cols[ncols][i] = PointerGetDatum(&rows[i].tid);
-			cols[ncols + 1][i] = Int32GetDatum(i + 1);
-		}
+		/* the rows' TIDs and numbers */
+		extra = palloc(sizeof(Datum) * n);
+		for (i = 0; i < n; i++)
+			extra[i] = PointerGetDatum(&rows[i].tid);
+		flush_bind_array(extra, NULL, n, TIDOID, &args[nargs], &types[nargs]);
+		nargs++;
+		for (i = 0; i < n; i++)
+			extra[i] = Int32GetDatum(i + 1);
+		flush_bind_array(extra, NULL, n, INT4OID, &args[nargs], &types[nargs]);
+		nargs++;
+		pfree(extra);
 	}
-	for (c = 0; c < nargs; c++)
-	{
-		Oid			elemtype = types[c];
-
-		args[c] = flush_make_array(cols[c], c == 3 ? ipnulls : c == 4 ? usernulls : NULL,
-							 n, elemtype);
-		types[c] = get_array_type(elemtype);
-	}
-	ret = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+	ret = SPI_execute_with_args(caller_sql(how, &set), nargs, types, args, NULL,
+								false, 0);
 	if (ret != (missed != NULL ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING))
 		elog(ERROR, "apicount: writing caller_minute failed (SPI result %d)", ret);
 	if (missed == NULL && SPI_processed != (uint64) n)
@@ -319,12 +338,8 @@ write_caller_rows(const char *sql, CallerRow *rows, int n,
 		pfree(found);
 	}
 	for (c = 0; c < nargs; c++)
-	{
 		pfree(DatumGetPointer(args[c]));
-		pfree(cols[c]);
-	}
-	pfree(ipnulls);
-	pfree(usernulls);
+	pfree(rowv);
 }
 
 /*
@@ -342,7 +357,7 @@ insert_new_caller_rows(CallerRow *rows, int n)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		write_caller_rows(caller_insert_sql[flush_schema_v2], rows, n, NULL, NULL);
+		write_caller_rows(CALLER_INSERT, rows, n, NULL, NULL);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -477,7 +492,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 		int			before = nother;
 
 		prefer_tid_scans();
-		write_caller_rows(caller_update_sql[flush_schema_v2], atrows, nat, rows, &nother);
+		write_caller_rows(CALLER_UPDATE, atrows, nat, rows, &nother);
 		caller_writes->updated += nat - (nother - before);
 	}
 	if (nnew > 0)
@@ -492,7 +507,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 	}
 	if (nother > 0)
 	{
-		write_caller_rows(caller_upsert_sql[flush_schema_v2], rows, nother, NULL, NULL);
+		write_caller_rows(CALLER_UPSERT, rows, nother, NULL, NULL);
 		caller_writes->upserted += nother;
 	}
 }

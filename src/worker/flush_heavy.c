@@ -171,15 +171,10 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 												 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	for (c = 0; c < 5; c++)
-	{
-		args[2 + c] = flush_make_array(cols[c], c == 2 ? ipnulls : c == 3 ? usernulls : NULL,
-								 w, elemtypes[c]);
-		types[2 + c] = get_array_type(elemtypes[c]);
-	}
-	args[7] = flush_make_array(calls_error, NULL, w, INT8OID);
-	types[7] = get_array_type(INT8OID);
-	args[8] = flush_make_array(errs, NULL, w, INT8OID);
-	types[8] = get_array_type(INT8OID);
+		flush_bind_array(cols[c], c == 2 ? ipnulls : c == 3 ? usernulls : NULL,
+						 w, elemtypes[c], &args[2 + c], &types[2 + c]);
+	flush_bind_array(calls_error, NULL, w, INT8OID, &args[7], &types[7]);
+	flush_bind_array(errs, NULL, w, INT8OID, &args[8], &types[8]);
 	args[9] = Int64GetDatum((int64) snap->min_count);
 	args[10] = Int64GetDatum(prev_bound);
 	types[9] = types[10] = INT8OID;
