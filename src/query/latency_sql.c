@@ -24,7 +24,6 @@
 #include "filter.h"
 #include "preload.h"
 #include "latency_codec.h"
-#include "latency_sql.h"
 #include "latency_store.h"
 #include "strtab.h"
 
@@ -34,52 +33,6 @@ PG_FUNCTION_INFO_V1(apicount_latency_merge_final);
 PG_FUNCTION_INFO_V1(apicount_latency_percentile);
 PG_FUNCTION_INFO_V1(apicount_latency_count);
 PG_FUNCTION_INFO_V1(apicount_live_latency);
-
-bytea *
-lat_dense_to_bytea(const uint64 *dense)
-{
-	uint8		buf[LAT_MAX_ENCODED];
-	size_t		n = lat_encode(dense, buf);
-	bytea	   *b = palloc(VARHDRSZ + n);
-
-	SET_VARSIZE(b, VARHDRSZ + n);
-	memcpy(VARDATA(b), buf, n);
-	return b;
-}
-
-void
-lat_pages_append(LatPageList *list, int page)
-{
-	if (list->n == list->cap)
-	{
-		list->cap = list->cap == 0 ? 4 : list->cap * 2;
-		list->pages = list->pages == NULL ?
-			palloc(sizeof(int) * list->cap) :
-			repalloc(list->pages, sizeof(int) * list->cap);
-	}
-	list->pages[list->n++] = page;
-}
-
-bytea *
-lat_pages_to_bytea(const LatSnap *snap, const LatPageList *list, uint64 *dense)
-{
-	bytea	   *b;
-	int			i,
-				j;
-
-	for (i = 0; i < list->n; i++)
-	{
-		const LatSnap *p = &snap[list->pages[i]];
-
-		for (j = 0; j < LAT_PAGE_BUCKETS; j++)
-			dense[p->key.page * LAT_PAGE_BUCKETS + j] += p->counts[j];
-	}
-	b = lat_dense_to_bytea(dense);
-	for (i = 0; i < list->n; i++)
-		memset(&dense[snap[list->pages[i]].key.page * LAT_PAGE_BUCKETS], 0,
-			   sizeof(uint64) * LAT_PAGE_BUCKETS);
-	return b;
-}
 
 pg_attribute_noreturn()
 static void

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  * latency_store.c
  *		The shared-memory pages of unflushed latency histograms: add at
- *		commit, snapshot, subtract and free for the worker.
+ *		commit, snapshot, subtract and free for the worker; and the stored
+ *		histogram (bytea) of a snapshot's pages, for the flush and the live
+ *		read.
  *
  * Locking rules: see latency_store.h.
  *-------------------------------------------------------------------------
@@ -315,4 +317,52 @@ uint64
 latstore_unbinned(void)
 {
 	return pg_atomic_read_u64(&lathdr->unbinned);
+}
+
+/* ---- histograms from snapshot pages (the flush, the live read) ---- */
+
+bytea *
+lat_dense_to_bytea(const uint64 *dense)
+{
+	uint8		buf[LAT_MAX_ENCODED];
+	size_t		n = lat_encode(dense, buf);
+	bytea	   *b = palloc(VARHDRSZ + n);
+
+	SET_VARSIZE(b, VARHDRSZ + n);
+	memcpy(VARDATA(b), buf, n);
+	return b;
+}
+
+void
+lat_pages_append(LatPageList *list, int page)
+{
+	if (list->n == list->cap)
+	{
+		list->cap = list->cap == 0 ? 4 : list->cap * 2;
+		list->pages = list->pages == NULL ?
+			palloc(sizeof(int) * list->cap) :
+			repalloc(list->pages, sizeof(int) * list->cap);
+	}
+	list->pages[list->n++] = page;
+}
+
+bytea *
+lat_pages_to_bytea(const LatSnap *snap, const LatPageList *list, uint64 *dense)
+{
+	bytea	   *b;
+	int			i,
+				j;
+
+	for (i = 0; i < list->n; i++)
+	{
+		const LatSnap *p = &snap[list->pages[i]];
+
+		for (j = 0; j < LAT_PAGE_BUCKETS; j++)
+			dense[p->key.page * LAT_PAGE_BUCKETS + j] += p->counts[j];
+	}
+	b = lat_dense_to_bytea(dense);
+	for (i = 0; i < list->n; i++)
+		memset(&dense[snap[list->pages[i]].key.page * LAT_PAGE_BUCKETS], 0,
+			   sizeof(uint64) * LAT_PAGE_BUCKETS);
+	return b;
 }

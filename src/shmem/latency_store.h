@@ -81,4 +81,21 @@ extern int64 latstore_pages_used(void);
 extern int64 latstore_pages_capacity(void);
 extern uint64 latstore_unbinned(void);
 
+/* a bytea in the stored format from a dense histogram (LAT_NBUCKETS counts) */
+extern bytea *lat_dense_to_bytea(const uint64 *dense);
+
+/* the snapshot pages (indexes into a LatSnap array) of one histogram */
+typedef struct LatPageList
+{
+	int			n;
+	int			cap;
+	int		   *pages;
+} LatPageList;
+
+extern void lat_pages_append(LatPageList *list, int page);
+
+/* the bytea of a list's pages; dense (LAT_NBUCKETS) is zero before and after */
+extern bytea *lat_pages_to_bytea(const LatSnap *snap, const LatPageList *list,
+								 uint64 *dense);
+
 #endif

@@ -23,7 +23,6 @@
 
 #include "counters.h"
 #include "flush.h"
-#include "latency_sql.h"
 #include "latency_store.h"
 
 typedef struct ApiRowKey
