@@ -75,6 +75,23 @@ key_columns(const CounterKey *key, Datum *values, bool *nulls)
 	return true;
 }
 
+/*
+ * calls, ok, client_errors, server_errors, latency_count, latency_sum_ms,
+ * latency_max_ms (NULL without latencies) of a delta
+ */
+static void
+delta_columns(const CounterDelta *d, Datum *values, bool *nulls)
+{
+	values[0] = Int64GetDatum(d->calls);
+	values[1] = Int64GetDatum(d->ok);
+	values[2] = Int64GetDatum(d->client_errors);
+	values[3] = Int64GetDatum(d->server_errors);
+	values[4] = Int64GetDatum(d->lat_count);
+	values[5] = Float8GetDatum((double) d->lat_sum_ns / 1000000.0);
+	nulls[6] = d->lat_count == 0;
+	values[6] = Float8GetDatum((double) d->lat_max_ns / 1000000.0);
+}
+
 /* copy every entry's key, minute total and unflushed deltas */
 static LiveRow *
 collect(int *nrows)
@@ -137,14 +154,7 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 			continue;
 		values[5] = BoolGetDatum((r->key.flags & KEY_TRACKED) != 0);
 		values[6] = Int64GetDatum(r->calls);
-		values[7] = Int64GetDatum(r->d.calls);
-		values[8] = Int64GetDatum(r->d.ok);
-		values[9] = Int64GetDatum(r->d.client_errors);
-		values[10] = Int64GetDatum(r->d.server_errors);
-		values[11] = Int64GetDatum(r->d.lat_count);
-		values[12] = Float8GetDatum((double) r->d.lat_sum_ns / 1000000.0);
-		nulls[13] = r->d.lat_count == 0;
-		values[13] = Float8GetDatum((double) r->d.lat_max_ns / 1000000.0);
+		delta_columns(&r->d, values + 7, nulls + 7);
 		values[14] = CStringGetTextDatum((r->key.flags & KEY_API) ? "api" :
 										 "caller");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -1036,14 +1046,7 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 		values[12] = BoolGetDatum(g->folded_before);
 		if (!group_columns(&g->key, dims, values + 1, nulls + 1))
 			continue;
-		values[5] = Int64GetDatum(g->d.calls);
-		values[6] = Int64GetDatum(g->d.ok);
-		values[7] = Int64GetDatum(g->d.client_errors);
-		values[8] = Int64GetDatum(g->d.server_errors);
-		values[9] = Int64GetDatum(g->d.lat_count);
-		values[10] = Float8GetDatum((double) g->d.lat_sum_ns / 1000000.0);
-		nulls[11] = g->d.lat_count == 0;
-		values[11] = Float8GetDatum((double) g->d.lat_max_ns / 1000000.0);
+		delta_columns(&g->d, values + 5, nulls + 5);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
