@@ -8,7 +8,8 @@
 # number of transactions), a COPY of 1,000,000 rows with 1,000,000 distinct callers ('copy',
 # bench/workloads/gen_copy.sql) and one whose 40,000 keys fit in memory ('copyfit': 200 IPs,
 # 50 paths, 20 seconds). 'fits' and 'copyfit' keep every key exact in any build, so they compare
-# the same work; the others fill the caller tier. Each run starts a
+# the same work; the others fill the caller tier. 'flush' (not in the default list) writes
+# 100,000 caller entries in one apicount.flush() and reports the worker's CPU per entry. Each run starts a
 # fresh server (empty shared memory). It prints, per run, tps or rows/s, and the backends' CPU
 # time per transaction or row (the postmaster's reaped children, /proc/PID/stat), which moves
 # less than tps on a shared machine; then the medians per build and their ratio (new / old).
@@ -124,7 +125,23 @@ for r in $(seq 1 "$ROUNDS"); do
         for x in old new; do
             srv start $x
             t0=$(children_ticks $x)
-            if [ "$w" = copy ] || [ "$w" = copyfit ]; then
+            if [ "$w" = flush ]; then
+                # 100,000 caller keys (1,000 paths x 100 IPs) in one transaction, then one
+                # flush: the worker's CPU time (its /proc stat) per entry written
+                psql_on $x -c "ALTER SYSTEM SET apicount.flush_interval = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
+                sleep 0.5
+                psql_on $x -c "INSERT INTO apicount.requests (path, client_ip) SELECT '/api/v1/r' || p, ('10.1.' || (i / 256) || '.' || (i % 256))::inet FROM generate_series(1, 1000) p, generate_series(1, 100) i" >/dev/null
+                wpid=$(psql_on $x -c "SELECT worker_pid FROM apicount.stats")
+                w0=$(awk '{ print $14 + $15 }' "/proc/$wpid/stat")
+                s0=$(date +%s%N)
+                n=$(psql_on $x -c "SELECT apicount.flush()")
+                s1=$(date +%s%N)
+                w1=$(awk '{ print $14 + $15 }' "/proc/$wpid/stat")
+                psql_on $x -c "ALTER SYSTEM RESET apicount.flush_interval" >/dev/null
+                rate=$(awk -v ns=$((s1 - s0)) -v n="$n" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
+                us=$(awk -v t=$((w1 - w0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+                unit="entries/s"
+            elif [ "$w" = copy ] || [ "$w" = copyfit ]; then
                 f=$CSV
                 [ "$w" = copyfit ] && f=$CSVFIT
                 s0=$(date +%s%N)
@@ -141,10 +158,11 @@ for r in $(seq 1 "$ROUNDS"); do
             sleep 0.5
             t1=$(children_ticks $x)
             srv stop $x
-            us=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+            [ "$w" = flush ] ||
+                us=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
             printf '%s %s %s %s\n' "$w" "$x" "${rate:-0}" "$us" >>"$RES"
             printf 'round %d %-6s %-3s %12s %-6s %8s us CPU per %s\n' "$r" "$w" "$x" "${rate:-error}" "$unit" "$us" \
-                "$([[ $w = copy* ]] && echo row || echo transaction)"
+                "$(case $w in copy*) echo row ;; flush) echo entry ;; *) echo transaction ;; esac)"
         done
     done
 done
