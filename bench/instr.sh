@@ -41,6 +41,11 @@ gen_rows() {
     }'
 }
 
+for w in ${AB_WORKLOADS:-}; do
+    case $w in fits | insert | hit | flood | copyfit | copy) ;;
+    *) die "AB_MODE=instr: no workload '$w' (fits insert hit flood copyfit copy)" ;;
+    esac
+done
 IN=$W/instr
 mkdir -p "$IN"
 : >"$IN/empty.sql"

@@ -63,7 +63,9 @@ extern double lat_percentile_ms(const uint64_t *dense, double p);
 /*
  * The same percentile read straight from an encoded histogram (two passes
  * over its pairs, no dense copy): sets *ms as lat_percentile_ms would for
- * its decoding.  Returns 0, or -1 if the input is malformed.
+ * its decoding.  Returns 0, or -1 if the input is malformed or its total
+ * count does not fit in 64 bits (which lat_decode_add accepts when no
+ * single bucket overflows).
  */
 extern int	lat_encoded_percentile_ms(const uint8_t *in, size_t len, double p,
 									  double *ms);

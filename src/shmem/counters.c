@@ -685,27 +685,26 @@ summarize_fold(const CounterKey *ck, const char *user, int user_len,
 }
 
 /*
- * After a fold's Bloom bits are set (heavy_add, from summarize_fold): the
- * check that found no entry for the caller came before them, so a backend
- * may have made the caller's entry in between and read the bits before
- * they were set; that entry would not say that the caller was folded
- * earlier in its minute, and queries would trust its count alone.  Look
- * again now: an entry made before this lookup is found and marked here; one
- * made after it reads the bits (its maker reads them under the partition
- * lock this lookup takes, after they were set).  The mark is the same store
- * from every backend, as in apply_delta.
+ * A caller about to be folded: its bits go into its minute's Bloom filter
+ * first, then its entry is looked for once more.  A backend that made the
+ * entry before this lookup is found here, and the fold does not happen
+ * (the caller stays exact); one that makes it after reads the bits (its
+ * maker reads them under the partition lock this lookup takes, after they
+ * were set) and marks the entry late.  So a caller never has both an entry
+ * that says "never folded" and folded calls in the same minute, unless the
+ * worker retires the minute's filter in between (heavy_retire).
  */
-static void
-mark_if_made_meanwhile(const CounterKey *ck, uint32 hashcode)
+static bool
+found_after_noting_fold(const CounterKey *ck, uint32 hashcode)
 {
 	LWLock	   *lock = partition_lock(hashcode);
-	CounterEntry *e;
+	bool		exists;
 
+	heavy_note_fold(ck);
 	LWLockAcquire(lock, LW_SHARED);
-	e = etab_find(ck, hashcode);
-	if (e != NULL && entry_tail(e)->late == 0)
-		entry_tail(e)->late = 1;
+	exists = etab_find(ck, hashcode) != NULL;
 	LWLockRelease(lock);
+	return exists;
 }
 
 /*
@@ -736,7 +735,7 @@ fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
 	LWLockAcquire(lock, LW_SHARED);
 	exists = etab_find(&ck, hashcode) != NULL;
 	LWLockRelease(lock);
-	if (exists)
+	if (exists || found_after_noting_fold(&ck, hashcode))
 		return false;
 
 	adding_fold = true;
@@ -746,10 +745,7 @@ fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
 		return false;
 	*under = COUNTED_KEY;
 	if (!delta_spilled)
-	{
 		summarize_fold(&ck, user, user_len, delta, slots);
-		mark_if_made_meanwhile(&ck, hashcode);
-	}
 	return true;
 }
 
@@ -823,6 +819,10 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 		add_or_create_in(&ck, hashcode, method, method_len, path, path_len,
 						 user, user_len, &cd, slots, NULL, TIER_AUDITED))
 		return under;
+	/* made meanwhile by another backend: counted there, not folded */
+	if (found_after_noting_fold(&ck, hashcode) &&
+		add_existing(&ck, hashcode, &cd, slots, NULL))
+		return under;
 	if (audited)
 	{
 		/* even the audited tier is full: the worker fires an alert */
@@ -834,7 +834,6 @@ counters_add_internal(const CounterKey *key, uint32 hashcode,
 	 * counted in the summaries of heavy callers (heavy.h).
 	 */
 	summarize_fold(&ck, user, user_len, delta, slots);
-	mark_if_made_meanwhile(&ck, hashcode);
 	memset(&none, 0, sizeof(none));
 	adding_fold = true;
 	if (!add_or_create(api, etab_hash(api), method, method_len, path, path_len,

@@ -126,12 +126,11 @@ typedef struct CounterTail
 	pg_atomic_uint32 other_server_errors;
 	/* set when the entry is made (exclusive partition lock), then read-only */
 	uint16		tier;			/* EntryTier: whose capacity it counts in */
-	/* set when the entry is made; later only ever set to 1 (any lock) */
+	/* set when the entry is made; API entries: later set to 1 (any lock) */
 	uint16		late;			/* caller entries: the caller may have been
 								 * folded in its minute before the entry
-								 * was made (heavy_maybe_folded, or a fold
-								 * racing its making); API entries: callers
-								 * of it were folded */
+								 * was made (heavy_maybe_folded); API
+								 * entries: callers of it were folded */
 } CounterTail;
 
 /* the capacities entries count in */

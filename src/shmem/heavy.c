@@ -559,6 +559,34 @@ summary_add(Summary *s, const CounterKey *key, uint32 hash,
 	s->evictions++;
 }
 
+/*
+ * Set a caller's bits in the Bloom filter of its ring slot (full barriers:
+ * atomic ORs).  Done whatever minute the slot holds: a slot of another
+ * minute only gains false positives.
+ */
+static void
+set_bloom_bits(int r, uint32 ip_user_hash)
+{
+	uint32		pos[BLOOM_PROBES];
+	pg_atomic_uint32 *bloom = bloom_of(r);
+	int			i;
+
+	bloom_positions(ip_user_hash, pos);
+	for (i = 0; i < BLOOM_PROBES; i++)
+		pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
+}
+
+void
+heavy_note_fold(const CounterKey *caller)
+{
+	CounterKey	g;
+
+	if (summaries == NULL)
+		return;
+	heavy_project(caller, HEAVY_IP_USER, &g);
+	set_bloom_bits(ring_of(caller->minute), etab_hash(&g));
+}
+
 bool
 heavy_add(const CounterKey *caller, const char *user, int user_len,
 		  uint64 calls, uint64 errors, const LocalSlot *slots)
@@ -571,21 +599,12 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 
 	if (summaries == NULL || calls == 0)
 		return false;
+	for (d = 0; d < HEAVY_CALLER_DIMS; d++)
 	{
-		uint32		pos[BLOOM_PROBES];
-		pg_atomic_uint32 *bloom = bloom_of(r);
-		int			i;
-
-		for (d = 0; d < HEAVY_CALLER_DIMS; d++)
-		{
-			heavy_project(caller, d, &g[d]);
-			hash[d] = etab_hash(&g[d]);
-		}
-		/* only while the ring slot is this minute's (checked under its lock below) */
-		bloom_positions(hash[HEAVY_IP_USER], pos);
-		for (i = 0; i < BLOOM_PROBES; i++)
-			pg_atomic_fetch_or_u32(&bloom[pos[i] / 32], (uint32) 1 << (pos[i] % 32));
+		heavy_project(caller, d, &g[d]);
+		hash[d] = etab_hash(&g[d]);
 	}
+	set_bloom_bits(r, hash[HEAVY_IP_USER]);
 	{
 		LWLock	   *lock = summary_lock(r);
 

@@ -106,6 +106,14 @@ extern void heavy_project(const CounterKey *caller, HeavyDim dim,
 extern void heavy_mask_net(CounterKey *key);
 
 /*
+ * Commit path, before a caller is folded: set its bits in the Bloom filter
+ * of its minute (what heavy_maybe_folded reads), so that the fold can look
+ * for the caller's entry once more and leave it alone if one was made
+ * meanwhile (counters.c).  Never throws.
+ */
+extern void heavy_note_fold(const CounterKey *caller);
+
+/*
  * Commit path: count a folded caller's calls (errors, per-slot counts) in
  * each dimension's summary of its minute.  False if the minute has none.
  * Bounded work: O(log m) per dimension.  Never throws.

@@ -50,6 +50,10 @@ q1("BEGIN; " . ins('/p', 800, '10.1.0.0') . " SAVEPOINT a; " . ins('/q', 800, '1
 	  . " RELEASE a; COMMIT;");
 $expect{'/p'} = 800;
 $expect{'/q'} = 800;
+# the level held 1,000 caller keys (max_entries): the other 600 of the 1,600 were folded there
+# (by the backend, so no summary has them: stats.folded_unsummarized)
+is(q1('SELECT folded_unsummarized FROM apicount.stats'), 800 + 800 - 1000,
+	'a: the release went past the level\'s bound (600 calls folded by the backend)');
 
 # b. rolled back past the bound, then released
 my ($rc, $out, $err) = $node->psql('postgres',

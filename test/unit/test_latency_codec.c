@@ -291,6 +291,14 @@ main(void)
 		n = lat_encode(dense, buf);
 		check(lat_encoded_percentile_ms(buf, n, 0.5, &v) == 0 && v < 0,
 			  "empty encoding has no percentile", NULL);
+		/* past 2^53 values the rank must stay within n: p = 1 is the last non-empty bucket */
+		memset(dense, 0, sizeof(dense));
+		dense[10] = (uint64_t) 1 << 53;
+		dense[20] = 1;
+		n = lat_encode(dense, buf);
+		check(lat_percentile_ms(dense, 1.0) == lat_bucket_value_ms(20) &&
+			  lat_encoded_percentile_ms(buf, n, 1.0, &v) == 0 && v == lat_bucket_value_ms(20),
+			  "2^53 + 1 values: the 100th percentile is the last non-empty bucket", NULL);
 		buf[0] = LAT_FORMAT_VERSION + 1;
 		check(lat_encoded_percentile_ms(buf, n, 0.5, &v) < 0, "bad version rejected", NULL);
 		{
