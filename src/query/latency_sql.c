@@ -34,7 +34,6 @@ PG_FUNCTION_INFO_V1(apicount_latency_percentile);
 PG_FUNCTION_INFO_V1(apicount_latency_count);
 PG_FUNCTION_INFO_V1(apicount_live_latency);
 
-pg_attribute_noreturn()
 static void
 invalid_histogram(void)
 {
@@ -156,7 +155,7 @@ apicount_latency_percentile(PG_FUNCTION_ARGS)
 {
 	double		p = PG_GETARG_FLOAT8(1);
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	double		v;
+	double		v = -1.0;
 
 	check_percentile(p);
 	if (lat_encoded_percentile_ms((const uint8 *) VARDATA_ANY(b),

@@ -10,6 +10,8 @@
  */
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
 
