@@ -695,16 +695,22 @@ summarize_fold(const CounterKey *ck, const char *user, int user_len,
  * worker retires the minute's filter in between (heavy_retire).
  */
 static bool
-found_after_noting_fold(const CounterKey *ck, uint32 hashcode)
+entry_exists(const CounterKey *key, uint32 hashcode)
 {
 	LWLock	   *lock = partition_lock(hashcode);
 	bool		exists;
 
-	heavy_note_fold(ck);
 	LWLockAcquire(lock, LW_SHARED);
-	exists = etab_find(ck, hashcode) != NULL;
+	exists = etab_find(key, hashcode) != NULL;
 	LWLockRelease(lock);
 	return exists;
+}
+
+static bool
+found_after_noting_fold(const CounterKey *ck, uint32 hashcode)
+{
+	heavy_note_fold(ck);
+	return entry_exists(ck, hashcode);
 }
 
 /*
@@ -721,7 +727,6 @@ fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
 				const LocalSlot *slots, const CounterOther *all,
 				CountedUnder *under)
 {
-	LWLock	   *lock;
 	CounterKey	ck;
 	bool		exists;
 
@@ -731,11 +736,7 @@ fold_new_caller(const CounterKey *key, uint32 hashcode, CounterKey *api,
 	ck.flags = KEY_TRACKED;
 	if (memcmp(&ck, key, sizeof(ck)) != 0)
 		hashcode = etab_hash(&ck);
-	lock = partition_lock(hashcode);
-	LWLockAcquire(lock, LW_SHARED);
-	exists = etab_find(&ck, hashcode) != NULL;
-	LWLockRelease(lock);
-	if (exists || found_after_noting_fold(&ck, hashcode))
+	if (entry_exists(&ck, hashcode) || found_after_noting_fold(&ck, hashcode))
 		return false;
 
 	adding_fold = true;

@@ -604,7 +604,7 @@ heavy_add(const CounterKey *caller, const char *user, int user_len,
 		heavy_project(caller, d, &g[d]);
 		hash[d] = etab_hash(&g[d]);
 	}
-	set_bloom_bits(r, hash[HEAVY_IP_USER]);
+	/* its Bloom bits were set by heavy_note_fold, before the fold */
 	{
 		LWLock	   *lock = summary_lock(r);
 

@@ -115,7 +115,8 @@ extern void heavy_note_fold(const CounterKey *caller);
 
 /*
  * Commit path: count a folded caller's calls (errors, per-slot counts) in
- * each dimension's summary of its minute.  False if the minute has none.
+ * each dimension's summary of its minute, after heavy_note_fold (which set
+ * its Bloom bits).  False if the minute has none.
  * Bounded work: O(log m) per dimension.  Never throws.
  */
 extern bool heavy_add(const CounterKey *caller, const char *user, int user_len,
