@@ -41,22 +41,32 @@ gen_rows() {
     }'
 }
 
-for w in ${AB_WORKLOADS:-}; do
-    case $w in fits | insert | hit | flood | copyfit | copy) ;;
-    *) die "AB_MODE=instr: no workload '$w' (fits insert hit flood copyfit copy)" ;;
+# spec_of WORKLOAD: "KIND ROWS IPS PATHS" for gen_rows (a COPY workload reads a CSV file)
+spec_of() {
+    case $1 in
+    fits) echo "insert $NS 200 100" ;;
+    insert) echo "insert $NS 100000 1000" ;;
+    hit) echo "hit $NS 100000 1000" ;;
+    flood) echo "insert $NS 10000000 1000" ;;
+    copyfit) echo "csv $NC 200 50" ;;
+    copy) echo "csv $NC 100000 1000" ;;
+    *) die "AB_MODE=instr: no workload '$1' (fits insert hit flood copyfit copy)" ;;
     esac
-done
+}
+
+WORKLOADS=${AB_WORKLOADS:-fits insert hit flood copyfit copy}
 IN=$W/instr
 mkdir -p "$IN"
 : >"$IN/empty.sql"
-gen_rows insert "$NS" 200 100 >"$IN/fits.sql"
-gen_rows insert "$NS" 100000 1000 >"$IN/insert.sql"
-gen_rows hit "$NS" 100000 1000 >"$IN/hit.sql"
-gen_rows insert "$NS" 10000000 1000 >"$IN/flood.sql"
-gen_rows csv "$NC" 200 50 >"$IN/copyfit.csv"
-gen_rows csv "$NC" 100000 1000 >"$IN/copy.csv"
-for w in copyfit copy; do
-    echo "COPY apicount.requests (method, path, client_ip, user_id, status, latency_ms) FROM '$IN/$w.csv' WITH (FORMAT csv);" >"$IN/$w.sql"
+for w in $WORKLOADS; do
+    spec=$(spec_of "$w") || exit 1
+    read -r kind rows ips paths <<<"$spec"
+    if [ "$kind" = csv ]; then
+        gen_rows csv "$rows" "$ips" "$paths" >"$IN/$w.csv"
+        echo "COPY apicount.requests (method, path, client_ip, user_id, status, latency_ms) FROM '$IN/$w.csv' WITH (FORMAT csv);" >"$IN/$w.sql"
+    else
+        gen_rows "$kind" "$rows" "$ips" "$paths" >"$IN/$w.sql"
+    fi
 done
 chown -R "$PG_USER" "$IN"
 
@@ -84,10 +94,12 @@ instr_run() {
 
 RES=$W/instr.txt
 : >"$RES"
-for w in empty ${AB_WORKLOADS:-fits insert hit flood copyfit copy}; do
+for w in empty $WORKLOADS; do
+    rows=1
+    [ "$w" = empty ] || read -r _ rows _ <<<"$(spec_of "$w")"
     for x in old new; do
         read -r tot self < <(instr_run "$x" "$w")
-        printf '%s %s %s %s\n' "$w" "$x" "$tot" "$self" >>"$RES"
+        printf '%s %s %s %s %s\n' "$w" "$x" "$tot" "$self" "$rows" >>"$RES"
         printf 'instr %-8s %-3s %15s Ir total %13s Ir in apicount.so\n' "$w" "$x" "$tot" "$self"
     done
 done
@@ -95,11 +107,11 @@ done
 echo
 echo "instructions per row (callgrind, single-user server, minus an empty run): old = $OLD_DESC, new = $NEW_DESC"
 printf '%-8s %8s %12s %12s %7s %12s %12s %7s\n' workload rows "old total" "new total" ratio "old ext" "new ext" ratio
-awk -v ns="$NS" -v nc="$NC" '
-    { tot[$1, $2] = $3; ext[$1, $2] = $4; if ($1 != "empty" && !seen[$1]++) order[++k] = $1 }
+awk '
+    { tot[$1, $2] = $3; ext[$1, $2] = $4; rows[$1] = $5; if ($1 != "empty" && !seen[$1]++) order[++k] = $1 }
     END {
         for (i = 1; i <= k; i++) {
-            w = order[i]; n = (w ~ /^copy/) ? nc : ns
+            w = order[i]; n = rows[w]
             to = (tot[w, "old"] - tot["empty", "old"]) / n; tn = (tot[w, "new"] - tot["empty", "new"]) / n
             eo = (ext[w, "old"] - ext["empty", "old"]) / n; en = (ext[w, "new"] - ext["empty", "new"]) / n
             printf "%-8s %8d %12.0f %12.0f %7.3f %12.0f %12.0f %7.3f\n", w, n, to, tn, tn / to, eo, en, (eo > 0 ? en / eo : 0)
