@@ -45,7 +45,7 @@ OBJS = \
 
 EXTENSION = apicount
 DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \
-	sql/apicount--0.3--0.4.sql sql/apicount--0.4--0.5.sql
+	sql/apicount--0.3--0.4.sql sql/apicount--0.4--0.5.sql sql/apicount--0.5--0.6.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * flush_callers.c
  *		The caller rows of a flush: caller_minute, and each API's
- *		"(other callers)" row.
+ *		"(other callers)" row; their sums per hour and day in caller_hour
+ *		and caller_day (0.6).
  *
  * Owns the three ways of writing a caller_minute row, each chosen as the
  * cheapest safe one (known_rows.h): an update at the TID the worker got
@@ -10,7 +11,9 @@
  * was wrong (a unique violation, a TID that no longer holds the key).
  * Each row's new TID lands in its first item, for known_rows_written after
  * the commit.  A server whose library is newer than the installed
- * extension writes the 0.1 columns (flush_schema_v2).
+ * extension writes the 0.1 columns (flush_schema_v2).  The hour and day
+ * tiers are always upserted, in the same transaction, so the three tiers
+ * agree, late hits included.
  *
  * Runs inside the flush transaction (flush.c), with SPI connected; no
  * shared lock is held.  The plain insert runs in a subtransaction.
@@ -38,6 +41,8 @@
 typedef struct CallerRow
 {
 	FlushItem  *item;			/* the first item of the row (key, TID) */
+	int32		minute;			/* the bucket, in epoch minutes: the item's
+								 * minute, or its hour's or day's first */
 	text	   *method;
 	text	   *path;
 	text	   *user;			/* NULL: no user id */
@@ -62,7 +67,7 @@ typedef enum CallerWrite
 static Datum
 caller_bucket(const void *row, void *cxt, bool *isnull)
 {
-	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->item->key.minute *
+	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->minute *
 							   USECS_PER_MINUTE);
 }
 
@@ -189,8 +194,8 @@ caller_row_cmp(const void *pa, const void *pb)
 	const CounterKey *kb = &b->item->key;
 	int			r;
 
-	if (ka->minute != kb->minute)
-		return ka->minute < kb->minute ? -1 : 1;
+	if (a->minute != b->minute)
+		return a->minute < b->minute ? -1 : 1;
 	if ((r = text_bytes_cmp(a->method, b->method)) != 0)
 		return r;
 	if ((r = text_bytes_cmp(a->path, b->path)) != 0)
@@ -400,6 +405,42 @@ prefer_tid_scans(void)
 }
 
 /*
+ * Upsert the sums of rows[0 .. n-1] per bucket of `width` minutes (60: UTC
+ * hours, 1440: UTC days) into `table`, a coarser twin of caller_minute.
+ * rows[] is left as it was.
+ */
+static void
+flush_caller_tier(const CallerRow *rows, int n, int32 width, const char *table)
+{
+	CallerRow  *tier = MemoryContextAllocHuge(CurrentMemoryContext,
+											  sizeof(CallerRow) * n);
+	const void **rowv = palloc(sizeof(void *) * n);
+	ColumnSet	set;
+	Datum		args[FLUSH_MAX_COLUMNS];
+	Oid			types[FLUSH_MAX_COLUMNS];
+	int			i,
+				c;
+
+	memcpy(tier, rows, sizeof(CallerRow) * n);
+	/* UTC hours and days start at multiples of 60 and 1440 epoch minutes */
+	for (i = 0; i < n; i++)
+		tier[i].minute -= ((tier[i].minute % width) + width) % width;
+	qsort(tier, n, sizeof(CallerRow), caller_row_cmp);
+	n = merge_equal_rows(tier, n);
+	for (i = 0; i < n; i++)
+		rowv[i] = &tier[i];
+	caller_column_set(&set);
+	column_bind(&set, rowv, n, NULL, args, types);
+	if (SPI_execute_with_args(rollup_insert_sql(table, &set, true, NULL),
+							  set.n, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "apicount: upsert into %s failed", table);
+	for (c = 0; c < set.n; c++)
+		pfree(DatumGetPointer(args[c]));
+	pfree(rowv);
+	pfree(tier);
+}
+
+/*
  * Write the caller_minute rows, each the cheapest safe way (known_rows.h): rows
  * last written at a known TID by an update there, rows known to be new by
  * a plain insert, and the others, or where either guess was wrong, by the
@@ -431,6 +472,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 			if (it->o.calls == 0)
 				continue;
 			rows[n].item = it;
+			rows[n].minute = it->key.minute;
 			rows[n].method = DatumGetTextPP(flush_string_datum(it->key.method_h));
 			rows[n].path = DatumGetTextPP(flush_string_datum(it->key.path_h));
 			rows[n].user = other_callers;
@@ -446,6 +488,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 		if (!(it->key.flags & KEY_TRACKED) || it->d.calls == 0)
 			continue;
 		rows[n].item = it;
+		rows[n].minute = it->key.minute;
 		rows[n].method = DatumGetTextPP(flush_string_datum(it->key.method_h));
 		rows[n].path = DatumGetTextPP(flush_string_datum(it->key.path_h));
 		rows[n].user = it->key.user_h == 0 ? NULL :
@@ -461,6 +504,13 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 	}
 	if (n == 0)
 		return;
+
+	/* the hour and day tiers first: the split below reuses rows[] */
+	if (flush_table_exists("caller_hour"))	/* from 0.6 on */
+	{
+		flush_caller_tier(rows, n, 60, "caller_hour");
+		flush_caller_tier(rows, n, 1440, "caller_day");
+	}
 
 	/* split by how they will be written; the other rows stay in rows[] */
 	newrows = MemoryContextAllocHuge(CurrentMemoryContext,

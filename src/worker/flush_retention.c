@@ -3,9 +3,10 @@
  *		Deleting rollup rows past their tier's retention.
  *
  * Owns the retention of every rollup table: the minute tier (api_minute,
- * api_total_minute and the caller tables) by apicount.retention_minute,
- * the hour tier by apicount.retention_hour, the day tier by
- * apicount.retention_day.  Deletes go in bounded batches, each in its own
+ * api_total_minute, caller_minute and the heavy summaries) by
+ * apicount.retention_minute, the hour tier (api_hour, api_total_hour,
+ * caller_hour) by apicount.retention_hour, the day tier (api_day,
+ * api_total_day, caller_day) by apicount.retention_day.  Deletes go in bounded batches, each in its own
  * transaction (worker_txn.h), so a long backlog never holds locks for
  * long; the next call goes on where this one stopped.
  *-------------------------------------------------------------------------
@@ -59,7 +60,7 @@ delete_batch(void *arg)
  * per table and call: the minute tier (api_minute and the caller tables)
  * by apicount.retention_minute, api_hour by apicount.retention_hour and
  * api_day (0.4) by apicount.retention_day; api_total_minute, _hour and
- * _day (0.4) with their tiers.
+ * _day (0.4) and caller_hour and caller_day (0.6) with their tiers.
  */
 void
 flush_apply_retention(void)
@@ -71,7 +72,8 @@ flush_apply_retention(void)
 	}			tables[] = {
 		{"api_minute", 0}, {"api_hour", 1}, {"api_day", 2},
 		{"api_total_minute", 0}, {"api_total_hour", 1}, {"api_total_day", 2},
-		{"caller_minute", 0}, {"caller_heavy_minute", 0},
+		{"caller_minute", 0}, {"caller_hour", 1}, {"caller_day", 2},
+		{"caller_heavy_minute", 0},
 		{"heavy_minute_bounds", 0}
 	};
 	TimestampTz now = GetCurrentTimestamp();
