@@ -2,7 +2,8 @@
 # Sourced by bench/run.sh (needs its W, PORT, WL, q, raw, log, query_latency, restart_server, row).
 # Loads BENCH_RANGES_DAYS (30) days of rollups for 1,000 paths (bench/workloads/load_ranges.sql:
 # api_minute dense, 1.44M rows a day, with latency histograms; api_hour and api_day derived by
-# rebuild_api_hour() / rebuild_api_day(); 20 caller rows a minute in caller_minute), with
+# rebuild_api_hour() / rebuild_api_day(); 205 caller rows a minute in caller_minute, mostly
+# 1,000 recurring API clients, with caller_hour and caller_day by rebuild_caller_tiers()), with
 # apicount.retention_minute above the loaded span so that every range is read as a user with
 # the defaults would read it.  Then, for ranges of 24 h, 7 days and 30 days ending now (those
 # within the loaded span), for one path (/api/v1/r1, the busiest) and for all paths, times
@@ -17,8 +18,9 @@
 #   - top_callers_range(10, from, to, path);
 # each against a plain GROUP BY over the finest table (api_minute, caller_minute) for the same
 # answer.  Sets RANGE_ROWS (lines "label|apicount ms|baseline ms") for ranges_rows.
-# api_minute is loaded at fillfactor 100 (half the pages of the production fill factor 50: the
-# plain GROUP BY reads fewer pages than it would on a table the worker wrote).
+# api_minute and caller_minute are loaded at fillfactor 100 (half the pages of the production
+# fill factor 50: the plain GROUP BY reads fewer pages than it would on a table the worker
+# wrote).
 RANGES_DAYS=${BENCH_RANGES_DAYS:-30}
 RANGES_RUNS=${BENCH_RANGES_RUNS:-7}
 RANGES_BASE_RUNS=${BENCH_RANGES_BASE_RUNS:-3}
@@ -36,15 +38,17 @@ rq() {
 ranges_bench() {
     local t0 t1 days label from step p pa
     q -c "ALTER SYSTEM SET apicount.retention_minute = '$((RANGES_DAYS + 30)) days'" -c "SELECT pg_reload_conf()" >/dev/null
-    q -c "ALTER TABLE apicount.api_minute SET (fillfactor = 100)" >/dev/null
+    q -c "ALTER TABLE apicount.api_minute SET (fillfactor = 100)" \
+      -c "ALTER TABLE apicount.caller_minute SET (fillfactor = 100)" >/dev/null
     t0=$(date +%s.%N)
     if ! q -v days="$RANGES_DAYS" -f "$WL/load_ranges.sql" >"$W/load_ranges.log" 2>&1; then
         raw "ranges: loading failed: $(head -c 300 "$W/load_ranges.log")"
         return
     fi
     t1=$(date +%s.%N)
-    q -c "ALTER TABLE apicount.api_minute RESET (fillfactor)" >/dev/null
-    raw "ranges: $RANGES_DAYS days loaded in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s: $(q -F ' ' -c "SELECT (SELECT count(*) FROM apicount.api_minute) || ' api_minute rows (' || pg_size_pretty(pg_total_relation_size('apicount.api_minute')) || '), ' || (SELECT count(*) FROM apicount.api_hour) || ' api_hour, ' || (SELECT count(*) FROM apicount.api_day) || ' api_day, ' || (SELECT count(*) FROM apicount.caller_minute) || ' caller_minute'")"
+    q -c "ALTER TABLE apicount.api_minute RESET (fillfactor)" \
+      -c "ALTER TABLE apicount.caller_minute RESET (fillfactor)" >/dev/null
+    raw "ranges: $RANGES_DAYS days loaded in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s: $(q -F ' ' -c "SELECT (SELECT count(*) FROM apicount.api_minute) || ' api_minute rows (' || pg_size_pretty(pg_total_relation_size('apicount.api_minute')) || '), ' || (SELECT count(*) FROM apicount.api_hour) || ' api_hour, ' || (SELECT count(*) FROM apicount.api_day) || ' api_day, ' || (SELECT count(*) FROM apicount.caller_minute) || ' caller_minute, ' || (SELECT count(*) FROM apicount.caller_hour) || ' caller_hour, ' || (SELECT count(*) FROM apicount.caller_day) || ' caller_day'")"
     for days in 1 7 30; do
         [ "$days" -le "$RANGES_DAYS" ] || continue
         case $days in

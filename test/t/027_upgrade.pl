@@ -328,6 +328,24 @@ for my $from (@older)
 			$q->("SELECT (SELECT sum(calls) FROM apicount.api_minute) || repeat(' ' || (SELECT sum(calls) FROM apicount.api_minute), 2)"),
 			"[$from] api_minute, api_hour and api_day hold the same calls");
 	}
+	if ($has->('apicount.caller_hour'))
+	{
+		# the caller tiers (0.6): filled from caller_minute by the update, then written by the flushes
+		foreach my $t ([ 'caller_minute', 'caller_hour', 'hour' ], [ 'caller_hour', 'caller_day', 'day' ])
+		{
+			my ($src, $dst, $unit) = @$t;
+			is($q->(qq{SELECT (SELECT count(*) FROM apicount.$dst) || ' '
+			        || (SELECT count(*) FROM (
+			             (SELECT date_trunc('$unit', bucket, 'UTC'), method, path, client_ip, user_id,
+			                     sum(calls), sum(ok), sum(client_errors), sum(server_errors), bool_or(folded_before)
+			              FROM apicount.$src GROUP BY 1, 2, 3, 4, 5)
+			             EXCEPT ALL
+			             SELECT bucket, method, path, client_ip, user_id, calls, ok, client_errors,
+			                    server_errors, folded_before FROM apicount.$dst) d)}),
+				$q->("SELECT count(DISTINCT (date_trunc('$unit', bucket, 'UTC'), method, path, client_ip, user_id)) || ' 0' FROM apicount.$src"),
+				"[$from] $dst holds $src\'s sums per $unit");
+		}
+	}
 	is($q->(q{SELECT count(*) FROM apicount.api_minute a WHERE a.path = '/up/c'
 	        AND a.calls <> (SELECT coalesce(sum(c.calls), 0) FROM apicount.caller_minute c
 	                        WHERE c.bucket = a.bucket AND c.method = a.method AND c.path = a.path)}),
