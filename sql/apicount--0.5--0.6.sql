@@ -165,30 +165,29 @@ $$;
 -- EXECUTE ... USING the six arrays of _caller_plan, paths, method,
 -- from_bucket, to_ts: the rows of caller_minute's shape (bucket, method,
 -- path, client_ip, user_id, calls, ok, errors, folded_before), a tier's
--- bucket in each.  The filters given appear in the text, so each scan is
--- planned with them (an index scan on (path, bucket) for a few paths).
-CREATE FUNCTION @extschema@._caller_source(paths text[], meth text)
+-- bucket in each.  One scan per interval (nd days, nh hours, nm minutes),
+-- its bounds array elements ($1[i]): the values are known when the query
+-- is planned, so each scan is an index range scan.  The filters given
+-- appear in the text, so each scan is planned with them (an index scan on
+-- (path, bucket) for a few paths).
+CREATE FUNCTION @extschema@._caller_source(paths text[], meth text, nd integer, nh integer,
+	nm integer)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT format('SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls, c.ok,'
-	       || ' c.client_errors + c.server_errors AS errors, c.folded_before'
-	       || ' FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(lo, hi) JOIN @extschema@.caller_day c'
-	       || ' ON c.bucket >= r.lo AND c.bucket < r.hi%1$s'
-	       || ' UNION ALL SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls, c.ok,'
-	       || ' c.client_errors + c.server_errors, c.folded_before'
-	       || ' FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) r(lo, hi) JOIN @extschema@.caller_hour c'
-	       || ' ON c.bucket >= r.lo AND c.bucket < r.hi%1$s'
-	       || ' UNION ALL SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls, c.ok,'
-	       || ' c.client_errors + c.server_errors, c.folded_before'
-	       || ' FROM ROWS FROM (pg_catalog.unnest($5), pg_catalog.unnest($6)) r(lo, hi) JOIN @extschema@.caller_minute c'
-	       || ' ON c.bucket >= r.lo AND c.bucket < r.hi%1$s'
-	       || ' UNION ALL SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,'
-	       || ' c.ok, c.client_errors + c.server_errors, c.folded_before'
-	       || ' FROM @extschema@._live_minutes($9, $10, true, $7, $8) c WHERE c.calls > 0%1$s',
-	       CASE WHEN paths IS NOT NULL THEN ' AND c.path OPERATOR(pg_catalog.=) ANY ($7)' ELSE '' END
-	       || CASE WHEN meth IS NOT NULL THEN ' AND c.method OPERATOR(pg_catalog.=) $8' ELSE '' END)
+	SELECT string_agg(format('SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,'
+	                         || ' c.ok, c.client_errors + c.server_errors AS errors, c.folded_before'
+	                         || ' FROM @extschema@.%s c WHERE c.bucket >= $%s[%s] AND c.bucket < $%s[%s]%s',
+	                         t.tbl, t.lo, i, t.lo + 1, i, flt.f), ' UNION ALL ')
+	       || format(' UNION ALL SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,'
+	                 || ' c.ok, c.client_errors + c.server_errors, c.folded_before'
+	                 || ' FROM @extschema@._live_minutes($9, $10, true, $7, $8) c WHERE c.calls > 0%s', min(flt.f))
+	FROM (SELECT CASE WHEN paths IS NOT NULL THEN ' AND c.path OPERATOR(pg_catalog.=) ANY ($7)' ELSE '' END
+	             || CASE WHEN meth IS NOT NULL THEN ' AND c.method OPERATOR(pg_catalog.=) $8' ELSE '' END AS f) flt,
+	     (VALUES ('caller_day', 1, nd), ('caller_hour', 3, nh), ('caller_minute', 5, nm)) t(tbl, lo, k),
+	     generate_series(0, t.k) i
+	WHERE i >= 1 OR (t.tbl = 'caller_minute' AND nd + nh + nm = 0)
 $$;
 
 -- caller rows of the given paths and method (NULL: any) over [from_bucket,
@@ -207,7 +206,8 @@ DECLARE
 	pl record;
 BEGIN
 	pl := @extschema@._caller_plan(from_bucket, to_ts, by);
-	RETURN QUERY EXECUTE @extschema@._caller_source(paths, meth)
+	RETURN QUERY EXECUTE @extschema@._caller_source(paths, meth, cardinality(pl.dlo),
+	                                                 cardinality(pl.hlo), cardinality(pl.mlo))
 		USING pl.dlo, pl.dhi, pl.hlo, pl.hhi, pl.mlo, pl.mhi, paths, meth, from_bucket, to_ts;
 END
 $$;
@@ -352,7 +352,8 @@ BEGIN
 			CASE WHEN by IN ('ip', 'ip_user') THEN 'c.client_ip'
 			     WHEN by = 'net' THEN '@extschema@._net(c.client_ip)' ELSE 'NULL::inet' END,
 			CASE WHEN by IN ('user', 'ip_user') THEN 'c.user_id' ELSE 'NULL::text' END,
-			@extschema@._caller_source(flt, top_callers_range.method))
+			@extschema@._caller_source(flt, top_callers_range.method, cardinality(pl.dlo),
+			                           cardinality(pl.hlo), cardinality(pl.mlo)))
 			USING pl.dlo, pl.dhi, pl.hlo, pl.hhi, pl.mlo, pl.mhi, flt, top_callers_range.method,
 			      f0, to_ts, n;
 	ELSE
@@ -417,7 +418,7 @@ DECLARE
 BEGIN
 	FOREACH f IN ARRAY ARRAY[
 		'@extschema@._caller_plan(timestamptz, timestamptz, text)',
-		'@extschema@._caller_source(text[], text)',
+		'@extschema@._caller_source(text[], text, integer, integer, integer)',
 		'@extschema@._caller_rows(timestamptz, timestamptz, text[], text, text)',
 		'@extschema@._caller_groups(timestamptz, timestamptz, text, text[], text, boolean)']
 	LOOP
@@ -436,7 +437,7 @@ COMMENT ON FUNCTION @extschema@.rebuild_caller_tiers() IS
 'Recompute caller_hour from caller_minute and caller_day from caller_hour (after loading or repairing rollups by hand); returns the rows written';
 COMMENT ON FUNCTION @extschema@._caller_plan(timestamptz, timestamptz, text) IS
 'The intervals of a range each caller tier answers; hours with summarized folds of the grouping come from minutes';
-COMMENT ON FUNCTION @extschema@._caller_source(text[], text) IS
+COMMENT ON FUNCTION @extschema@._caller_source(text[], text, integer, integer, integer) IS
 'The query text over the caller tiers and the live counters, with the filters in the scans';
 COMMENT ON FUNCTION @extschema@._caller_rows(timestamptz, timestamptz, text[], text, text) IS
 'Caller rows of a range from the caller tiers (or minutes only), flushed and live';
