@@ -3,7 +3,8 @@
 
 ---------------------------------------------------------------------------
 -- Caller tiers.  caller_hour and caller_day hold caller_minute's rows summed
--- per UTC hour and day (folded_before: any of its minutes'), written by the
+-- per UTC hour and day (folded_before: any of its minutes'; first_seen and
+-- last_seen: the first and last of its minutes), written by the
 -- same flush transactions as caller_minute (src/worker/flush_callers.c), so
 -- the three always agree, late hits included.  Retention: the API tiers'
 -- (apicount.retention_minute, _hour, _day).
@@ -14,15 +15,18 @@
 -- caller_heavy_minute or heavy_minute_bounds, or live ones) is read from
 -- caller_minute, and so its day from caller_hour: the bound of a folded
 -- group is per minute and per API (_caller_groups).  Every other hour's
--- caller rows only add up, in any tier.  callers() stays on caller_minute:
--- its first_seen and last_seen are minutes.
+-- caller rows only add up, in any tier.
 ---------------------------------------------------------------------------
 -- a flush in progress commits first; later ones wait and then see the tiers
 LOCK TABLE @extschema@.caller_minute IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE @extschema@.caller_hour (LIKE @extschema@.caller_minute INCLUDING DEFAULTS,
+	first_seen timestamptz NOT NULL,
+	last_seen timestamptz NOT NULL,
 	CONSTRAINT caller_hour_key UNIQUE NULLS NOT DISTINCT (bucket, method, path, client_ip, user_id)
 ) WITH (fillfactor = 50);
 CREATE TABLE @extschema@.caller_day (LIKE @extschema@.caller_minute INCLUDING DEFAULTS,
+	first_seen timestamptz NOT NULL,
+	last_seen timestamptz NOT NULL,
 	CONSTRAINT caller_day_key UNIQUE NULLS NOT DISTINCT (bucket, method, path, client_ip, user_id)
 ) WITH (fillfactor = 50);
 CREATE INDEX caller_hour_path_bucket ON @extschema@.caller_hour (path, bucket);
@@ -50,7 +54,9 @@ BEGIN
 	FOR i IN 1 .. cardinality(targets) LOOP
 		IF targets[i] LIKE 'caller\_%' THEN
 			keys := ', method, path, client_ip, user_id';
-			sums := 'sum(calls), sum(ok), sum(client_errors), sum(server_errors), bool_or(folded_before)';
+			sums := 'sum(calls), sum(ok), sum(client_errors), sum(server_errors), bool_or(folded_before), '
+			        || CASE WHEN sources[i] = 'caller_minute' THEN 'min(bucket), max(bucket)'
+			                ELSE 'min(first_seen), max(last_seen)' END;
 		ELSE
 			keys := CASE WHEN targets[i] LIKE 'api\_total\_%' THEN '' ELSE ', method, path' END;
 			sums := 'sum(calls), sum(ok), sum(client_errors), sum(server_errors), sum(latency_sum_ms),'
@@ -164,8 +170,9 @@ $$;
 -- The text of a query over the caller tiers and the live counters, for
 -- EXECUTE ... USING the six arrays of _caller_plan, paths, method,
 -- from_bucket, to_ts: the rows of caller_minute's shape (bucket, method,
--- path, client_ip, user_id, calls, ok, errors, folded_before), a tier's
--- bucket in each.  One scan per interval (nd days, nh hours, nm minutes),
+-- path, client_ip, user_id, calls, ok, errors, folded_before, first_seen,
+-- last_seen), a tier's bucket in each; a minute's first and last minute
+-- are its bucket.  One scan per interval (nd days, nh hours, nm minutes),
 -- its bounds array elements ($1[i]): the values are known when the query
 -- is planned, so each scan is an index range scan.  The filters given
 -- appear in the text, so each scan is planned with them (an index scan on
@@ -177,15 +184,17 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT string_agg(format('SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,'
-	                         || ' c.ok, c.client_errors + c.server_errors AS errors, c.folded_before'
+	                         || ' c.ok, c.client_errors + c.server_errors AS errors, c.folded_before, %s'
 	                         || ' FROM @extschema@.%s c WHERE c.bucket >= $%s[%s] AND c.bucket < $%s[%s]%s',
-	                         t.tbl, t.lo, i, t.lo + 1, i, flt.f), ' UNION ALL ')
+	                         t.seen, t.tbl, t.lo, i, t.lo + 1, i, flt.f), ' UNION ALL ')
 	       || format(' UNION ALL SELECT c.bucket, c.method, c.path, c.client_ip, c.user_id, c.calls,'
-	                 || ' c.ok, c.client_errors + c.server_errors, c.folded_before'
+	                 || ' c.ok, c.client_errors + c.server_errors, c.folded_before, c.bucket, c.bucket'
 	                 || ' FROM @extschema@._live_minutes($9, $10, true, $7, $8) c WHERE c.calls > 0%s', min(flt.f))
 	FROM (SELECT CASE WHEN paths IS NOT NULL THEN ' AND c.path OPERATOR(pg_catalog.=) ANY ($7)' ELSE '' END
 	             || CASE WHEN meth IS NOT NULL THEN ' AND c.method OPERATOR(pg_catalog.=) $8' ELSE '' END AS f) flt,
-	     (VALUES ('caller_day', 1, nd), ('caller_hour', 3, nh), ('caller_minute', 5, nm)) t(tbl, lo, k),
+	     (VALUES ('caller_day', 1, nd, 'c.first_seen, c.last_seen'),
+	             ('caller_hour', 3, nh, 'c.first_seen, c.last_seen'),
+	             ('caller_minute', 5, nm, 'c.bucket AS first_seen, c.bucket AS last_seen')) t(tbl, lo, k, seen),
 	     generate_series(0, t.k) i
 	WHERE i >= 1 OR (t.tbl = 'caller_minute' AND nd + nh + nm = 0)
 $$;
@@ -197,7 +206,7 @@ CREATE FUNCTION @extschema@._caller_rows(from_bucket timestamptz, to_ts timestam
 	paths text[], meth text, by text,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
 	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint,
-	OUT folded_before boolean)
+	OUT folded_before boolean, OUT first_seen timestamptz, OUT last_seen timestamptz)
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -212,14 +221,15 @@ BEGIN
 END
 $$;
 
--- _caller_groups reads the tiers (tiered) or minutes only (callers():
--- first_seen and last_seen are minutes); see 0.4 for what it returns
+-- _caller_groups reads the tiers (tiered) or minutes only; see 0.4 for what
+-- it returns, and now each row's first and last minute (first_seen,
+-- last_seen; NULL on the rows with a NULL bucket)
 DROP FUNCTION @extschema@._caller_groups(timestamptz, timestamptz, text, text[], text);
 CREATE FUNCTION @extschema@._caller_groups(from_bucket timestamptz, to_ts timestamptz,
 	by text, paths text[], meth text, tiered boolean DEFAULT true,
 	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
 	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint,
-	OUT calls_error bigint)
+	OUT calls_error bigint, OUT first_seen timestamptz, OUT last_seen timestamptz)
 RETURNS SETOF record
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -235,7 +245,8 @@ AS $$
 		            WHEN by = 'net' THEN @extschema@._net(c.client_ip) END AS ip,
 		       CASE WHEN by IN ('user', 'ip_user') THEN c.user_id END AS uid,
 		       sum(c.calls) AS calls, sum(c.ok) AS ok, sum(c.errors) AS errors,
-		       bool_or(c.folded_before) OR by <> 'ip_user' AS may_have_folded
+		       bool_or(c.folded_before) OR by <> 'ip_user' AS may_have_folded,
+		       min(c.first_seen) AS first_seen, max(c.last_seen) AS last_seen
 		FROM cm c
 		WHERE NOT c.other
 		GROUP BY 1, 2, 3, 4, 5
@@ -283,6 +294,8 @@ AS $$
 		       coalesce(f.ok, 0) AS ok,
 		       coalesce(f.errors, 0) + coalesce(h.errors, 0) AS errors,
 		       coalesce(h.calls_error, 0) AS calls_error,
+		       coalesce(f.first_seen, h.bucket) AS first_seen,
+		       coalesce(f.last_seen, h.bucket) AS last_seen,
 		       coalesce(ab.absent_bound, 0) AS minute_bound,
 		       CASE WHEN (h.gens IS NULL OR h.gens < ab.gens)
 		                 AND coalesce(f.may_have_folded, true)
@@ -296,12 +309,14 @@ AS $$
 		     AND ab.path = coalesce(f.path, h.path)
 	)
 	SELECT g.bucket, g.method, g.path, g.ip, g.uid, (g.calls + g.missing)::bigint,
-	       g.ok::bigint, g.errors::bigint, (g.calls_error + g.missing)::bigint
+	       g.ok::bigint, g.errors::bigint, (g.calls_error + g.missing)::bigint,
+	       g.first_seen, g.last_seen
 	FROM grouped g
 	UNION ALL
 	-- each group's minutes without a row: the sum of their bounds
 	SELECT NULL::timestamptz, r.method, r.path, r.ip, r.uid,
-	       (t.total - r.present)::bigint, 0::bigint, 0::bigint, (t.total - r.present)::bigint
+	       (t.total - r.present)::bigint, 0::bigint, 0::bigint, (t.total - r.present)::bigint,
+	       NULL::timestamptz, NULL::timestamptz
 	FROM (SELECT g.method, g.path, g.ip, g.uid, sum(g.minute_bound) AS present
 	      FROM grouped g GROUP BY 1, 2, 3, 4) r
 	JOIN (SELECT ab.method, ab.path, sum(ab.absent_bound) AS total
@@ -309,6 +324,18 @@ AS $$
 	     ON t.method = r.method AND t.path = r.path
 	WHERE t.total > r.present
 $$;
+
+-- the same over every path and method (top_callers' windows, _window_by)
+DROP FUNCTION @extschema@._caller_groups(timestamptz, timestamptz, text);
+CREATE FUNCTION @extschema@._caller_groups(from_bucket timestamptz, to_ts timestamptz,
+	by text,
+	OUT bucket timestamptz, OUT method text, OUT path text, OUT client_ip inet,
+	OUT user_id text, OUT calls bigint, OUT ok bigint, OUT errors bigint,
+	OUT calls_error bigint, OUT first_seen timestamptz, OUT last_seen timestamptz)
+RETURNS SETOF record
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@._caller_groups(from_bucket, to_ts, by, NULL, NULL) $$;
 
 -- top callers over a range, from the caller tiers (_caller_plan), with the
 -- path filter (path and paths both filter) and method filter inside the scans
@@ -371,7 +398,8 @@ BEGIN
 END
 $$;
 
--- callers() keeps minute resolution (first_seen, last_seen)
+-- callers() reads the caller tiers too: their rows keep their first and
+-- last minute (first_seen, last_seen)
 CREATE OR REPLACE FUNCTION @extschema@.callers(path text, from_ts timestamptz, to_ts timestamptz,
 	method text DEFAULT NULL)
 RETURNS TABLE (client_ip inet, user_id text, first_seen timestamptz,
@@ -391,16 +419,16 @@ BEGIN
 	END IF;
 	PERFORM @extschema@._read_begin();
 	RETURN QUERY
-	SELECT u.client_ip, u.user_id, min(u.bucket), max(u.bucket),
+	SELECT u.client_ip, u.user_id, min(u.first_seen), max(u.last_seen),
 	       sum(u.calls)::bigint, sum(u.errors)::bigint, sum(u.calls_error)::bigint
 	FROM (
-		SELECT g.bucket, g.client_ip, g.user_id, g.calls, g.errors, g.calls_error
+		SELECT g.first_seen, g.last_seen, g.client_ip, g.user_id, g.calls, g.errors, g.calls_error
 		FROM @extschema@._caller_groups(date_trunc('minute', from_ts), to_ts, 'ip_user',
-		                                ARRAY[p], m, tiered => false) g
+		                                ARRAY[p], m) g
 		WHERE g.calls > 0
 		UNION ALL
-		SELECT c.bucket, c.client_ip, c.user_id, c.calls, c.errors, 0
-		FROM @extschema@._caller_minutes(date_trunc('minute', from_ts), to_ts, ARRAY[p], m) c
+		SELECT c.first_seen, c.last_seen, c.client_ip, c.user_id, c.calls, c.errors, 0
+		FROM @extschema@._caller_rows(date_trunc('minute', from_ts), to_ts, ARRAY[p], m, 'ip_user') c
 		WHERE c.calls > 0 AND c.client_ip IS NULL AND c.user_id IS NOT DISTINCT FROM '(other callers)'
 	) u
 	GROUP BY u.client_ip, u.user_id
@@ -420,7 +448,8 @@ BEGIN
 		'@extschema@._caller_plan(timestamptz, timestamptz, text)',
 		'@extschema@._caller_source(text[], text, integer, integer, integer)',
 		'@extschema@._caller_rows(timestamptz, timestamptz, text[], text, text)',
-		'@extschema@._caller_groups(timestamptz, timestamptz, text, text[], text, boolean)']
+		'@extschema@._caller_groups(timestamptz, timestamptz, text, text[], text, boolean)',
+		'@extschema@._caller_groups(timestamptz, timestamptz, text)']
 	LOOP
 		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO apicount_reader', f);
@@ -430,9 +459,9 @@ END
 $grants$;
 
 COMMENT ON TABLE @extschema@.caller_hour IS
-'Per UTC hour and caller: caller_minute''s rows summed, written by the same flushes (retention: apicount.retention_hour)';
+'Per UTC hour and caller: caller_minute''s rows summed, with their first and last minute, written by the same flushes (retention: apicount.retention_hour)';
 COMMENT ON TABLE @extschema@.caller_day IS
-'Per UTC day and caller: caller_minute''s rows summed, written by the same flushes (retention: apicount.retention_day)';
+'Per UTC day and caller: caller_minute''s rows summed, with their first and last minute, written by the same flushes (retention: apicount.retention_day)';
 COMMENT ON FUNCTION @extschema@.rebuild_caller_tiers() IS
 'Recompute caller_hour from caller_minute and caller_day from caller_hour (after loading or repairing rollups by hand); returns the rows written';
 COMMENT ON FUNCTION @extschema@._caller_plan(timestamptz, timestamptz, text) IS
@@ -441,5 +470,7 @@ COMMENT ON FUNCTION @extschema@._caller_source(text[], text, integer, integer, i
 'The query text over the caller tiers and the live counters, with the filters in the scans';
 COMMENT ON FUNCTION @extschema@._caller_rows(timestamptz, timestamptz, text[], text, text) IS
 'Caller rows of a range from the caller tiers (or minutes only), flushed and live';
+COMMENT ON FUNCTION @extschema@._caller_groups(timestamptz, timestamptz, text) IS
+'Caller groups per bucket and API over a range, every path and method (the windows of top_callers and the rules)';
 COMMENT ON FUNCTION @extschema@._caller_groups(timestamptz, timestamptz, text, text[], text, boolean) IS
 'Caller groups per bucket and API over a range with the bound of the folded calls, from the caller tiers or minutes only';

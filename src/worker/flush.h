@@ -98,6 +98,7 @@ typedef enum ColumnMerge
 {
 	MERGE_KEY,					/* part of the unique key: not merged */
 	MERGE_ADD,					/* t.x + new.x */
+	MERGE_MIN,					/* LEAST(t.x, new.x) */
 	MERGE_MAX,					/* GREATEST(t.x, new.x) */
 	MERGE_OR,					/* t.x OR new.x */
 	MERGE_HIST					/* a latency histogram: _latency_hist_add */
@@ -119,6 +120,8 @@ typedef struct RollupColumn
 #define COL_PER_API		0x01	/* not in the sums over all APIs (api_total_*) */
 #define COL_NULLABLE	0x02	/* a key column that may be NULL */
 #define COL_SINCE_0_2	0x04	/* from extension version 0.2 on */
+#define COL_COARSE_ONLY	0x08	/* only in the hour and day tiers (caller_hour,
+								 * caller_day: first_seen, last_seen) */
 
 /* the columns of a list that one statement writes */
 typedef struct ColumnSet

@@ -43,6 +43,8 @@ typedef struct CallerRow
 	FlushItem  *item;			/* the first item of the row (key, TID) */
 	int32		minute;			/* the bucket, in epoch minutes: the item's
 								 * minute, or its hour's or day's first */
+	int32		first_minute;	/* the first and last minutes of the items */
+	int32		last_minute;	/* merged into the row (hour and day tiers) */
 	text	   *method;
 	text	   *path;
 	text	   *user;			/* NULL: no user id */
@@ -107,13 +109,29 @@ caller_folded_before(const void *row, void *cxt, bool *isnull)
 	return BoolGetDatum(((const CallerRow *) row)->folded_before);
 }
 
+static Datum
+caller_first_seen(const void *row, void *cxt, bool *isnull)
+{
+	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->first_minute *
+							   USECS_PER_MINUTE);
+}
+
+static Datum
+caller_last_seen(const void *row, void *cxt, bool *isnull)
+{
+	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->last_minute *
+							   USECS_PER_MINUTE);
+}
+
 #define CALLER_COUNT(name, field) \
 	{name, INT8OID, MERGE_ADD, 0, NULL, offsetof(CallerRow, field)}
 
 /*
- * The columns of caller_minute, in the order of the statements.  A server
- * whose library is newer than the installed extension (before ALTER
- * EXTENSION apicount UPDATE) writes those of 0.1: all but COL_SINCE_0_2.
+ * The columns of caller_minute, caller_hour and caller_day, in the order of
+ * the statements; caller_minute has all but COL_COARSE_ONLY (its bucket is
+ * its first and last minute).  A server whose library is newer than the
+ * installed extension (before ALTER EXTENSION apicount UPDATE) writes those
+ * of 0.1: all but COL_SINCE_0_2.
  */
 static const RollupColumn caller_columns[] = {
 	{"bucket", TIMESTAMPTZOID, MERGE_KEY, 0, caller_bucket},
@@ -126,14 +144,16 @@ static const RollupColumn caller_columns[] = {
 	CALLER_COUNT("client_errors", client_errors),
 	CALLER_COUNT("server_errors", server_errors),
 	{"folded_before", BOOLOID, MERGE_OR, COL_SINCE_0_2, caller_folded_before},
+	{"first_seen", TIMESTAMPTZOID, MERGE_MIN, COL_COARSE_ONLY, caller_first_seen},
+	{"last_seen", TIMESTAMPTZOID, MERGE_MAX, COL_COARSE_ONLY, caller_last_seen},
 };
 
-/* the columns the installed extension has */
+/* the columns the installed extension has, of caller_minute or (coarse) its tiers */
 static void
-caller_column_set(ColumnSet *set)
+caller_column_set(ColumnSet *set, bool coarse)
 {
 	column_set_init(set, caller_columns, lengthof(caller_columns),
-					flush_schema_v2 ? 0 : COL_SINCE_0_2);
+					(coarse ? 0 : COL_COARSE_ONLY) | (flush_schema_v2 ? 0 : COL_SINCE_0_2));
 }
 
 /*
@@ -257,6 +277,8 @@ merge_equal_rows(CallerRow *rows, int n)
 			rows[w].client_errors += rows[i].client_errors;
 			rows[w].server_errors += rows[i].server_errors;
 			rows[w].folded_before |= rows[i].folded_before;
+			rows[w].first_minute = Min(rows[w].first_minute, rows[i].first_minute);
+			rows[w].last_minute = Max(rows[w].last_minute, rows[i].last_minute);
 		}
 		else
 			rows[++w] = rows[i];
@@ -286,7 +308,7 @@ write_caller_rows(CallerWrite how, CallerRow *rows, int n,
 				c;
 
 	Assert((how == CALLER_UPDATE) == (missed != NULL));
-	caller_column_set(&set);
+	caller_column_set(&set, false);
 	for (i = 0; i < n; i++)
 		rowv[i] = &rows[i];
 	column_bind(&set, rowv, n, NULL, args, types);
@@ -429,7 +451,7 @@ flush_caller_tier(const CallerRow *rows, int n, int32 width, const char *table)
 	n = merge_equal_rows(tier, n);
 	for (i = 0; i < n; i++)
 		rowv[i] = &tier[i];
-	caller_column_set(&set);
+	caller_column_set(&set, true);
 	column_bind(&set, rowv, n, NULL, args, types);
 	if (SPI_execute_with_args(rollup_insert_sql(table, &set, true, NULL),
 							  set.n, types, args, NULL, false, 0) != SPI_OK_INSERT)
@@ -472,7 +494,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 			if (it->o.calls == 0)
 				continue;
 			rows[n].item = it;
-			rows[n].minute = it->key.minute;
+			rows[n].minute = rows[n].first_minute = rows[n].last_minute = it->key.minute;
 			rows[n].method = DatumGetTextPP(flush_string_datum(it->key.method_h));
 			rows[n].path = DatumGetTextPP(flush_string_datum(it->key.path_h));
 			rows[n].user = other_callers;
@@ -488,7 +510,7 @@ flush_caller_rows(FlushItem *items, int nitems, CallerWrites *caller_writes)
 		if (!(it->key.flags & KEY_TRACKED) || it->d.calls == 0)
 			continue;
 		rows[n].item = it;
-		rows[n].minute = it->key.minute;
+		rows[n].minute = rows[n].first_minute = rows[n].last_minute = it->key.minute;
 		rows[n].method = DatumGetTextPP(flush_string_datum(it->key.method_h));
 		rows[n].path = DatumGetTextPP(flush_string_datum(it->key.path_h));
 		rows[n].user = it->key.user_h == 0 ? NULL :

@@ -147,6 +147,9 @@ column_merge_sql(StringInfo buf, const ColumnSet *set, const char *src)
 				appendStringInfo(buf, "%s = t.%s OPERATOR(pg_catalog.+) %s.%s",
 								 x, x, src, x);
 				break;
+			case MERGE_MIN:
+				appendStringInfo(buf, "%s = LEAST(t.%s, %s.%s)", x, x, src, x);
+				break;
 			case MERGE_MAX:
 				appendStringInfo(buf, "%s = GREATEST(t.%s, %s.%s)", x, x, src, x);
 				break;

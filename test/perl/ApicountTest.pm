@@ -10,13 +10,35 @@ use POSIX qw(floor strftime);
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node $CALLERS_ADD_UP);
+our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node $CALLERS_ADD_UP $EXPECTED_RANGE_SQL);
 
 # the API rows (api_minute) whose calls differ from the sum of their caller rows
 # (caller_minute, "(other callers)" included): 0 when, per minute and API, they add up
 our $CALLERS_ADD_UP = q{SELECT count(*) FROM apicount.api_minute a
         WHERE a.calls <> (SELECT coalesce(sum(c.calls), 0) FROM apicount.caller_minute c
                           WHERE c.bucket = a.bucket AND c.method = a.method AND c.path = a.path)};
+
+# SQL functions of the tier tests (033, 034) over their plain table "mirror" of the hits
+# sent (a column b: the hit's minute, and path, method): ceil_to(ts, unit), the first UTC
+# hour or day boundary at or after ts; exp_hits(f, t, paths, method, a0, a1), the mirror's
+# hits a range [f, t) reports when minutes are kept from a0 on and hours from a1 on
+# ('-infinity': all kept): its ends widen to the buckets of the finest tier that still holds
+# them (README "Ranges and tiers")
+our $EXPECTED_RANGE_SQL = q{
+CREATE FUNCTION ceil_to(ts timestamptz, u text) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE WHEN date_trunc(u, ts, 'UTC') = ts THEN ts
+	            ELSE date_trunc(u, ts, 'UTC') + ('1 ' || u)::interval END $$;
+CREATE FUNCTION exp_hits(f timestamptz, t timestamptz, ps text[], m text,
+                         a0 timestamptz, a1 timestamptz)
+RETURNS SETOF mirror LANGUAGE sql STABLE AS $$
+	SELECT x.* FROM mirror x,
+	  LATERAL (SELECT CASE WHEN f < a1 THEN date_trunc('day', f, 'UTC')
+	                       WHEN f < a0 THEN date_trunc('hour', f, 'UTC') ELSE f END AS fe,
+	                  CASE WHEN t <= a1 THEN ceil_to(t, 'day')
+	                       WHEN t <= a0 THEN ceil_to(t, 'hour') ELSE t END AS te) r
+	WHERE x.b >= r.fe AND x.b < r.te
+	  AND (ps IS NULL OR x.path = ANY (ps)) AND (m IS NULL OR x.method = m) $$;
+};
 
 # the sliding-window slot at the default apicount.slot_seconds (5 s), in microseconds
 our $SLOT_US = 5_000_000;

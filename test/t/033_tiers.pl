@@ -33,7 +33,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(wait_for);
+use ApicountTest qw(wait_for $EXPECTED_RANGE_SQL);
 
 my $node = PostgreSQL::Test::Cluster->new('tiers');
 $node->init;
@@ -77,25 +77,14 @@ is(q1('SELECT sum(unflushed) FROM apicount.live WHERE tier = \'api\''), '40', '4
 
 # the expected answers: GROUP BY over the mirror.  a0 / a1: where minutes / hours are still
 # kept ('-infinity' before the retention round); a hit is reported at the bucket of the
-# finest tier that holds it, and the range's ends widen to those buckets.
+# finest tier that holds it, and the range's ends widen to those buckets (exp_hits and
+# ceil_to: ApicountTest).
+q1($EXPECTED_RANGE_SQL);
 q1(q{
 CREATE FUNCTION lbl(b timestamptz, a0 timestamptz, a1 timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE AS $$
 	SELECT CASE WHEN b < a1 THEN date_trunc('day', b, 'UTC')
 	            WHEN b < a0 THEN date_trunc('hour', b, 'UTC') ELSE b END $$;
-CREATE FUNCTION ceil_to(ts timestamptz, u text) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
-	SELECT CASE WHEN date_trunc(u, ts, 'UTC') = ts THEN ts
-	            ELSE date_trunc(u, ts, 'UTC') + ('1 ' || u)::interval END $$;
-CREATE FUNCTION exp_hits(f timestamptz, t timestamptz, ps text[], m text,
-                         a0 timestamptz, a1 timestamptz)
-RETURNS SETOF mirror LANGUAGE sql STABLE AS $$
-	SELECT x.* FROM mirror x,
-	  LATERAL (SELECT CASE WHEN f < a1 THEN date_trunc('day', f, 'UTC')
-	                       WHEN f < a0 THEN date_trunc('hour', f, 'UTC') ELSE f END AS fe,
-	                  CASE WHEN t <= a1 THEN ceil_to(t, 'day')
-	                       WHEN t <= a0 THEN ceil_to(t, 'hour') ELSE t END AS te) r
-	WHERE x.b >= r.fe AND x.b < r.te
-	  AND (ps IS NULL OR x.path = ANY (ps)) AND (m IS NULL OR x.method = m) $$;
 CREATE FUNCTION exp_minutes(f timestamptz, t timestamptz, step interval, ps text[], m text,
                             a0 timestamptz, a1 timestamptz)
 RETURNS TABLE (bucket timestamptz, method text, path text, calls bigint, ok bigint,

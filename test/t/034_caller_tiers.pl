@@ -19,8 +19,10 @@
 #  2. top_callers_range for by = ip, user, ip_user, net over whole days, a range that starts
 #     inside an hour and ends inside a day, and 3 days up to now (live hits in it); without a
 #     filter, with path, paths, path + paths, a method, paths + a method: equals the mirror's
-#     GROUP BY (calls, errors, calls_error 0); _caller_plan reads whole days from caller_day and
-#     whole hours from caller_hour there (summarized false);
+#     GROUP BY (calls, errors, calls_error 0); so does callers(path, ...) with or without a
+#     method, first_seen and last_seen included (the coarse tiers keep each row's first and last
+#     minute); _caller_plan reads whole days from caller_day and whole hours from caller_hour
+#     there (summarized false);
 #  3. a flood: apicount.max_entries = 1000, apicount.heavy_counters = 64 (restart); exact callers
 #     first (their own path /q, and ten on /f/b), the caller tier filled with 1000 - those
 #     entries by hits 20 minutes back, then ~6,900 calls to /f/b and /f/c from 3,000 new
@@ -44,7 +46,7 @@
 #  4. retention per tier (apicount.retention_minute = 1 day, _hour = 2 days, _day = 3 days 12
 #     hours; restart: the worker applies retention at start): caller_minute, caller_hour and
 #     caller_day rows past their tier's retention are gone, younger ones kept (equal to the
-#     mirror); top_callers_range over ranges whose minutes (or hours) are gone answers from
+#     mirror); top_callers_range and callers over ranges whose minutes (or hours) are gone answer from
 #     caller_hour / caller_day, the range's ends widened to those tiers' buckets (README
 #     "Ranges and tiers"), and equals the mirror over that widened range.
 use strict;
@@ -52,7 +54,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(wait_for);
+use ApicountTest qw(wait_for $EXPECTED_RANGE_SQL);
 
 my $node = PostgreSQL::Test::Cluster->new('caller_tiers');
 $node->init;
@@ -122,22 +124,8 @@ is(q1(q{SELECT sum(unflushed) FROM apicount.live WHERE tier = 'api'}), '40', '40
 
 # the expected hits of a range: a0 / a1: where minutes / hours are still kept ('-infinity'
 # before the retention round); the range's ends widen to the buckets of the finest tier that
-# holds them (README "Ranges and tiers")
-q1(q{
-CREATE FUNCTION ceil_to(ts timestamptz, u text) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
-	SELECT CASE WHEN date_trunc(u, ts, 'UTC') = ts THEN ts
-	            ELSE date_trunc(u, ts, 'UTC') + ('1 ' || u)::interval END $$;
-CREATE FUNCTION exp_hits(f timestamptz, t timestamptz, ps text[], m text,
-                         a0 timestamptz, a1 timestamptz)
-RETURNS SETOF mirror LANGUAGE sql STABLE AS $$
-	SELECT x.* FROM mirror x,
-	  LATERAL (SELECT CASE WHEN f < a1 THEN date_trunc('day', f, 'UTC')
-	                       WHEN f < a0 THEN date_trunc('hour', f, 'UTC') ELSE f END AS fe,
-	                  CASE WHEN t <= a1 THEN ceil_to(t, 'day')
-	                       WHEN t <= a0 THEN ceil_to(t, 'hour') ELSE t END AS te) r
-	WHERE x.b >= r.fe AND x.b < r.te
-	  AND (ps IS NULL OR x.path = ANY (ps)) AND (m IS NULL OR x.method = m) $$;
-});
+# holds them (README "Ranges and tiers"): exp_hits, ApicountTest
+q1($EXPECTED_RANGE_SQL);
 
 # same(label, A, B): the two queries return the same multiset of rows, and not none
 sub same
@@ -204,7 +192,8 @@ my %ranges = (
 );
 # [ path, paths, method ]
 my @filters = ([ 'NULL', 'NULL', 'NULL' ], [ q{'/t/a'}, 'NULL', 'NULL' ], [ 'NULL', q{'{/t/a,/t/c}'}, 'NULL' ],
-	[ q{'/t/c'}, q{'{/t/a,/t/c}'}, 'NULL' ], [ 'NULL', 'NULL', q{'POST'} ], [ 'NULL', q{'{/t/b,/t/d}'}, q{'GET'} ]);
+	[ q{'/t/c'}, q{'{/t/a,/t/c}'}, 'NULL' ], [ 'NULL', 'NULL', q{'POST'} ], [ 'NULL', q{'{/t/b,/t/d}'}, q{'GET'} ],
+	[ q{'/t/a'}, 'NULL', q{'POST'} ]);
 
 sub exp_filter
 {
@@ -231,6 +220,13 @@ sub exact_round
 					"SELECT $gi, $gu, count(*), count(*) FILTER (WHERE status >= 400), 0::bigint "
 					  . "FROM exp_hits(date_trunc('minute', $f), $t, $eps, $em, $ret) GROUP BY 1, 2");
 			}
+			# callers() of one path: its rows in the coarse tiers keep their first and last
+			# minute, so first_seen and last_seen are the mirror's, whichever tier is read
+			same("$phase: $rn, callers($p), method $m",
+				"SELECT client_ip, user_id, first_seen, last_seen, calls, errors, calls_error FROM apicount.callers($p, $f, $t, $m)",
+				"SELECT client_ip, user_id, min(b), max(b), count(*), count(*) FILTER (WHERE status >= 400), 0::bigint "
+				  . "FROM exp_hits(date_trunc('minute', $f), $t, ARRAY[$p], $em, $ret) GROUP BY 1, 2")
+			  if $p ne 'NULL' && $ps eq 'NULL';
 		}
 	}
 }
@@ -460,12 +456,14 @@ q1(q{
 INSERT INTO apicount.caller_minute (bucket, method, path, client_ip, calls) VALUES
   (date_trunc('minute', now() - interval '1 day 1 hour'), 'GET', '/old', '10.9.9.9', 1),
   (date_trunc('minute', now() - interval '23 hours'), 'GET', '/old', '10.9.9.9', 2);
-INSERT INTO apicount.caller_hour (bucket, method, path, client_ip, calls) VALUES
-  (date_trunc('hour', now() - interval '2 days 2 hours'), 'GET', '/old', '10.9.9.9', 3),
-  (date_trunc('hour', now() - interval '1 day 22 hours'), 'GET', '/old', '10.9.9.9', 4);
-INSERT INTO apicount.caller_day (bucket, method, path, client_ip, calls) VALUES
-  (date_trunc('day', now() - interval '10 days'), 'GET', '/old', '10.9.9.9', 5),
-  (date_trunc('minute', now() - interval '3 days 6 hours'), 'GET', '/old', '10.9.9.9', 6);
+INSERT INTO apicount.caller_hour (bucket, method, path, client_ip, calls, first_seen, last_seen)
+SELECT b, 'GET', '/old', '10.9.9.9', c, b, b
+FROM (VALUES (date_trunc('hour', now() - interval '2 days 2 hours'), 3),
+             (date_trunc('hour', now() - interval '1 day 22 hours'), 4)) v(b, c);
+INSERT INTO apicount.caller_day (bucket, method, path, client_ip, calls, first_seen, last_seen)
+SELECT b, 'GET', '/old', '10.9.9.9', c, b, b
+FROM (VALUES (date_trunc('day', now() - interval '10 days'), 5),
+             (date_trunc('minute', now() - interval '3 days 6 hours'), 6)) v(b, c);
 });
 $node->append_conf('postgresql.conf',
 	"apicount.retention_minute = '1 day'\napicount.retention_hour = '2 days'\napicount.retention_day = '3 days 12 hours'\n");
