@@ -16,6 +16,7 @@
 #   - latency_percentiles(path, from, to) (whole range: days, hours, minute edges);
 #   - top_apis(10, from, to, paths);
 #   - top_callers_range(10, from, to, path);
+#   - callers(path, from, to) (one path: the audit of one API);
 # each against a plain GROUP BY over the finest table (api_minute, caller_minute) for the same
 # answer.  Sets RANGE_ROWS (lines "label|apicount ms|baseline ms") for ranges_rows.
 # api_minute and caller_minute are loaded at fillfactor 100 (half the pages of the production
@@ -77,6 +78,9 @@ ranges_bench() {
                 rq "top_callers_${label}_one_path" \
                     "SELECT * FROM apicount.top_callers_range(10, $from, now(), $pa);" \
                     "SELECT client_ip, sum(calls) FROM apicount.caller_minute WHERE path = $pa AND $rng GROUP BY 1 ORDER BY 2 DESC LIMIT 10;"
+                rq "callers_${label}_one_path" \
+                    "SELECT * FROM apicount.callers($pa, $from, now());" \
+                    "SELECT client_ip, user_id, min(bucket), max(bucket), sum(calls), sum(client_errors + server_errors) FROM apicount.caller_minute WHERE path = $pa AND $rng GROUP BY 1, 2 ORDER BY 5 DESC;"
             else
                 rq "series_${label}_all_paths" \
                     "SELECT * FROM apicount.series(NULL, $from, now(), '$step');" \

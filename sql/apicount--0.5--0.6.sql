@@ -412,12 +412,28 @@ AS $$
 DECLARE
 	p text := path;
 	m text := method;
+	f0 timestamptz := date_trunc('minute', from_ts);
+	pl record;
 BEGIN
 	IF p IS NULL THEN
 		RAISE EXCEPTION 'path must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	PERFORM @extschema@._read_begin();
+	pl := @extschema@._caller_plan(f0, to_ts, 'ip_user');
+	-- no summary of folded callers in the range: the rows only add up (as
+	-- in top_callers_range), "(other callers)" among them
+	IF NOT pl.summarized THEN
+		RETURN QUERY EXECUTE
+			'SELECT c.client_ip, c.user_id, min(c.first_seen), max(c.last_seen),'
+			|| ' sum(c.calls)::bigint, sum(c.errors)::bigint, 0::bigint FROM ('
+			|| @extschema@._caller_source(ARRAY[p], m, cardinality(pl.dlo), cardinality(pl.hlo),
+			                              cardinality(pl.mlo))
+			|| ') c WHERE c.calls > 0 GROUP BY 1, 2 ORDER BY 5 DESC, 1 NULLS LAST, 2 NULLS LAST'
+			USING pl.dlo, pl.dhi, pl.hlo, pl.hhi, pl.mlo, pl.mhi, ARRAY[p], m, f0, to_ts;
+		PERFORM @extschema@._read_end();
+		RETURN;
+	END IF;
 	RETURN QUERY
 	SELECT u.client_ip, u.user_id, min(u.first_seen), max(u.last_seen),
 	       sum(u.calls)::bigint, sum(u.errors)::bigint, sum(u.calls_error)::bigint
