@@ -10,7 +10,8 @@ use POSIX qw(floor strftime);
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node $CALLERS_ADD_UP $EXPECTED_RANGE_SQL);
+our @EXPORT_OK = qw(wait_for ts_text slot_of $SLOT_US window_node $CALLERS_ADD_UP $EXPECTED_RANGE_SQL
+  same_rows);
 
 # the API rows (api_minute) whose calls differ from the sum of their caller rows
 # (caller_minute, "(other callers)" included): 0 when, per minute and API, they add up
@@ -39,6 +40,21 @@ RETURNS SETOF mirror LANGUAGE sql STABLE AS $$
 	WHERE x.b >= r.fe AND x.b < r.te
 	  AND (ps IS NULL OR x.path = ANY (ps)) AND (m IS NULL OR x.method = m) $$;
 };
+
+# same_rows($node, $label, $a, $b): one check that queries $a (the function's answer) and
+# $b (the expected one) return the same multiset of rows on database postgres, and not none;
+# on failure, a diag with up to 5 rows found only on either side
+sub same_rows
+{
+	my ($node, $label, $a, $b) = @_;
+	my $q = sub { return $node->safe_psql('postgres', $_[0]); };
+	my $r = $q->("SELECT (SELECT count(*) FROM ($a) x) || ' ' || (SELECT count(*) FROM (($a) EXCEPT ALL ($b)) d)"
+		  . " || ' ' || (SELECT count(*) FROM (($b) EXCEPT ALL ($a)) d)");
+	my ($n, $d1, $d2) = split / /, $r;
+	return ok($n > 0 && $d1 == 0 && $d2 == 0, "$label ($n rows)")
+	  || diag("rows $n, only in the function's answer $d1, only in the expected $d2\n"
+		  . $q->("(($a) EXCEPT ALL ($b)) LIMIT 5") . "\n--\n" . $q->("(($b) EXCEPT ALL ($a)) LIMIT 5"));
+}
 
 # the sliding-window slot at the default apicount.slot_seconds (5 s), in microseconds
 our $SLOT_US = 5_000_000;

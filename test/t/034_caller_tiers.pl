@@ -54,7 +54,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use ApicountTest qw(wait_for $EXPECTED_RANGE_SQL);
+use ApicountTest qw(wait_for same_rows $EXPECTED_RANGE_SQL);
 
 my $node = PostgreSQL::Test::Cluster->new('caller_tiers');
 $node->init;
@@ -128,16 +128,7 @@ is(q1(q{SELECT sum(unflushed) FROM apicount.live WHERE tier = 'api'}), '40', '40
 q1($EXPECTED_RANGE_SQL);
 
 # same(label, A, B): the two queries return the same multiset of rows, and not none
-sub same
-{
-	my ($label, $a, $b) = @_;
-	my $r = q1("SELECT (SELECT count(*) FROM ($a) x) || ' ' || (SELECT count(*) FROM (($a) EXCEPT ALL ($b)) d)"
-		  . " || ' ' || (SELECT count(*) FROM (($b) EXCEPT ALL ($a)) d)");
-	my ($n, $d1, $d2) = split / /, $r;
-	ok($n > 0 && $d1 == 0 && $d2 == 0, "$label ($n rows)")
-	  or diag("rows $n, only in the first $d1, only in the second $d2\n"
-		  . q1("(($a) EXCEPT ALL ($b)) LIMIT 5") . "\n--\n" . q1("(($b) EXCEPT ALL ($a)) LIMIT 5"));
-}
+sub same { return same_rows($node, @_); }
 
 # a grouping's key over the mirror's columns (the network: the address masked to
 # apicount.net_prefix_v4 bits)
