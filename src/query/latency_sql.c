@@ -267,7 +267,7 @@ apicount_live_latency(PG_FUNCTION_ARGS)
 			m = cstring_to_text(ANY_METHOD);
 			p = cstring_to_text(OTHER_PATH);
 		}
-		values[0] = TimestampTzGetDatum((TimestampTz) h->minute * USECS_PER_MINUTE);
+		values[0] = TimestampTzGetDatum(apicount_minute_start(h->minute));
 		values[1] = PointerGetDatum(m);
 		values[2] = PointerGetDatum(p);
 		values[3] = PointerGetDatum(lat_pages_to_bytea(snap, &h->pages, dense));

@@ -149,7 +149,7 @@ apicount_live_entries(PG_FUNCTION_ARGS)
 		LiveRow    *r = &rows[i];
 
 		memset(nulls, 0, sizeof(nulls));
-		values[0] = TimestampTzGetDatum((TimestampTz) r->key.minute * USECS_PER_MINUTE);
+		values[0] = TimestampTzGetDatum(apicount_minute_start(r->key.minute));
 		if (!key_columns(&r->key, values + 1, nulls + 1))
 			continue;
 		values[5] = BoolGetDatum((r->key.flags & KEY_TRACKED) != 0);
@@ -820,7 +820,7 @@ apicount_live_heavy(PG_FUNCTION_ARGS)
 
 		if (snap == NULL || snap->folded == 0)
 			continue;
-		values[0] = TimestampTzGetDatum((TimestampTz) m * USECS_PER_MINUTE);
+		values[0] = TimestampTzGetDatum(apicount_minute_start(m));
 		for (i = 0; i < snap->n; i++)
 		{
 			HeavyCounter *hc = &snap->counters[i];
@@ -1042,7 +1042,7 @@ apicount_live_minutes(PG_FUNCTION_ARGS)
 
 		g = &agg->rows[i];
 		memset(nulls, 0, sizeof(nulls));
-		values[0] = TimestampTzGetDatum((TimestampTz) g->key.minute * USECS_PER_MINUTE);
+		values[0] = TimestampTzGetDatum(apicount_minute_start(g->key.minute));
 		values[12] = BoolGetDatum(g->folded_before);
 		if (!group_columns(&g->key, dims, values + 1, nulls + 1))
 			continue;

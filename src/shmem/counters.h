@@ -341,6 +341,13 @@ extern void counters_return_spill(const CounterDelta *d);
 /* minute and slot arithmetic */
 extern int32 apicount_minute_of(TimestampTz ts);
 
+/* the first instant of an epoch minute (the inverse of apicount_minute_of) */
+static inline TimestampTz
+apicount_minute_start(int32 minute)
+{
+	return (TimestampTz) minute * USECS_PER_MINUTE;
+}
+
 /*
  * Range edges, clamped to int32 (infinities included): the first minute
  * starting at or after ts, and the last minute starting before ts.

@@ -53,8 +53,7 @@ typedef struct ApiBind
 static Datum
 api_bucket(const void *row, void *cxt, bool *isnull)
 {
-	return TimestampTzGetDatum((TimestampTz) ((const ApiRow *) row)->key.minute *
-							   USECS_PER_MINUTE);
+	return TimestampTzGetDatum(apicount_minute_start(((const ApiRow *) row)->key.minute));
 }
 
 static Datum

@@ -69,8 +69,7 @@ typedef enum CallerWrite
 static Datum
 caller_bucket(const void *row, void *cxt, bool *isnull)
 {
-	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->minute *
-							   USECS_PER_MINUTE);
+	return TimestampTzGetDatum(apicount_minute_start(((const CallerRow *) row)->minute));
 }
 
 static Datum
@@ -112,15 +111,13 @@ caller_folded_before(const void *row, void *cxt, bool *isnull)
 static Datum
 caller_first_seen(const void *row, void *cxt, bool *isnull)
 {
-	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->first_minute *
-							   USECS_PER_MINUTE);
+	return TimestampTzGetDatum(apicount_minute_start(((const CallerRow *) row)->first_minute));
 }
 
 static Datum
 caller_last_seen(const void *row, void *cxt, bool *isnull)
 {
-	return TimestampTzGetDatum((TimestampTz) ((const CallerRow *) row)->last_minute *
-							   USECS_PER_MINUTE);
+	return TimestampTzGetDatum(apicount_minute_start(((const CallerRow *) row)->last_minute));
 }
 
 #define CALLER_COUNT(name, field) \

@@ -111,8 +111,7 @@ write_heavy_snapshot(const HeavySnapshot *snap)
 	int64		prev_bound = 0;
 	Datum	   *calls_error;
 	int			w = 0;
-	Datum		bucket = TimestampTzGetDatum((TimestampTz) snap->minute *
-											 USECS_PER_MINUTE);
+	Datum		bucket = TimestampTzGetDatum(apicount_minute_start(snap->minute));
 	Datum		grouping = CStringGetTextDatum(heavy_dim_names[snap->dim]);
 
 	if (snap->folded == 0)
