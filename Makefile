@@ -41,11 +41,12 @@ OBJS = \
 	src/query/live.o \
 	src/query/latency_sql.o \
 	src/query/filter.o \
-	src/query/window.o
+	src/query/window.o \
+	src/query/tiers.o
 
 EXTENSION = apicount
 DATA = sql/apicount--0.1.sql sql/apicount--0.1--0.2.sql sql/apicount--0.2--0.3.sql \
-	sql/apicount--0.3--0.4.sql sql/apicount--0.4--0.5.sql sql/apicount--0.5--0.6.sql
+	sql/apicount--0.3--0.4.sql sql/apicount--0.4--0.5.sql sql/apicount--0.5--0.6.sql sql/apicount--0.6--0.7.sql
 SHLIB_LINK = -lm
 PGFILEDESC = "apicount - real-time API request counters"
 
