@@ -43,8 +43,9 @@ static int64 retention_day_secs = INT64CONST(5) * 31557600;
 /*
  * apicount_parse_duration: a PostgreSQL interval literal, in any of the forms
  * and units interval_in accepts ('13 months', '2 years', '1 day 12:00',
- * 'P1Y2M', '1 decade', ...), to seconds the way extract(epoch from interval)
- * counts them: a month is 30 days, a year 365.25 days.  Uses interval_in's
+ * 'P1Y2M', '1 decade', ...), to seconds: a month as 30 days, a year as
+ * 365.25 days, as written ('13 months' is 390 days, where extract(epoch from
+ * interval) counts 12 of the months as a year: 395.25).  Uses interval_in's
  * own parser, which reports errors as codes rather than by ereport (so a
  * GUC check hook may call it, in the postmaster too).  False for text that
  * is not an interval, or one that is negative or longer than 1,000 years.

@@ -6,7 +6,10 @@
  *
  *		apicount._retention_secs() -> (minute_secs, hour_secs, day_secs):
  *			each tier's retention as the worker applies it
- *			(apicount_retention_tier_secs, common/guc.c).
+ *			(apicount_retention_tier_secs, common/guc.c: a month is 30 days,
+ *			so '13 months' is 390 days; 0.4 to 0.6 computed it in SQL with
+ *			extract(epoch), which counts 12 months as 365.25 days, and read
+ *			minutes the worker had deleted as if still kept).
  *		apicount._tier_plan(from_bucket, to_ts, coarsest) -> (f, ha, d0, d1,
  *			hb, t): days [d0, d1) from the day tier, hours [ha, d0) and
  *			[d1, hb) from the hour tier, minutes [f, ha) and [hb, t) from the
@@ -27,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "guc.h"
+#include "preload.h"
 #include "tiers.h"
 #include "window.h"
 
@@ -124,7 +128,7 @@ make_record(FunctionCallInfo fcinfo, Datum *values, int n)
 	TupleDesc	tupdesc;
 	bool		nulls[8] = {false};
 
-	Assert(n <= lengthof(nulls));
+	Assert(n <= (int) lengthof(nulls));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE ||
 		tupdesc->natts != n)
 		elog(ERROR, "apicount: unexpected result type of a tier function");
@@ -138,6 +142,7 @@ apicount_retention_secs_sql(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	int			i;
 
+	apicount_require_preload();
 	for (i = 0; i < 3; i++)
 		values[i] = Float8GetDatum((double) apicount_retention_tier_secs(i));
 	PG_RETURN_DATUM(make_record(fcinfo, values, 3));
@@ -149,6 +154,7 @@ apicount_tier_plan(PG_FUNCTION_ARGS)
 	ApicountTierPlan pl;
 	Datum		values[6];
 
+	apicount_require_preload();
 	apicount_tier_plan_compute(PG_GETARG_TIMESTAMPTZ(0), PG_GETARG_TIMESTAMPTZ(1),
 							   PG_GETARG_INT32(2),
 							   GetCurrentTransactionStartTimestamp(), &pl);
@@ -168,6 +174,7 @@ apicount_tier_of_step(PG_FUNCTION_ARGS)
 {
 	int64		us;
 
+	apicount_require_preload();
 	if (PG_ARGISNULL(0))
 		PG_RETURN_INT32(2);
 	us = apicount_interval_usecs(PG_GETARG_INTERVAL_P(0));

@@ -1,9 +1,10 @@
 # 035_tier_plan.pl — the reading plan of a range (apicount._tier_plan, src/query/tiers.c):
 # which tier answers which part of [from, to), for every range query (issue 18).
 #
-# For five retention settings (the defaults; minute 1 day, hour 2 days, day 3 days 12 hours;
+# For six retention settings (the defaults; minute 1 day, hour 2 days, day 3 days 12 hours;
 # minute 90 minutes, hour 36 hours; minute and hour both 5 hours through apicount.retention;
-# hour shorter than minute), each applied by a reload, and for about 1,900 ranges (ends on and
+# hour shorter than minute; minute 13 months, hour 14 months: a month is 30 days, as the
+# worker counts it), each applied by a reload, and for about 1,400 ranges (ends on and
 # around the minute tier's and hour tier's retention limits, hour and day boundaries, now,
 # random minutes over 420 days; ends before starts) and each coarsest tier (0, 1, 2):
 #  - the plan (f, ha, d0, d1, hb, t) equals the one this file computes in Perl from the
@@ -19,19 +20,22 @@
 #    hours are kept less than a day longer than minutes (a1 > a0) with coarsest 0: they
 #    read [a0, a1) from both minutes and days;
 #  - _retention_secs() gives each tier's retention as the worker applies it;
-#  - end to end, with minutes and hours both kept 5 hours: minutes() and series() with a
-#    one-minute step over 6 hours count each of 60 fresh hits once (a plain table's count);
+#  - end to end, with minutes and hours both kept 1 hour: minutes() and series() with a
+#    one-minute step over 2 hours count each of 60 fresh hits once (a plain table's count);
+#    0.4 to 0.6 counted twice the hits since the start of the current hour, from 01:00 UTC
+#    on (before, the stretch read twice lies in the previous day);
 #  - _tier_of_step gives 2 for a whole number of days, 1 for a whole number of hours, else 0.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('tier_plan');
 $node->init;
 $node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'apicount'\ntimezone = 'UTC'\n");
+	"shared_preload_libraries = 'apicount'\napicount.flush_interval = '1h'\ntimezone = 'UTC'\n");
 $node->start;
 sub q1 { return $node->safe_psql('postgres', $_[0]); }
 q1('CREATE EXTENSION apicount');
@@ -105,11 +109,13 @@ my @settings = (
 	[ 'minute 1 day, hour 2 days, day 3 days 12 hours', '', '1 day', '2 days', '3 days 12 hours' ],
 	[ 'minute 90 minutes, hour 36 hours', '', '90 minutes', '36 hours', '' ],
 	[ 'minute (apicount.retention) and hour 5 hours', '5 hours', '', '5 hours', '' ],
-	[ 'hour shorter than minute', '', '3 days', '1 day', '' ],);
+	[ 'hour shorter than minute', '', '3 days', '1 day', '' ],
+	[ 'minute 13 months, hour 14 months', '', '13 months', '14 months', '' ],);
 my %secs = (
 	'' => undef, '1 day' => 86400, '2 days' => 172800, '3 days 12 hours' => 302400,
 	'90 minutes' => 5400, '36 hours' => 129600, '5 hours' => 18000, '3 days' => 259200,
-	'30 days' => 2592000, '400 days' => 34560000, '5 years' => 157788000);
+	'30 days' => 2592000, '400 days' => 34560000, '5 years' => 157788000,
+	'13 months' => 390 * 86400, '14 months' => 420 * 86400);
 
 srand(35);
 for my $s (@settings)
@@ -125,9 +131,14 @@ for my $s (@settings)
 	$h = $m if $m > $h;
 	my $d = $secs{ $rday || '5 years' };
 	$d = $h if $h > $d;
-	# the reload reaches this backend before its next statement
-	is(q1('SELECT minute_secs || \' \' || hour_secs || \' \' || day_secs FROM apicount._retention_secs()'),
-		"$m $h $d", "$label: _retention_secs()");
+	# a reload is applied asynchronously: wait (5 s at most) for a session that sees it
+	my $ret_q = 'SELECT minute_secs || \' \' || hour_secs || \' \' || day_secs FROM apicount._retention_secs()';
+	for (1 .. 50)
+	{
+		last if q1($ret_q) eq "$m $h $d";
+		usleep(100_000);
+	}
+	is(q1($ret_q), "$m $h $d", "$label: _retention_secs()");
 
 	# now() of the transaction the plans are computed in: a later one, so pick ends around a
 	# now taken here and let the query report its own
@@ -191,26 +202,33 @@ for my $s (@settings)
 	is($prop, 0, "$label: every plan keeps the plan's properties") or diag($first);
 }
 
-# End to end, where 0.4 to 0.6 counted twice: minutes and hours both kept 5 hours (a1 > a0), a
-# one-minute step over 6 hours ending now reads the day tier up to a1 and minutes after it, and
-# every hit once.  The hits: 60 in the last minutes, in a plain table too.
-q1("ALTER SYSTEM SET apicount.retention = '5 hours'");
+# End to end, where 0.4 to 0.6 counted twice: minutes and hours both kept 1 hour (a1 > a0), a
+# one-minute step over 2 hours ending now reads the day tier up to a1 and minutes after it, and
+# every hit once.  The hits: 60 in the last minute, in a plain table too.  (0.4 to 0.6 read
+# [a0, a1) twice: from the start of the current hour to midnight, when it is 01:00 UTC or
+# later.)
+q1("ALTER SYSTEM SET apicount.retention = '1 hour'");
 q1("ALTER SYSTEM SET apicount.retention_minute = ''");
-q1("ALTER SYSTEM SET apicount.retention_hour = '5 hours'");
+q1("ALTER SYSTEM SET apicount.retention_hour = '1 hour'");
 q1('SELECT pg_reload_conf()');
+for (1 .. 50)
+{
+	last if q1('SELECT hour_secs FROM apicount._retention_secs()') eq '3600';
+	usleep(100_000);
+}
 q1(q{CREATE TABLE mirror AS
 	SELECT clock_timestamp() - g * interval '1 second' AS ts, '/e/' || chr(97 + g % 3) AS path, 200 AS status
 	FROM generate_series(1, 60) g;
 	INSERT INTO apicount.requests (ts, method, path, status) SELECT ts, 'GET', path, status FROM mirror});
-ok(q1('SELECT apicount.flush() > 0'), 'hits flushed');
+is(q1('SELECT apicount.flush() > 0'), 't', 'hits flushed');
 my $truth = q1('SELECT count(*) FROM mirror');
-is(q1(q{SELECT sum(calls) FROM apicount.minutes(now() - interval '6 hours', now(), '1 minute', by_api => false)}),
-	$truth, 'minutes(by_api => false), 1-minute step, 6 hours, a1 > a0: each hit once');
-is(q1(q{SELECT sum(calls) FROM apicount.series(NULL, now() - interval '6 hours', now(), '1 minute')}),
-	$truth, 'series(all paths), 1-minute step, 6 hours, a1 > a0: each hit once');
-is(q1(q{SELECT sum(calls) FROM apicount.series('/e/b', now() - interval '6 hours', now(), '1 minute')}),
+is(q1(q{SELECT sum(calls) FROM apicount.minutes(now() - interval '2 hours', now(), '1 minute', by_api => false)}),
+	$truth, 'minutes(by_api => false), 1-minute step, 2 hours, a1 > a0: each hit once');
+is(q1(q{SELECT sum(calls) FROM apicount.series(NULL, now() - interval '2 hours', now(), '1 minute')}),
+	$truth, 'series(all paths), 1-minute step, 2 hours, a1 > a0: each hit once');
+is(q1(q{SELECT sum(calls) FROM apicount.series('/e/b', now() - interval '2 hours', now(), '1 minute')}),
 	q1(q{SELECT count(*) FROM mirror WHERE path = '/e/b'}),
-	'series(one path), 1-minute step, 6 hours, a1 > a0: each hit once');
+	'series(one path), 1-minute step, 2 hours, a1 > a0: each hit once');
 
 # _tier_of_step: the coarsest tier a step can read (the step in whole days, hours, or less)
 my @steps = ('1 minute', '90 seconds', '1 hour', '90 minutes', '2 hours', '24 hours', '1 day',
